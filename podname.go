@@ -1,0 +1,82 @@
+package kubexec
+
+import (
+	"crypto/sha256"
+	"encoding/base32"
+	"strconv"
+	"strings"
+)
+
+// maxPodName is the longest name PodName returns: a DNS-1123 label, so it
+// also serves as the pod's hostname and as a label value.
+const maxPodName = 63
+
+// podNameHashLen is the number of base32 characters (5 bits each) of the key
+// hash in a pod name: 60 bits.
+const podNameHashLen = 12
+
+var lowerBase32 = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// PodName returns the name of the pod that runs key:
+//
+//	<slug>-<hash>-<attempt>
+//
+// where slug is "workflow-task" lower-cased with every run of characters
+// outside [a-z0-9] turned into one "-" and cut to fit, hash is 12 base32
+// characters of the SHA-256 of the whole key (workflow, task, run, map index
+// and attempt, unambiguously encoded), and attempt is key.Attempt in decimal.
+// For example {WorkflowID: "etl", TaskID: "load_users", Attempt: 2} gives
+// a name of the form "etl-load-users-xxxxxxxxxxxx-2".
+//
+// The name is a DNS-1123 label of at most 63 characters. It depends on the
+// key alone (not on the executor or the time), so creating the same attempt
+// twice collides with AlreadyExists on purpose, and it is stable across
+// kubexec versions. Keys that differ in any field get different names
+// except for a 60-bit hash collision; a caller that gets AlreadyExists
+// therefore confirms the existing pod's key with [KeyFromObject] before
+// adopting it. Errors come from [TaskKey.Validate].
+func PodName(key TaskKey) (string, error) {
+	if err := key.Validate(); err != nil {
+		return "", err
+	}
+	suffix := "-" + keyHash(key) + "-" + strconv.Itoa(key.Attempt)
+	slug := dnsSlug(key.WorkflowID + "-" + key.TaskID)
+	if limit := maxPodName - len(suffix); len(slug) > limit {
+		slug = strings.TrimRight(slug[:limit], "-")
+	}
+	if slug == "" {
+		slug = "task"
+	}
+	return slug + suffix, nil
+}
+
+// keyHash returns podNameHashLen lower-case base32 characters of the SHA-256
+// of an unambiguous encoding of key: each string is prefixed by its length.
+func keyHash(key TaskKey) string {
+	h := sha256.New()
+	h.Write([]byte("kubexec/pod-name/v1\x00"))
+	for _, s := range []string{key.WorkflowID, key.TaskID, key.RunID} {
+		h.Write([]byte(strconv.Itoa(len(s)) + ":" + s))
+	}
+	h.Write([]byte(strconv.Itoa(key.MapIndex) + "," + strconv.Itoa(key.Attempt)))
+	return lowerBase32.EncodeToString(h.Sum(nil))[:podNameHashLen]
+}
+
+// dnsSlug lower-cases s and replaces each run of characters outside [a-z0-9]
+// with one "-", without leading or trailing "-".
+func dnsSlug(s string) string {
+	var b strings.Builder
+	dash := false
+	for _, r := range strings.ToLower(s) {
+		if 'a' <= r && r <= 'z' || '0' <= r && r <= '9' {
+			if dash && b.Len() > 0 {
+				b.WriteByte('-')
+			}
+			dash = false
+			b.WriteRune(r)
+			continue
+		}
+		dash = true
+	}
+	return b.String()
+}

@@ -1,0 +1,70 @@
+package kubexec
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ErrInvalidResult is wrapped by the errors of [Result.Validate].
+var ErrInvalidResult = errors.New("kubexec: invalid result")
+
+// Result is the record of one finished attempt: what the executor hands to
+// the host's store, exactly once per attempt.
+type Result struct {
+	// Key identifies the attempt.
+	Key TaskKey `json:"key"`
+	// State is StateSucceeded or StateFailed.
+	State State `json:"state"`
+	// Reason says why the attempt ended; Reason.State() equals State.
+	Reason Reason `json:"reason"`
+	// ExitCode is the exit code of Container. It is meaningful only when
+	// Container is not empty.
+	ExitCode int32 `json:"exitCode"`
+	// Container names the container whose termination decided the result
+	// (usually the main container); empty when no container terminated,
+	// e.g. for LaunchRejected or Unschedulable.
+	Container string `json:"container,omitempty"`
+	// Message is the detail for a person: the container's termination
+	// message or reason, the API server's error, the eviction message.
+	// Reason.Hint() says what to do about it.
+	Message string `json:"message,omitempty"`
+	// PodName is the name of the attempt's pod.
+	PodName string `json:"podName,omitempty"`
+	// Namespace is the namespace of the attempt's pod.
+	Namespace string `json:"namespace,omitempty"`
+	// Node is the node the pod ran on; empty if it was never scheduled.
+	Node string `json:"node,omitempty"`
+	// StartedAt is when the main container started; zero if it never did.
+	StartedAt time.Time `json:"startedAt,omitzero"`
+	// FinishedAt is when the attempt ended (the container's finish time, or
+	// when kubexec observed the end).
+	FinishedAt time.Time `json:"finishedAt,omitzero"`
+	// XComRef refers to the attempt's small result value (XCom) as stored by
+	// the xcom backend that read it; empty when the attempt produced none.
+	// Its form is defined by that backend.
+	XComRef string `json:"xcomRef,omitempty"`
+}
+
+// Validate reports whether r is a consistent terminal result: a valid key, a
+// terminal state, a known reason that matches the state, and times in order.
+// Errors wrap [ErrInvalidResult].
+func (r Result) Validate() error {
+	if err := r.Key.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidResult, err)
+	}
+	if !r.State.Terminal() {
+		return fmt.Errorf("%w: state %q is not terminal: use %q or %q", ErrInvalidResult, r.State, StateSucceeded, StateFailed)
+	}
+	if !r.Reason.Known() {
+		return fmt.Errorf("%w: unknown reason %q", ErrInvalidResult, r.Reason)
+	}
+	if r.Reason.State() != r.State {
+		return fmt.Errorf("%w: reason %s goes with state %q, not %q", ErrInvalidResult, r.Reason, r.Reason.State(), r.State)
+	}
+	if !r.StartedAt.IsZero() && !r.FinishedAt.IsZero() && r.FinishedAt.Before(r.StartedAt) {
+		return fmt.Errorf("%w: finishedAt %s is before startedAt %s", ErrInvalidResult,
+			r.FinishedAt.Format(time.RFC3339Nano), r.StartedAt.Format(time.RFC3339Nano))
+	}
+	return nil
+}
