@@ -1,0 +1,34 @@
+# kubexec: the two commands a new user needs are `make run` and `make test`.
+GO ?= go
+BIN := $(CURDIR)/_output/bin
+export KUBEXEC_DEVCLUSTER_BIN := $(BIN)
+
+.PHONY: run test devcluster vet cluster-up cluster-down fmt
+
+## run: build the dev cluster, start it, show what it serves, stop it.
+run: devcluster
+	$(GO) run ./internal/devcluster/cmd/devcluster info
+
+## test: build the dev cluster, then vet and run every test with -race.
+test: devcluster vet
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+## devcluster: build etcd, kube-apiserver, kube-controller-manager,
+## kube-scheduler and the process node into _output/bin (cold: ~5-10 min).
+devcluster:
+	bash internal/devcluster/bin/build.sh $(BIN)
+
+vet:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+## cluster-up: start a dev cluster in the background; prints its kubeconfig.
+cluster-up: devcluster
+	bash internal/devcluster/cluster.sh up
+
+## cluster-down: stop the cluster started by cluster-up.
+cluster-down:
+	bash internal/devcluster/cluster.sh down
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')

@@ -1,0 +1,134 @@
+// Command devcluster runs kubexec's dev cluster for people.
+//
+//	devcluster up --dir DIR [--nodes N]   run until SIGINT/SIGTERM; DIR/kubeconfig is written when ready
+//	devcluster info [--nodes N]           start a cluster, print what it serves, stop it
+//
+// `make cluster-up` and `make cluster-down` wrap `up` in the background.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kubexec/kubexec/internal/devcluster"
+)
+
+func main() {
+	log.SetFlags(0)
+	if len(os.Args) < 2 {
+		usage()
+	}
+	var err error
+	switch os.Args[1] {
+	case "up":
+		err = up(os.Args[2:])
+	case "info":
+		err = info(os.Args[2:], os.Stdout)
+	default:
+		usage()
+	}
+	if err != nil {
+		log.Fatalf("devcluster: %v", err)
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: devcluster up --dir DIR [--nodes N] | devcluster info [--nodes N]")
+	os.Exit(2)
+}
+
+func commonFlags(name string) (*flag.FlagSet, *devcluster.Options) {
+	opts := &devcluster.Options{Logf: log.Printf}
+	fs := flag.NewFlagSet(name, flag.ExitOnError)
+	fs.IntVar(&opts.Nodes, "nodes", 0, "number of process nodes")
+	fs.StringVar(&opts.BinDir, "bin", "", "folder of the dev cluster binaries (default: _output/bin in the module root)")
+	return fs, opts
+}
+
+// up runs a cluster in DIR until it is told to stop. It writes DIR/ready
+// once the cluster is ready, so a script can wait for it.
+func up(args []string) error {
+	fs, opts := commonFlags("up")
+	fs.StringVar(&opts.Dir, "dir", "", "folder for the cluster's data, kubeconfig and logs (required; emptied first)")
+	_ = fs.Parse(args)
+	if opts.Dir == "" {
+		return errors.New("--dir is required")
+	}
+	// A cluster's data is only valid with the certificates it was made
+	// with: start from an empty folder each time.
+	if err := os.RemoveAll(opts.Dir); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	c, err := devcluster.Start(ctx, *opts)
+	if err != nil {
+		return err
+	}
+	defer c.Stop()
+	if err := os.WriteFile(filepath.Join(opts.Dir, "ready"), []byte(c.Kubeconfig()+"\n"), 0o644); err != nil {
+		return err
+	}
+	log.Printf("devcluster: serving %s; kubeconfig %s", c.Host(), c.Kubeconfig())
+	<-ctx.Done()
+	log.Printf("devcluster: stopping")
+	return c.Stop()
+}
+
+// info starts a cluster, prints what it serves and stops it.
+func info(args []string, w io.Writer) error {
+	fs, opts := commonFlags("info")
+	_ = fs.Parse(args)
+	opts.Logf = func(string, ...any) {}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	start := time.Now()
+	c, err := devcluster.Start(ctx, *opts)
+	if err != nil {
+		return err
+	}
+	defer c.Stop()
+	version, err := c.Client().Discovery().ServerVersion()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "dev cluster ready in %s\n", time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(w, "API server:  %s (Kubernetes %s)\n", c.Host(), version.GitVersion)
+	fmt.Fprintf(w, "kubeconfig:  %s\n", c.Kubeconfig())
+	nss, err := c.Client().CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err
+	}
+	fmt.Fprint(w, "namespaces: ")
+	for _, ns := range nss.Items {
+		fmt.Fprintf(w, " %s", ns.Name)
+	}
+	fmt.Fprintln(w)
+	nodes, err := c.Client().CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "nodes:       %d\n", len(nodes.Items))
+	for _, n := range nodes.Items {
+		fmt.Fprintf(w, "  %s cpu=%s memory=%s pods=%s\n", n.Name,
+			n.Status.Allocatable.Cpu(), n.Status.Allocatable.Memory(), n.Status.Allocatable.Pods())
+	}
+	groups, err := c.Client().Discovery().ServerGroups()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "API groups:  %d\n", len(groups.Groups))
+	fmt.Fprintln(w, "stopping the dev cluster")
+	return nil
+}

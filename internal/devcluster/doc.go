@@ -1,0 +1,22 @@
+// Package devcluster runs a real Kubernetes control plane on this machine
+// for kubexec's tests and examples: etcd, kube-apiserver,
+// kube-controller-manager and kube-scheduler built from the Go module proxy
+// (`make devcluster`), plus optional process nodes that run each container's
+// command as a local process.
+//
+// Every component listens on a free loopback port chosen at start, so two
+// clusters can run at once. The cluster generates its own CA and
+// certificates; the client identity it hands out is in system:masters
+// (cluster-admin). ServiceAccount admission and the controller-manager's
+// service account and token controllers are on, as in a real cluster.
+//
+// Each component logs to <Dir>/<name>.log. Children are started with
+// Pdeathsig, so they die with the process that started them even when it is
+// killed; Stop stops them all by process id.
+//
+// Fault hooks: StopAPIServer, StartAPIServer and RestartAPIServer keep etcd's
+// data; CompactEtcd makes old resourceVersions return 410 Gone.
+//
+// Tests use Main (one cluster per package, from TestMain) or StartForTest
+// (one cluster per test) and make a namespace per test with NewNamespace.
+package devcluster

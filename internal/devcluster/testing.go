@@ -1,0 +1,94 @@
+package devcluster
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Main starts one cluster for a package's tests, runs them, prints the
+// components' log tails if any failed, and stops the cluster. Use it from
+// TestMain:
+//
+//	var cluster *devcluster.Cluster
+//
+//	func TestMain(m *testing.M) {
+//		os.Exit(devcluster.Main(m, devcluster.Options{Nodes: 1}, &cluster))
+//	}
+func Main(m *testing.M, opts Options, c **Cluster) int {
+	if !flag.Parsed() {
+		flag.Parse()
+	}
+	if opts.Logf == nil && testing.Verbose() {
+		opts.Logf = func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
+	}
+	cl, err := Start(context.Background(), opts)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "devcluster: the dev cluster did not start, so no test ran: %v\n", err)
+		return 1
+	}
+	*c = cl
+	code := m.Run()
+	if code != 0 {
+		fmt.Fprintf(os.Stderr, "devcluster: tests failed; component logs are in %s\n%s", cl.Dir(), cl.logTails(60))
+	}
+	if err := cl.Stop(); err != nil {
+		fmt.Fprintf(os.Stderr, "devcluster: stop: %v\n", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	return code
+}
+
+// StartForTest starts a cluster for one test and stops it when the test
+// ends, printing the components' log tails if the test failed.
+func StartForTest(t testing.TB, opts Options) *Cluster {
+	t.Helper()
+	if opts.Logf == nil {
+		opts.Logf = t.Logf
+	}
+	c, err := Start(t.Context(), opts)
+	if err != nil {
+		t.Fatalf("start the dev cluster: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("component logs are in %s\n%s", c.Dir(), c.logTails(60))
+		}
+		if err := c.Stop(); err != nil {
+			t.Errorf("stop the dev cluster: %v", err)
+		}
+	})
+	return c
+}
+
+// NewNamespace creates a namespace with a generated name that starts with
+// prefix, waits for its default ServiceAccount (pods cannot be created
+// before it exists), and deletes the namespace when the test ends.
+func (c *Cluster) NewNamespace(t testing.TB, prefix string, labels map[string]string) string {
+	t.Helper()
+	ctx := t.Context()
+	ns, err := c.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: prefix + "-", Labels: labels},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create namespace: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = c.client.CoreV1().Namespaces().Delete(context.Background(), ns.Name, metav1.DeleteOptions{})
+	})
+	err = c.poll(ctx, "the default ServiceAccount in namespace "+ns.Name, []*process{c.controller}, func(ctx context.Context) (bool, error) {
+		_, err := c.client.CoreV1().ServiceAccounts(ns.Name).Get(ctx, "default", metav1.GetOptions{})
+		return err == nil, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ns.Name
+}
