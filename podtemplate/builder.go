@@ -1,0 +1,316 @@
+package podtemplate
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/strategicpatch"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/kubexec/kubexec"
+)
+
+// DefaultMainContainer is the name of the main container when
+// Config.MainContainer is empty, as in Apache Airflow.
+const DefaultMainContainer = "base"
+
+// DefaultNamespace is the namespace of a pod when neither Config.Namespace,
+// the template, the task spec nor the override names one.
+const DefaultNamespace = "default"
+
+// Builder builds the pod for one task attempt. Implementations must be safe
+// for concurrent use; the executor calls Build from its launch goroutines.
+type Builder interface {
+	// Build returns the pod that runs spec.Key, ready to create, or an
+	// error that says what to fix.
+	Build(ctx context.Context, spec TaskSpec) (*corev1.Pod, error)
+}
+
+// BuilderFunc adapts a function to the [Builder] interface.
+type BuilderFunc func(ctx context.Context, spec TaskSpec) (*corev1.Pod, error)
+
+// Build calls f(ctx, spec).
+func (f BuilderFunc) Build(ctx context.Context, spec TaskSpec) (*corev1.Pod, error) {
+	return f(ctx, spec)
+}
+
+var (
+	_ Builder = BuilderFunc(nil)
+	_ Builder = (*Template)(nil)
+)
+
+// Middleware changes a built pod before kubexec's metadata is applied
+// (Airflow's pod mutation hook). It runs after the template, task spec and
+// override are merged, and sees the pod's final name, labels and
+// annotations, so it can read the attempt with [kubexec.KeyFromObject]; any
+// change it makes to those is undone. An error fails the build with a
+// *[MiddlewareError] that carries it unchanged.
+type Middleware func(ctx context.Context, pod *corev1.Pod) error
+
+// TaskSpec is what the host says about one attempt. Empty fields leave the
+// template's values alone.
+type TaskSpec struct {
+	// Key identifies the attempt. Required.
+	Key kubexec.TaskKey
+	// Namespace is the pod's namespace; it wins over the template's.
+	Namespace string
+	// Image is the main container's image; it wins over the template's.
+	Image string
+	// Command replaces the main container's command (its entrypoint) when
+	// not nil.
+	Command []string
+	// Args replaces the main container's args when not nil.
+	Args []string
+	// Env sets environment variables of the main container: an entry
+	// replaces the template's entry of the same name, others are appended.
+	Env []corev1.EnvVar
+	// Requests sets resource requests of the main container, by resource
+	// name, as quantities such as "500m", "2" or "1Gi". Each entry replaces
+	// the template's entry for that resource.
+	Requests map[corev1.ResourceName]string
+	// Limits sets resource limits of the main container, like Requests.
+	Limits map[corev1.ResourceName]string
+	// Override is merged into the pod after the fields above; see
+	// [ParseOverride].
+	Override Override
+}
+
+// Config configures a [Template].
+type Config struct {
+	// ExecutorID identifies the executor instance that will own the pods;
+	// it goes into their labels (see [kubexec.Labels]). Required.
+	ExecutorID string
+	// MainContainer is the name of the container that runs the task: it
+	// receives the task spec's image, command, args, env and resources.
+	// Default "base".
+	MainContainer string
+	// Namespace is the namespace of pods whose template, task spec and
+	// override name none. Default "default".
+	Namespace string
+	// Middleware runs in order on every built pod; see [Middleware].
+	// Default none.
+	Middleware []Middleware
+}
+
+func (c Config) withDefaults() Config {
+	if c.MainContainer == "" {
+		c.MainContainer = DefaultMainContainer
+	}
+	if c.Namespace == "" {
+		c.Namespace = DefaultNamespace
+	}
+	c.Middleware = slices.Clone(c.Middleware)
+	return c
+}
+
+func (c Config) validate() error {
+	if err := kubexec.ValidateExecutorID(c.ExecutorID); err != nil {
+		return fmt.Errorf("podtemplate: Config.ExecutorID: %w", err)
+	}
+	if i := slices.IndexFunc(c.Middleware, func(m Middleware) bool { return m == nil }); i >= 0 {
+		return fmt.Errorf("podtemplate: Config.Middleware[%d] is nil: remove it", i)
+	}
+	return nil
+}
+
+// Template is the standard [Builder]: it builds each pod from a base
+// template in the order described in the package documentation. It is safe
+// for concurrent use.
+type Template struct {
+	base *corev1.Pod
+	cfg  Config
+}
+
+// New returns a Template that builds pods from base, which is copied. Use
+// [DefaultTemplate] when the host has no template of its own, or
+// [LoadTemplate] for a file. base must have a container named
+// Config.MainContainer.
+func New(base *corev1.Pod, cfg Config) (*Template, error) {
+	if base == nil {
+		return nil, fmt.Errorf("%w: the template is nil: pass podtemplate.DefaultTemplate() or a template from podtemplate.LoadTemplate", ErrInvalidTemplate)
+	}
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if mainIndex(base, cfg.MainContainer) < 0 {
+		return nil, &DecodeError{
+			Field: "spec.containers",
+			Err: fmt.Errorf("has no container named %q: name the template's main container %q or set Config.MainContainer",
+				cfg.MainContainer, cfg.MainContainer),
+			kind: ErrInvalidTemplate,
+		}
+	}
+	return &Template{base: base.DeepCopy(), cfg: cfg}, nil
+}
+
+// Build builds the pod for spec.Key. Errors are a *[kubexec.KeyError] for an
+// invalid key, a *[ValidationError] for an invalid task spec or resulting
+// pod, a *[DecodeError] for an override that cannot be merged, a
+// *[MiddlewareError], or the context's error.
+func (t *Template) Build(ctx context.Context, spec TaskSpec) (*corev1.Pod, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := spec.Key.Validate(); err != nil {
+		return nil, err
+	}
+	pod := t.base.DeepCopy()
+	if errs := applySpec(pod, t.cfg.MainContainer, spec); len(errs) > 0 {
+		return nil, &ValidationError{Key: spec.Key, Errs: errs}
+	}
+	if !spec.Override.IsZero() {
+		merged, err := merge(pod, spec.Override)
+		if err != nil {
+			return nil, err
+		}
+		pod = merged
+	}
+	if pod.Namespace == "" {
+		pod.Namespace = t.cfg.Namespace
+	}
+	mainFirst(pod, t.cfg.MainContainer)
+	if err := kubexec.ApplyMetadata(pod, t.cfg.ExecutorID, spec.Key); err != nil {
+		return nil, err
+	}
+	for i, mw := range t.cfg.Middleware {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if err := mw(ctx, pod); err != nil {
+			return nil, &MiddlewareError{Index: i, Err: err}
+		}
+	}
+	if err := kubexec.ApplyMetadata(pod, t.cfg.ExecutorID, spec.Key); err != nil {
+		return nil, err
+	}
+	pod.APIVersion, pod.Kind = "v1", "Pod"
+	if pod.Spec.RestartPolicy == "" {
+		pod.Spec.RestartPolicy = corev1.RestartPolicyNever
+	}
+	if errs := validatePod(pod, t.cfg.MainContainer); len(errs) > 0 {
+		return nil, &ValidationError{Pod: pod.Namespace + "/" + pod.Name, Key: spec.Key, Errs: errs}
+	}
+	return pod, nil
+}
+
+// mainIndex returns the index of the container named name, or -1.
+func mainIndex(pod *corev1.Pod, name string) int {
+	return slices.IndexFunc(pod.Spec.Containers, func(c corev1.Container) bool { return c.Name == name })
+}
+
+// DefaultContainerAnnotation names the container that kubectl logs and
+// kubectl exec use when none is given. Build sets it to the main container
+// unless the template, override or middleware set it.
+const DefaultContainerAnnotation = "kubectl.kubernetes.io/default-container"
+
+// mainFirst moves the main container, if there is one, to the front of the
+// containers (a merge puts an override's new containers first), and makes
+// it kubectl's default container.
+func mainFirst(pod *corev1.Pod, mainName string) {
+	i := mainIndex(pod, mainName)
+	if i < 0 {
+		return
+	}
+	c := pod.Spec.Containers[i]
+	copy(pod.Spec.Containers[1:i+1], pod.Spec.Containers[:i])
+	pod.Spec.Containers[0] = c
+	if _, ok := pod.Annotations[DefaultContainerAnnotation]; !ok {
+		if pod.Annotations == nil {
+			pod.Annotations = map[string]string{}
+		}
+		pod.Annotations[DefaultContainerAnnotation] = mainName
+	}
+}
+
+// applySpec writes the task spec into pod, whose main container exists.
+func applySpec(pod *corev1.Pod, mainName string, spec TaskSpec) field.ErrorList {
+	c := &pod.Spec.Containers[mainIndex(pod, mainName)]
+	root := field.NewPath("TaskSpec")
+	var errs field.ErrorList
+	requests, reqErrs := parseQuantities(root.Child("Requests"), spec.Requests)
+	limits, limErrs := parseQuantities(root.Child("Limits"), spec.Limits)
+	errs = append(append(errs, reqErrs...), limErrs...)
+	for i, e := range spec.Env {
+		if e.Name == "" {
+			errs = append(errs, field.Required(root.Child("Env").Index(i).Child("Name"), "give every variable a name"))
+		}
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+
+	if spec.Namespace != "" {
+		pod.Namespace = spec.Namespace
+	}
+	if spec.Image != "" {
+		c.Image = spec.Image
+	}
+	if spec.Command != nil {
+		c.Command = slices.Clone(spec.Command)
+	}
+	if spec.Args != nil {
+		c.Args = slices.Clone(spec.Args)
+	}
+	for _, e := range spec.Env {
+		if i := slices.IndexFunc(c.Env, func(t corev1.EnvVar) bool { return t.Name == e.Name }); i >= 0 {
+			c.Env[i] = *e.DeepCopy()
+		} else {
+			c.Env = append(c.Env, *e.DeepCopy())
+		}
+	}
+	c.Resources.Requests = setQuantities(c.Resources.Requests, requests)
+	c.Resources.Limits = setQuantities(c.Resources.Limits, limits)
+	return nil
+}
+
+func parseQuantities(path *field.Path, in map[corev1.ResourceName]string) (corev1.ResourceList, field.ErrorList) {
+	var errs field.ErrorList
+	out := corev1.ResourceList{}
+	for name, s := range in {
+		q, err := resource.ParseQuantity(s)
+		if err != nil {
+			errs = append(errs, field.Invalid(path.Key(string(name)), s, "not a resource quantity: write it like 500m, 2, 128Mi or 1Gi"))
+			continue
+		}
+		out[name] = q
+	}
+	return out, errs
+}
+
+func setQuantities(dst, src corev1.ResourceList) corev1.ResourceList {
+	if len(src) == 0 {
+		return dst
+	}
+	if dst == nil {
+		dst = corev1.ResourceList{}
+	}
+	for name, q := range src {
+		dst[name] = q
+	}
+	return dst
+}
+
+// merge applies o to pod with strategic-merge-patch semantics.
+func merge(pod *corev1.Pod, o Override) (*corev1.Pod, error) {
+	fail := func(err error) error {
+		return &DecodeError{Source: o.source, Err: err, kind: ErrInvalidOverride}
+	}
+	original, err := json.Marshal(pod)
+	if err != nil {
+		return nil, fail(err)
+	}
+	out, err := strategicpatch.StrategicMergePatch(original, o.patch, corev1.Pod{})
+	if err != nil {
+		return nil, fail(fmt.Errorf("cannot merge: %w", err))
+	}
+	merged := &corev1.Pod{}
+	if err := json.Unmarshal(out, merged); err != nil {
+		return nil, fail(fmt.Errorf("merged pod does not decode: %w", err))
+	}
+	return merged, nil
+}

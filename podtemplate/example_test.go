@@ -1,0 +1,129 @@
+package podtemplate_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/kubexec/kubexec"
+	"github.com/kubexec/kubexec/podtemplate"
+)
+
+// Build a pod from a template file, a task spec and a per-task override.
+// The override changes the main container's image and one env variable by
+// name, deletes the template's sidecar and adds a node selector; everything
+// else comes from the template. Labels, annotations, name and finalizer come
+// from kubexec last.
+func Example() {
+	base, err := podtemplate.LoadTemplate(filepath.Join("testdata", "template.yaml"))
+	if err != nil {
+		panic(err)
+	}
+	tpl, err := podtemplate.New(base, podtemplate.Config{ExecutorID: "scheduler-a"})
+	if err != nil {
+		panic(err)
+	}
+	override, err := podtemplate.ParseOverride("load_users override", []byte(`
+spec:
+  nodeSelector:
+    disk: ssd
+  initContainers:
+  - name: log-shipper
+    $patch: delete
+  containers:
+  - name: base
+    image: registry.example.com/etl:1.5-debug
+    env:
+    - name: LOG_LEVEL
+      value: debug
+`))
+	if err != nil {
+		panic(err)
+	}
+	pod, err := tpl.Build(context.Background(), podtemplate.TaskSpec{
+		Key:       kubexec.TaskKey{WorkflowID: "etl", TaskID: "load_users", RunID: "manual__2026-05-01", MapIndex: kubexec.NotMapped, Attempt: 1},
+		Namespace: "data",
+		Command:   []string{"python", "-m", "etl.load_users"},
+		Limits:    map[corev1.ResourceName]string{corev1.ResourceMemory: "2Gi"},
+		Override:  override,
+	})
+	if err != nil {
+		panic(err)
+	}
+	main := pod.Spec.Containers[0]
+	fmt.Println("pod:", pod.Namespace+"/"+pod.Name)
+	fmt.Println("image:", main.Image)
+	fmt.Println("command:", main.Command)
+	for _, e := range main.Env {
+		fmt.Printf("env: %s=%s\n", e.Name, e.Value)
+	}
+	fmt.Println("memory limit:", main.Resources.Limits.Memory())
+	fmt.Println("init containers:", len(pod.Spec.InitContainers))
+	fmt.Println("node selector:", pod.Spec.NodeSelector)
+	fmt.Println("team label:", pod.Labels["team"])
+	fmt.Println("executor label:", pod.Labels[kubexec.LabelExecutor])
+	key, err := kubexec.KeyFromObject(pod)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("key:", key)
+	// Output:
+	// pod: data/etl-load-users-fonzhxlxe3dw-1
+	// image: registry.example.com/etl:1.5-debug
+	// command: [python -m etl.load_users]
+	// env: MODE=batch
+	// env: LOG_LEVEL=debug
+	// memory limit: 2Gi
+	// init containers: 0
+	// node selector: map[disk:ssd]
+	// team label: data
+	// executor label: scheduler-a
+	// key: workflow=etl task=load_users run=manual__2026-05-01 attempt=1
+}
+
+// A middleware adds what every pod of this host needs, here a priority
+// class chosen from the task's key.
+func ExampleMiddleware() {
+	priority := func(_ context.Context, pod *corev1.Pod) error {
+		key, err := kubexec.KeyFromObject(pod)
+		if err != nil {
+			return err
+		}
+		if key.WorkflowID == "billing" {
+			pod.Spec.PriorityClassName = "high"
+		}
+		return nil
+	}
+	tpl, err := podtemplate.New(podtemplate.DefaultTemplate(), podtemplate.Config{
+		ExecutorID: "scheduler-a",
+		Middleware: []podtemplate.Middleware{priority},
+	})
+	if err != nil {
+		panic(err)
+	}
+	pod, err := tpl.Build(context.Background(), podtemplate.TaskSpec{
+		Key:   kubexec.TaskKey{WorkflowID: "billing", TaskID: "invoice", RunID: "r7", MapIndex: 3, Attempt: 2},
+		Image: "registry.example.com/billing:3",
+	})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(pod.Spec.PriorityClassName)
+	// Output: high
+}
+
+// Build errors say what to fix.
+func ExampleValidationError() {
+	tpl, err := podtemplate.New(podtemplate.DefaultTemplate(), podtemplate.Config{ExecutorID: "scheduler-a"})
+	if err != nil {
+		panic(err)
+	}
+	_, err = tpl.Build(context.Background(), podtemplate.TaskSpec{
+		Key:      kubexec.TaskKey{WorkflowID: "etl", TaskID: "load", RunID: "r1", MapIndex: kubexec.NotMapped, Attempt: 1},
+		Requests: map[corev1.ResourceName]string{corev1.ResourceMemory: "1GB"},
+	})
+	fmt.Println(err)
+	// Output: podtemplate: invalid pod for task workflow=etl task=load run=r1 attempt=1: TaskSpec.Requests[memory]: Invalid value: "1GB": not a resource quantity: write it like 500m, 2, 128Mi or 1Gi
+}
