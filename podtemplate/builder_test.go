@@ -423,6 +423,10 @@ func TestBuildInvalid(t *testing.T) {
 			field: "spec.ephemeralContainers", detail: "cannot be set when creating a pod"},
 		{name: "server fields", override: "metadata:\n  resourceVersion: \"5\"\n",
 			field: "metadata", detail: "set by the server"},
+		{name: "privileged without privilege escalation", override: "spec:\n  containers:\n  - name: base\n    securityContext: {privileged: true}\n",
+			field: "spec.containers[0].securityContext.privileged", detail: "set allowPrivilegeEscalation to true (or null) too"},
+		{name: "CAP_SYS_ADMIN without privilege escalation", override: "spec:\n  containers:\n  - name: base\n    securityContext: {capabilities: {add: [CAP_SYS_ADMIN]}}\n",
+			field: "spec.containers[0].securityContext.capabilities.add", detail: "drop the capability"},
 		{name: "invalid env name", override: "spec:\n  containers:\n  - name: base\n    env: [{name: \"A=B\", value: x}]\n",
 			field: "spec.containers[0].env[0].name", detail: "other than '='"},
 	}

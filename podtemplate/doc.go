@@ -80,8 +80,9 @@
 // Before any API call, the built pod is checked for what can be checked
 // locally: names and namespaces, label and annotation syntax and size,
 // unique container and volume names, images, resource quantities (requests
-// not above limits), volume mounts that name a volume, restartPolicy Never
-// (a pod is exactly one attempt). Problems come back together in a
+// not above limits), volume mounts that name a volume, security contexts
+// the server rejects (privileged with allowPrivilegeEscalation false),
+// restartPolicy Never (a pod is exactly one attempt). Problems come back together in a
 // *[ValidationError] whose details say what to fix. What only the cluster
 // knows (Pod Security admission, quotas, webhooks) is left to the API
 // server; a server-side dry run (metav1.DryRunAll) checks it without

@@ -66,6 +66,7 @@ func validatePod(pod *corev1.Pod, mainName string) field.ErrorList {
 			}
 		}
 		errs = append(errs, validateResources(p.Child("resources"), c.Resources)...)
+		errs = append(errs, validateSecurityContext(p.Child("securityContext"), c.SecurityContext)...)
 		for i, m := range c.VolumeMounts {
 			if !volumes[m.Name] {
 				errs = append(errs, field.Invalid(p.Child("volumeMounts").Index(i).Child("name"), m.Name,
@@ -128,6 +129,25 @@ func validateMeta(pod *corev1.Pod) field.ErrorList {
 	}
 	if pod.ResourceVersion != "" || pod.UID != "" || pod.DeletionTimestamp != nil {
 		errs = append(errs, field.Forbidden(meta, "resourceVersion, uid and deletionTimestamp are set by the server: remove them"))
+	}
+	return errs
+}
+
+// validateSecurityContext checks the combinations the API server rejects:
+// a privileged container, or one that adds CAP_SYS_ADMIN, escalates
+// privileges by definition.
+func validateSecurityContext(p *field.Path, sc *corev1.SecurityContext) field.ErrorList {
+	if sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+		return nil
+	}
+	var errs field.ErrorList
+	if sc.Privileged != nil && *sc.Privileged {
+		errs = append(errs, field.Invalid(p.Child("privileged"), true,
+			"a privileged container cannot set allowPrivilegeEscalation to false: set allowPrivilegeEscalation to true (or null) too, or drop privileged"))
+	}
+	if sc.Capabilities != nil && slices.Contains(sc.Capabilities.Add, "CAP_SYS_ADMIN") {
+		errs = append(errs, field.Invalid(p.Child("capabilities", "add"), "CAP_SYS_ADMIN",
+			"a container that adds CAP_SYS_ADMIN cannot set allowPrivilegeEscalation to false: set allowPrivilegeEscalation to true (or null) too, or drop the capability"))
 	}
 	return errs
 }
