@@ -46,9 +46,10 @@ var (
 // Middleware changes a built pod before kubexec's metadata is applied
 // (Airflow's pod mutation hook). It runs after the template, task spec and
 // override are merged, and sees the pod's final name, labels and
-// annotations, so it can read the attempt with [kubexec.KeyFromObject]; any
-// change it makes to those is undone. An error fails the build with a
-// *[MiddlewareError] that carries it unchanged.
+// annotations, so it can read the attempt with [kubexec.KeyFromObject]. It
+// may add labels, annotations and finalizers of its own; changes to the name
+// or to kubexec's own labels, annotations and finalizer are undone. An error
+// fails the build with a *[MiddlewareError] that carries it unchanged.
 type Middleware func(ctx context.Context, pod *corev1.Pod) error
 
 // TaskSpec is what the host says about one attempt. Empty fields leave the
