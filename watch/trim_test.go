@@ -1,0 +1,83 @@
+package watch
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// fatPod is a pod as the API server returns it: managed fields, a full
+// spec, and status details kubexec never reads.
+func fatPod() *corev1.Pod {
+	p := testPod(ranOK)
+	p.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubexec", Operation: metav1.ManagedFieldsOperationUpdate,
+		FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:metadata":{"f:labels":{}}}`)}}}
+	p.Labels = map[string]string{"kubexec.io/executor": "e1"}
+	p.Annotations = map[string]string{"kubexec.io/task": "t", annotationLastApplied: `{"big":"object"}`}
+	p.Finalizers = []string{"kubexec.io/result-tracking"}
+	p.Spec.NodeName = "n1"
+	p.Spec.Volumes = []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+	p.Spec.Containers[0].Command = []string{"python", "-m", "task"}
+	p.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "A", Value: "1"}}
+	p.Spec.Containers[0].Resources.Limits = corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")}
+	p.Status.PodIP = "10.0.0.1"
+	p.Status.QOSClass = corev1.PodQOSBurstable
+	p.Status.ContainerStatuses[0].ImageID = "sha256:abc"
+	p.Status.ContainerStatuses[0].VolumeMounts = []corev1.VolumeMountStatus{{Name: "data", MountPath: "/data"}}
+	p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastProbeTime: at(1), LastTransitionTime: at(2)}}
+	return p
+}
+
+func TestTrim(t *testing.T) {
+	t.Parallel()
+	in := fatPod()
+	before := in.DeepCopy()
+	out := Trim(in)
+	require.Equal(t, before, in, "Trim modified its input")
+
+	require.Empty(t, out.ManagedFields)
+	require.Equal(t, map[string]string{"kubexec.io/task": "t"}, out.Annotations)
+	require.Equal(t, in.Labels, out.Labels)
+	require.Equal(t, in.Finalizers, out.Finalizers)
+	require.Equal(t, in.ResourceVersion, out.ResourceVersion)
+	require.Equal(t, in.UID, out.UID)
+	require.Equal(t, "n1", out.Spec.NodeName)
+	require.Empty(t, out.Spec.Volumes)
+	require.Equal(t, []corev1.Container{{Name: "base", Image: "python:3.12"}, {Name: "helper", Image: "busybox"}}, out.Spec.Containers)
+	require.Equal(t, in.Spec.InitContainers[1].RestartPolicy, out.Spec.InitContainers[1].RestartPolicy, "the sidecar mark")
+	require.Empty(t, out.Status.PodIP)
+	require.Empty(t, out.Status.QOSClass)
+	require.Empty(t, out.Status.ContainerStatuses[0].ImageID)
+	require.Empty(t, out.Status.ContainerStatuses[0].VolumeMounts)
+	require.Equal(t, in.Status.ContainerStatuses[0].State, out.Status.ContainerStatuses[0].State)
+	require.Equal(t, []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: at(2)}}, out.Status.Conditions)
+
+	require.Equal(t, out, Trim(out), "Trim is idempotent")
+	require.Nil(t, Trim(nil))
+}
+
+func TestHandlerFuncsIsNilSafe(t *testing.T) {
+	t.Parallel()
+	var h Handler = HandlerFuncs{}
+	h.OnAdd(testPod())
+	h.OnUpdate(testPod(), testPod())
+	h.OnDelete(testPod(), true)
+
+	var got []string
+	h = HandlerFuncs{
+		AddFunc:    func(p *corev1.Pod) { got = append(got, "add "+p.Name) },
+		UpdateFunc: func(o, p *corev1.Pod) { got = append(got, "update "+o.Name+" "+p.Name) },
+		DeleteFunc: func(p *corev1.Pod, gone bool) {
+			if gone {
+				got = append(got, "gone "+p.Name)
+			}
+		},
+	}
+	h.OnAdd(testPod())
+	h.OnUpdate(testPod(), testPod())
+	h.OnDelete(testPod(), true)
+	require.Equal(t, []string{"add p", "update p p", "gone p"}, got)
+}
