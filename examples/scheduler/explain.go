@@ -1,0 +1,336 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+
+	"github.com/kubexec/kubexec"
+	"github.com/kubexec/kubexec/examples/scheduler/sqlitestore"
+	"github.com/kubexec/kubexec/examples/scheduler/workflow"
+)
+
+// cmdExplain says why a task is where it is, in words a person can act on:
+// the scheduler's view (state, attempts, reasons and their hints), and,
+// with a cluster, its pod's phase, conditions and container states, the
+// pod's latest Events, the namespace's quota, and missing permissions.
+func cmdExplain(ctx context.Context, o *options, ref string) error {
+	store, err := openExisting(ctx, o)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	run, task, err := resolveTask(ctx, store, ref)
+	if err != nil {
+		return err
+	}
+	wf, err := workflow.Parse(run.Source, run.Definition)
+	if err != nil {
+		return err
+	}
+	w := o.stdout
+	var todo []string
+	fmt.Fprintf(w, "Task %s of run %s (workflow %s): %s\n", task.TaskID, run.ID, run.Workflow, task.State)
+
+	attempts, err := store.Attempts(ctx, run.Workflow, run.ID, task.TaskID)
+	if err != nil {
+		return err
+	}
+	for _, a := range attempts {
+		fmt.Fprintf(w, "  attempt %d: pod %s/%s, launched %s", a.Attempt, a.Namespace, a.PodName, a.LaunchedAt.Format(time.TimeOnly))
+		if a.Result != nil {
+			fmt.Fprintf(w, ", %s", describeResult(*a.Result))
+		} else {
+			fmt.Fprint(w, ", no result yet")
+		}
+		fmt.Fprintln(w)
+	}
+	if task.Message != "" {
+		fmt.Fprintf(w, "  scheduler: %s\n", task.Message)
+	}
+
+	// The scheduler's side.
+	switch task.State {
+	case sqlitestore.TaskWaiting:
+		var pending []string
+		for _, d := range wf.Task(task.TaskID).DependsOn {
+			if dt, err := store.GetTask(ctx, run.ID, d); err == nil && dt.State != sqlitestore.TaskSucceeded {
+				pending = append(pending, fmt.Sprintf("%s (%s)", d, dt.State))
+			}
+		}
+		fmt.Fprintf(w, "  It waits for its dependencies: %s.\n", strings.Join(pending, ", "))
+		todo = append(todo, "Look at the dependencies first: `scheduler explain "+run.ID+"/"+strings.Split(pending[0], " ")[0]+"`.")
+	case sqlitestore.TaskRetryWait:
+		fmt.Fprintf(w, "  Attempt %d starts at %s (retry delay).\n", task.Attempt+1, task.NotBefore.Format(time.TimeOnly))
+	case sqlitestore.TaskUpstreamFailed:
+		todo = append(todo, "Fix the failed dependency, then start a new run.")
+	}
+	if task.State.Terminal() && task.Reason != "" && task.Reason != kubexec.ReasonSucceeded {
+		fmt.Fprintf(w, "  Reason %s: retryable=%t, platform failure=%t.\n", task.Reason, task.Reason.Retryable(), task.Reason.SystemFailure())
+		if h := task.Reason.Hint(); h != "" {
+			todo = append(todo, h)
+		}
+	}
+	if !run.State.Terminal() && !driverAlive(run) && !task.State.Terminal() {
+		fmt.Fprintf(w, "  No scheduler is driving run %s, so nothing moves.\n", run.ID)
+		todo = append(todo, fmt.Sprintf("Continue the run: `scheduler --kubeconfig FILE resume %s`.", run.ID))
+	}
+
+	// The cluster's side.
+	if len(attempts) == 0 {
+		printTodo(w, todo)
+		return nil
+	}
+	a := attempts[len(attempts)-1]
+	if o.attempt > 0 {
+		if a, err = pickAttempt(ctx, store, run, task, o.attempt); err != nil {
+			return err
+		}
+	}
+	if o.kubeconfig == "" {
+		fmt.Fprintln(w, "\nThe pod, its events, quota and permissions: not shown, no --kubeconfig given (the embedded dev cluster lives only while `run` runs).")
+		printTodo(w, todo)
+		return nil
+	}
+	cl, err := connect(ctx, o, false)
+	if err != nil {
+		return err
+	}
+	if cl.id != run.Cluster {
+		return fmt.Errorf("run %s ran on another cluster (kube-system uid %s, not %s): pass the --kubeconfig of that cluster", run.ID, run.Cluster, cl.id)
+	}
+	fmt.Fprintf(w, "\nPod %s/%s (attempt %d):\n", a.Namespace, a.PodName, a.Attempt)
+	pod, err := cl.client.CoreV1().Pods(a.Namespace).Get(ctx, a.PodName, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		if a.Result != nil {
+			fmt.Fprintln(w, "  It is gone: deleted after its result was saved (success, or `scheduler cleanup`), so are its logs.")
+		} else {
+			fmt.Fprintln(w, "  It does not exist: the executor has not created it yet.")
+			todo = append(todo, explainNoPod(ctx, w, cl, a.Namespace)...)
+		}
+	case err != nil:
+		fmt.Fprintf(w, "  Cannot read it: %v\n", err)
+	default:
+		todo = append(todo, explainPod(w, pod)...)
+		explainEvents(ctx, w, cl, pod)
+		todo = append(todo, explainQuota(ctx, w, cl, a.Namespace, pod)...)
+	}
+	todo = append(todo, explainPermissions(ctx, w, cl, a.Namespace)...)
+	printTodo(w, todo)
+	return nil
+}
+
+func printTodo(w io.Writer, todo []string) {
+	if len(todo) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nWhat to do:")
+	for _, t := range dedupe(todo) {
+		fmt.Fprintln(w, "  - "+t)
+	}
+}
+
+// explainPod describes the pod's phase, conditions and containers.
+func explainPod(w io.Writer, pod *corev1.Pod) []string {
+	var todo []string
+	node := pod.Spec.NodeName
+	if node == "" {
+		node = "none yet"
+	}
+	fmt.Fprintf(w, "  phase %s, node %s, created %s ago", pod.Status.Phase, node, time.Since(pod.CreationTimestamp.Time).Round(time.Second))
+	if pod.DeletionTimestamp != nil {
+		fmt.Fprint(w, ", being deleted")
+	}
+	if pod.Labels[kubexec.LabelDone] == kubexec.DoneValue {
+		fmt.Fprint(w, ", result saved (kept for inspection)")
+	}
+	fmt.Fprintln(w)
+	if pod.Status.Reason != "" || pod.Status.Message != "" {
+		fmt.Fprintf(w, "  status: %s %s\n", pod.Status.Reason, pod.Status.Message)
+		if pod.Status.Reason == "Evicted" {
+			todo = append(todo, "The pod was evicted (node pressure): the scheduler retries such platform failures without using the task's retries.")
+		}
+	}
+	for _, c := range pod.Status.Conditions {
+		if c.Status == corev1.ConditionTrue {
+			continue
+		}
+		fmt.Fprintf(w, "  condition %s=%s", c.Type, c.Status)
+		if c.Reason != "" {
+			fmt.Fprintf(w, " %s", c.Reason)
+		}
+		if c.Message != "" {
+			fmt.Fprintf(w, ": %s", c.Message)
+		}
+		fmt.Fprintln(w)
+		if c.Type == corev1.PodScheduled && c.Reason == corev1.PodReasonUnschedulable {
+			todo = append(todo, "No node can take the pod: lower its resources requests, or fix its nodeSelector, affinity or tolerations (the condition's message says which), or add capacity.")
+		}
+	}
+	statuses := append(append([]corev1.ContainerStatus{}, pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...)
+	for _, cs := range statuses {
+		switch {
+		case cs.State.Waiting != nil:
+			wt := cs.State.Waiting
+			fmt.Fprintf(w, "  container %s: waiting, %s: %s\n", cs.Name, wt.Reason, wt.Message)
+			switch wt.Reason {
+			case "ErrImagePull", "ImagePullBackOff", "InvalidImageName":
+				todo = append(todo, fmt.Sprintf("The image %q cannot be pulled: check its name and tag, that the registry has it, and imagePullSecrets for private registries.", cs.Image))
+			case "CreateContainerConfigError", "CreateContainerError":
+				todo = append(todo, "The container cannot be created from its configuration: usually a Secret or ConfigMap (or a key in it) it refers to is missing in the namespace; the message names it.")
+			case "ContainerCreating":
+				todo = append(todo, "The container is being created; if it stays so, its volumes cannot be mounted: the pod's Events below say which.")
+			}
+		case cs.State.Running != nil:
+			fmt.Fprintf(w, "  container %s: running since %s\n", cs.Name, cs.State.Running.StartedAt.Format(time.TimeOnly))
+		case cs.State.Terminated != nil:
+			t := cs.State.Terminated
+			fmt.Fprintf(w, "  container %s: terminated, %s, exit code %d", cs.Name, t.Reason, t.ExitCode)
+			if t.Message != "" {
+				fmt.Fprintf(w, ": %s", strings.Join(strings.Fields(t.Message), " "))
+			}
+			fmt.Fprintln(w)
+			if t.Reason == "OOMKilled" {
+				lim := "none"
+				for _, c := range pod.Spec.Containers {
+					if c.Name == cs.Name {
+						if q, ok := c.Resources.Limits[corev1.ResourceMemory]; ok {
+							lim = q.String()
+						}
+					}
+				}
+				todo = append(todo, fmt.Sprintf("Container %s used more memory than its limit (%s): raise resources.limits.memory, or make the task use less.", cs.Name, lim))
+			} else if t.ExitCode != 0 {
+				todo = append(todo, fmt.Sprintf("The task's own code failed (exit code %d): read its logs with `scheduler logs`.", t.ExitCode))
+			}
+		}
+	}
+	return todo
+}
+
+// explainEvents prints the pod's latest Events.
+func explainEvents(ctx context.Context, w io.Writer, cl *cluster, pod *corev1.Pod) {
+	list, err := cl.client.CoreV1().Events(pod.Namespace).List(ctx, metav1.ListOptions{
+		FieldSelector: fields.Set{"involvedObject.name": pod.Name, "involvedObject.uid": string(pod.UID)}.AsSelector().String(),
+	})
+	if err != nil {
+		fmt.Fprintf(w, "  events: cannot list them: %v\n", err)
+		return
+	}
+	events := list.Items
+	sort.Slice(events, func(i, j int) bool { return eventTime(events[i]).Before(eventTime(events[j])) })
+	if len(events) > 8 {
+		events = events[len(events)-8:]
+	}
+	if len(events) == 0 {
+		fmt.Fprintln(w, "  events: none")
+		return
+	}
+	fmt.Fprintln(w, "  latest events:")
+	for _, e := range events {
+		count := ""
+		if e.Count > 1 {
+			count = fmt.Sprintf(" (x%d)", e.Count)
+		}
+		fmt.Fprintf(w, "    %s %-7s %s: %s%s\n", eventTime(e).Format(time.TimeOnly), e.Type, e.Reason, strings.Join(strings.Fields(e.Message), " "), count)
+	}
+}
+
+func eventTime(e corev1.Event) time.Time {
+	switch {
+	case !e.LastTimestamp.IsZero():
+		return e.LastTimestamp.Time
+	case !e.EventTime.IsZero():
+		return e.EventTime.Time
+	}
+	return e.CreationTimestamp.Time
+}
+
+// explainNoPod looks for why a queued attempt has no pod.
+func explainNoPod(ctx context.Context, w io.Writer, cl *cluster, ns string) []string {
+	if _, err := cl.client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+		fmt.Fprintf(w, "  The namespace %s does not exist.\n", ns)
+		return []string{fmt.Sprintf("Create the namespace %s.", ns)}
+	}
+	return append(explainQuota(ctx, w, cl, ns, nil),
+		"If the quota and permissions are fine, the executor may be backing off after API server errors: run the scheduler with -v to see its create attempts.")
+}
+
+// explainQuota prints the namespace's ResourceQuotas and says which is
+// full (for pod, what the pod asks for).
+func explainQuota(ctx context.Context, w io.Writer, cl *cluster, ns string, pod *corev1.Pod) []string {
+	quotas, err := cl.client.CoreV1().ResourceQuotas(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		fmt.Fprintf(w, "  quota: cannot list ResourceQuotas in %s: %v\n", ns, err)
+		return nil
+	}
+	if len(quotas.Items) == 0 {
+		fmt.Fprintf(w, "  quota: namespace %s has no ResourceQuota\n", ns)
+		return nil
+	}
+	var todo []string
+	for _, q := range quotas.Items {
+		var parts []string
+		names := make([]string, 0, len(q.Status.Hard))
+		for name := range q.Status.Hard {
+			names = append(names, string(name))
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			name := corev1.ResourceName(n)
+			hard, used := q.Status.Hard[name], q.Status.Used[name]
+			full := used.Cmp(hard) >= 0
+			parts = append(parts, fmt.Sprintf("%s %s/%s", name, used.String(), hard.String()))
+			if full && (pod == nil || pod.Spec.NodeName == "") {
+				todo = append(todo, fmt.Sprintf("ResourceQuota %s is full for %s (%s of %s): new pods are refused until others end; raise the quota or lower parallelism.", q.Name, name, used.String(), hard.String()))
+			}
+		}
+		fmt.Fprintf(w, "  quota %s: %s\n", q.Name, strings.Join(parts, ", "))
+	}
+	return todo
+}
+
+
+// explainPermissions checks what the executor needs in ns with
+// SelfSubjectAccessReviews.
+func explainPermissions(ctx context.Context, w io.Writer, cl *cluster, ns string) []string {
+	checks := []authorizationv1.ResourceAttributes{
+		{Verb: "create", Resource: "pods"}, {Verb: "get", Resource: "pods"}, {Verb: "list", Resource: "pods"},
+		{Verb: "watch", Resource: "pods"}, {Verb: "patch", Resource: "pods"}, {Verb: "delete", Resource: "pods"},
+		{Verb: "get", Resource: "pods", Subresource: "log"}, {Verb: "list", Resource: "events"},
+	}
+	var missing []string
+	for _, c := range checks {
+		c.Namespace = ns
+		review, err := cl.client.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
+			Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &c},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			fmt.Fprintf(w, "  permissions: cannot check them: %v\n", err)
+			return nil
+		}
+		if !review.Status.Allowed {
+			r := c.Resource
+			if c.Subresource != "" {
+				r += "/" + c.Subresource
+			}
+			missing = append(missing, c.Verb+" "+r)
+		}
+	}
+	if len(missing) == 0 {
+		fmt.Fprintf(w, "  permissions: this identity may do all the executor needs in %s\n", ns)
+		return nil
+	}
+	fmt.Fprintf(w, "  permissions: missing in namespace %s: %s\n", ns, strings.Join(missing, ", "))
+	return []string{fmt.Sprintf("Grant the scheduler's identity the Role in kubexec's executor/rbac.yaml in namespace %s (missing: %s).", ns, strings.Join(missing, ", "))}
+}

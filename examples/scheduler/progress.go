@@ -1,0 +1,369 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/term"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
+	listersv1 "k8s.io/client-go/listers/core/v1"
+
+	"github.com/kubexec/kubexec"
+	"github.com/kubexec/kubexec/examples/scheduler/sqlitestore"
+	"github.com/kubexec/kubexec/examples/scheduler/workflow"
+)
+
+// progress shows a run while it goes: on a terminal a table redrawn in
+// place (per task: state, attempt, duration, detail; and a summary line),
+// otherwise one line per event.
+type progress struct {
+	o     *options
+	out   io.Writer
+	tty   bool
+	store *sqlitestore.Store
+	wf    *workflow.Workflow
+	run   sqlitestore.Run
+
+	factory informers.SharedInformerFactory
+	pods    listersv1.PodLister
+
+	mu    sync.Mutex
+	notes []string
+	drawn int               // lines of the table on screen (tty)
+	last  map[string]string // task -> last printed state (plain)
+}
+
+func newProgress(o *options, store *sqlitestore.Store, cl *cluster, wf *workflow.Workflow, run sqlitestore.Run) *progress {
+	p := &progress{o: o, out: o.stdout, store: store, wf: wf, run: run, last: map[string]string{}}
+	if f, ok := o.stdout.(*os.File); ok && !o.plain && term.IsTerminal(int(f.Fd())) {
+		p.tty = true
+	}
+	sel := labels.SelectorFromValidatedSet(labels.Set{
+		kubexec.LabelManagedBy: kubexec.ManagedByValue,
+		kubexec.LabelRun:       kubexec.SafeLabelValue(run.ID),
+	}).String()
+	p.factory = informers.NewSharedInformerFactoryWithOptions(cl.client, 0,
+		informers.WithNamespace(run.Namespace),
+		informers.WithTweakListOptions(func(lo *metav1.ListOptions) { lo.LabelSelector = sel }))
+	p.pods = p.factory.Core().V1().Pods().Lister()
+	return p
+}
+
+// Notef records a note for a person; Loop prints it.
+func (p *progress) Notef(format string, args ...any) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.notes = append(p.notes, fmt.Sprintf(format, args...))
+}
+
+// Loop shows progress until ctx ends, then shows the last state once more.
+func (p *progress) Loop(ctx context.Context) {
+	p.factory.Start(ctx.Done())
+	defer p.factory.Shutdown()
+	interval := time.Second / 2
+	if !p.tty {
+		interval = time.Second / 4
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		p.show(context.Background())
+		select {
+		case <-ctx.Done():
+			p.show(context.Background())
+			p.clear()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// row is one task as shown while the run goes.
+type row struct {
+	task, state string
+	attempt     int
+	dur         time.Duration
+	detail      string
+}
+
+func (p *progress) rows(ctx context.Context) ([]row, map[string]int, error) {
+	tasks, err := p.store.Tasks(ctx, p.run.ID)
+	if err != nil {
+		return nil, nil, err
+	}
+	pods := map[string]*corev1.Pod{} // "task/attempt" -> pod
+	if list, err := p.pods.List(labels.Everything()); err == nil {
+		for _, pod := range list {
+			if k, err := kubexec.KeyFromObject(pod); err == nil {
+				pods[fmt.Sprintf("%s/%d", k.TaskID, k.Attempt)] = pod
+			}
+		}
+	}
+	now := time.Now()
+	counts := map[string]int{}
+	var out []row
+	for _, t := range tasks {
+		r := row{task: t.TaskID, state: string(t.State), attempt: t.Attempt}
+		if !t.StartedAt.IsZero() {
+			end := now
+			if !t.FinishedAt.IsZero() {
+				end = t.FinishedAt
+			}
+			r.dur = end.Sub(t.StartedAt)
+		}
+		switch t.State {
+		case sqlitestore.TaskWaiting:
+			var deps []string
+			for _, d := range p.wf.Task(t.TaskID).DependsOn {
+				deps = append(deps, d)
+			}
+			if len(deps) > 0 {
+				r.detail = "for " + strings.Join(deps, ", ")
+			}
+		case sqlitestore.TaskLaunched:
+			r.state, r.detail = podState(pods[fmt.Sprintf("%s/%d", t.TaskID, t.Attempt)])
+		case sqlitestore.TaskRetryWait:
+			r.state = "retrying"
+			r.detail = fmt.Sprintf("failed; next attempt in %s", max(0, t.NotBefore.Sub(now)).Round(time.Second))
+		case sqlitestore.TaskSucceeded:
+		default:
+			r.detail = string(t.Reason)
+			if r.detail == "" {
+				r.detail = t.Message
+			}
+		}
+		counts[r.state]++
+		out = append(out, r)
+	}
+	return out, counts, nil
+}
+
+// podState names what a launched attempt is doing from its pod.
+func podState(pod *corev1.Pod) (string, string) {
+	if pod == nil {
+		return "queued", "no pod yet"
+	}
+	switch pod.Status.Phase {
+	case corev1.PodRunning:
+		return "running", "on " + pod.Spec.NodeName
+	case corev1.PodSucceeded, corev1.PodFailed:
+		return "finishing", "pod " + strings.ToLower(string(pod.Status.Phase)) + ", saving the result"
+	}
+	for _, cs := range append(append([]corev1.ContainerStatus{}, pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...) {
+		if w := cs.State.Waiting; w != nil && w.Reason != "" {
+			return "pending", w.Reason
+		}
+	}
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
+			return "pending", "not scheduled: " + c.Reason
+		}
+	}
+	if pod.Spec.NodeName == "" {
+		return "pending", "scheduling"
+	}
+	return "pending", "starting on " + pod.Spec.NodeName
+}
+
+var stateOrder = []string{"succeeded", "running", "pending", "queued", "finishing", "retrying", "waiting", "failed", "upstream_failed", "cancelled"}
+
+func summary(runID string, counts map[string]int, elapsed time.Duration) string {
+	var parts []string
+	for _, s := range stateOrder {
+		if n := counts[s]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n, s))
+		}
+	}
+	return fmt.Sprintf("%s: %s · %s", runID, strings.Join(parts, ", "), elapsed.Round(time.Second))
+}
+
+func (p *progress) show(ctx context.Context) {
+	rows, counts, err := p.rows(ctx)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	notes := p.notes
+	p.notes = nil
+	now := time.Now()
+	if !p.tty {
+		for _, n := range notes {
+			fmt.Fprintf(p.out, "%s  note: %s\n", now.Format("15:04:05"), n)
+		}
+		if err != nil {
+			return
+		}
+		for _, r := range rows {
+			key := fmt.Sprintf("%s %d", r.state, r.attempt)
+			if p.last[r.task] == key {
+				continue
+			}
+			p.last[r.task] = key
+			line := fmt.Sprintf("%s  %-16s %-15s", now.Format("15:04:05"), r.task, r.state)
+			if r.attempt > 0 {
+				line += fmt.Sprintf(" attempt %d", r.attempt)
+			}
+			if r.detail != "" {
+				line += "  " + r.detail
+			}
+			fmt.Fprintln(p.out, strings.TrimRight(line, " "))
+		}
+		return
+	}
+	var b bytes.Buffer
+	if p.drawn > 0 {
+		fmt.Fprintf(&b, "\x1b[%dA\x1b[J", p.drawn)
+	}
+	for _, n := range notes {
+		fmt.Fprintf(&b, "%s  %s\n", now.Format("15:04:05"), n)
+	}
+	if err != nil {
+		p.drawn = 0
+		p.out.Write(b.Bytes())
+		return
+	}
+	var tb bytes.Buffer
+	tw := tabwriter.NewWriter(&tb, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TASK\tSTATE\tATTEMPT\tTIME\tDETAIL")
+	for _, r := range rows {
+		att, dur := "-", "-"
+		if r.attempt > 0 {
+			att = fmt.Sprint(r.attempt)
+		}
+		if r.dur > 0 {
+			dur = r.dur.Round(time.Second).String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.task, r.state, att, dur, r.detail)
+	}
+	tw.Flush()
+	fmt.Fprintln(&tb, summary(p.run.ID, counts, now.Sub(p.run.CreatedAt)))
+	p.drawn = strings.Count(tb.String(), "\n")
+	b.Write(tb.Bytes())
+	p.out.Write(b.Bytes())
+}
+
+// clear removes the live table, for the final one.
+func (p *progress) clear() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.tty && p.drawn > 0 {
+		fmt.Fprintf(p.out, "\x1b[%dA\x1b[J", p.drawn)
+		p.drawn = 0
+	}
+}
+
+// printFinal prints the run's table: each task's state, attempts, time,
+// reason and where its logs are; then notes on retries and failures.
+func printFinal(ctx context.Context, o *options, store *sqlitestore.Store, cl *cluster, wf *workflow.Workflow, run sqlitestore.Run) {
+	fmt.Fprintln(o.stdout)
+	writeRunTable(ctx, o.stdout, store, cl, run)
+	fmt.Fprintln(o.stdout)
+	end := run.FinishedAt
+	if end.IsZero() {
+		end = time.Now()
+	}
+	fmt.Fprintf(o.stdout, "Run %s %s in %s: %s\n", run.ID, run.State, end.Sub(run.CreatedAt).Round(100*time.Millisecond), run.Message)
+	switch {
+	case cl != nil && cl.dev != nil:
+		fmt.Fprintln(o.stdout, "Logs: the pods ran on the embedded dev cluster, which stops now; run with --kubeconfig to keep them for `scheduler logs`.")
+	default:
+		fmt.Fprintf(o.stdout, "Logs: scheduler logs %s/TASK (pods in namespace %s are kept until `scheduler cleanup`).\n", run.ID, run.Namespace)
+	}
+}
+
+// writeRunTable writes the table of run's tasks. With a cluster, the LOGS
+// column says whether each pod still exists.
+func writeRunTable(ctx context.Context, w io.Writer, store *sqlitestore.Store, cl *cluster, run sqlitestore.Run) {
+	tasks, err := store.Tasks(ctx, run.ID)
+	if err != nil {
+		fmt.Fprintf(w, "cannot read the run's tasks: %v\n", err)
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TASK\tSTATE\tATTEMPTS\tTIME\tREASON\tLOGS")
+	var notes []string
+	for _, t := range tasks {
+		attempts, _ := store.Attempts(ctx, run.Workflow, run.ID, t.TaskID)
+		dur := "-"
+		if !t.StartedAt.IsZero() {
+			end := t.FinishedAt
+			if end.IsZero() {
+				end = time.Now()
+			}
+			dur = end.Sub(t.StartedAt).Round(100 * time.Millisecond).String()
+		}
+		reason := string(t.Reason)
+		if reason == "" {
+			reason = "-"
+		}
+		logs := "-"
+		if n := len(attempts); n > 0 {
+			last := attempts[n-1]
+			logs = "pod/" + last.PodName
+			if cl != nil && cl.dev == nil {
+				_, err := cl.client.CoreV1().Pods(last.Namespace).Get(ctx, last.PodName, metav1.GetOptions{})
+				if apierrors.IsNotFound(err) {
+					logs = "gone (pod deleted)"
+				}
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", t.TaskID, t.State, len(attempts), dur, reason, logs)
+		for _, a := range attempts {
+			if a.Result != nil && a.Result.Reason != kubexec.ReasonSucceeded {
+				notes = append(notes, fmt.Sprintf("%s: %s", t.TaskID, describeResult(*a.Result)))
+			}
+		}
+		switch t.State {
+		case sqlitestore.TaskFailed, sqlitestore.TaskUpstreamFailed, sqlitestore.TaskCancelled:
+			if t.Message != "" {
+				notes = append(notes, fmt.Sprintf("%s: %s", t.TaskID, t.Message))
+			}
+		}
+		if t.State == sqlitestore.TaskFailed && t.Reason.Hint() != "" {
+			notes = append(notes, fmt.Sprintf("%s: what to do: %s", t.TaskID, t.Reason.Hint()))
+		}
+	}
+	tw.Flush()
+	if len(notes) > 0 {
+		fmt.Fprintln(w)
+		for _, n := range dedupe(notes) {
+			fmt.Fprintln(w, "  "+n)
+		}
+	}
+}
+
+func describeResult(r kubexec.Result) string {
+	s := fmt.Sprintf("attempt %d ended %s", r.Key.Attempt, r.Reason)
+	if r.Reason == kubexec.ReasonFailed {
+		s += fmt.Sprintf(" (exit code %d", r.ExitCode)
+		if r.Container != "" {
+			s += " in container " + r.Container
+		}
+		s += ")"
+	}
+	if r.Message != "" {
+		s += ": " + strings.Join(strings.Fields(r.Message), " ")
+	}
+	return s
+}
+
+func dedupe(in []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, s := range in {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}

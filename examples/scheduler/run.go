@@ -1,0 +1,354 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kubexec/kubexec/examples/scheduler/driver"
+	"github.com/kubexec/kubexec/examples/scheduler/prommetrics"
+	"github.com/kubexec/kubexec/examples/scheduler/sqlitestore"
+	"github.com/kubexec/kubexec/examples/scheduler/workflow"
+	"github.com/kubexec/kubexec/executor"
+	"github.com/kubexec/kubexec/podtemplate"
+)
+
+// cmdRun starts a run of the workflow in file and drives it to the end.
+// Nothing is created (no run, no Secret, no pod) unless every task's pod
+// passes the API server's dry run.
+func cmdRun(ctx context.Context, o *options, file string) (int, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return exitUsage, err
+	}
+	wf, err := workflow.Parse(file, data)
+	if err != nil {
+		return exitUsage, err
+	}
+	store, err := sqlitestore.Open(ctx, o.db)
+	if err != nil {
+		return exitFailed, err
+	}
+	defer store.Close()
+	lk, err := acquireLock(o.db)
+	if err != nil {
+		return exitFailed, err
+	}
+	defer lk.release()
+
+	cl, err := connect(ctx, o, true)
+	if err != nil {
+		return exitFailed, err
+	}
+	defer cl.Close()
+	ns := namespaceFor(o, wf)
+	execID, err := store.ExecutorID(ctx)
+	if err != nil {
+		return exitFailed, err
+	}
+	builder, err := newBuilder(o, wf, execID, ns)
+	if err != nil {
+		return exitUsage, err
+	}
+	if err := preflight(ctx, cl, builder, wf, ns); err != nil {
+		return exitUsage, err
+	}
+	if err := applySecrets(ctx, cl, wf, ns); err != nil {
+		return exitFailed, err
+	}
+	ids := make([]string, len(wf.Tasks))
+	for i, t := range wf.Tasks {
+		ids[i] = t.ID
+	}
+	run, err := store.CreateRun(ctx, sqlitestore.Run{Workflow: wf.ID, Source: file, Definition: data, Namespace: ns, Cluster: cl.id}, ids)
+	if err != nil {
+		return exitFailed, err
+	}
+	fmt.Fprintf(o.stdout, "Run %s of workflow %s (%d tasks) in namespace %s, database %s\n", run.ID, wf.ID, len(wf.Tasks), ns, o.db)
+	return drive(ctx, o, store, cl, wf, run, builder, execID)
+}
+
+// cmdResume continues an unfinished run.
+func cmdResume(ctx context.Context, o *options, runID string) (int, error) {
+	store, err := sqlitestore.Open(ctx, o.db)
+	if err != nil {
+		return exitFailed, err
+	}
+	defer store.Close()
+	lk, err := acquireLock(o.db)
+	if err != nil {
+		return exitFailed, err
+	}
+	defer lk.release()
+	run, err := findRun(ctx, store, runID, true)
+	if err != nil {
+		return exitFailed, err
+	}
+	if run.State.Terminal() {
+		fmt.Fprintf(o.stdout, "Run %s is over (%s): nothing to resume.\n", run.ID, run.State)
+		return runExitCode(run.State), nil
+	}
+	return resumeRun(ctx, o, store, run)
+}
+
+// resumeRun connects to the run's cluster and drives the run.
+func resumeRun(ctx context.Context, o *options, store *sqlitestore.Store, run sqlitestore.Run) (int, error) {
+	wf, err := workflow.Parse(run.Source, run.Definition)
+	if err != nil {
+		return exitFailed, fmt.Errorf("run %s: its stored workflow no longer parses: %w", run.ID, err)
+	}
+	if o.kubeconfig == "" {
+		return exitFailed, fmt.Errorf("run %s: resume needs the --kubeconfig of the cluster the run is on. A run on the embedded dev cluster cannot be resumed (%s); `scheduler cancel %s` marks it cancelled", run.ID, embeddedNote, run.ID)
+	}
+	cl, err := connect(ctx, o, false)
+	if err != nil {
+		return exitFailed, err
+	}
+	defer cl.Close()
+	if cl.id != run.Cluster {
+		return exitFailed, fmt.Errorf("run %s ran on another cluster (kube-system uid %s; this one is %s): its pods are not here. Pass the --kubeconfig of that cluster", run.ID, run.Cluster, cl.id)
+	}
+	if o.namespace != "" && o.namespace != run.Namespace {
+		return exitUsage, usageError{fmt.Errorf("run %s runs in namespace %s, not %s", run.ID, run.Namespace, o.namespace)}
+	}
+	execID, err := store.ExecutorID(ctx)
+	if err != nil {
+		return exitFailed, err
+	}
+	builder, err := newBuilder(o, wf, execID, run.Namespace)
+	if err != nil {
+		return exitUsage, err
+	}
+	fmt.Fprintf(o.stdout, "Resuming run %s of workflow %s in namespace %s\n", run.ID, wf.ID, run.Namespace)
+	return drive(ctx, o, store, cl, wf, run, builder, execID)
+}
+
+// findRun returns the run with id, or, when id is "", the latest run
+// (the latest unfinished one when unfinished is set).
+func findRun(ctx context.Context, store *sqlitestore.Store, id string, unfinished bool) (sqlitestore.Run, error) {
+	if id != "" {
+		return store.GetRun(ctx, id)
+	}
+	runs, err := store.ListRuns(ctx, 1, unfinished)
+	if err != nil {
+		return sqlitestore.Run{}, err
+	}
+	if len(runs) == 0 {
+		if unfinished {
+			return sqlitestore.Run{}, fmt.Errorf("no unfinished run in %s", store.Path())
+		}
+		return sqlitestore.Run{}, fmt.Errorf("no run in %s yet: start one with `scheduler run FILE`", store.Path())
+	}
+	return runs[0], nil
+}
+
+func namespaceFor(o *options, wf *workflow.Workflow) string {
+	switch {
+	case o.namespace != "":
+		return o.namespace
+	case wf.Namespace != "":
+		return wf.Namespace
+	}
+	return podtemplate.DefaultNamespace
+}
+
+// newBuilder returns the pod builder: the base template (--pod-template,
+// or kubexec's restricted default running as uid 65534), with each task's
+// timeout as the pod's deadline.
+func newBuilder(o *options, wf *workflow.Workflow, execID, ns string) (podtemplate.Builder, error) {
+	var base *corev1.Pod
+	if o.podTemplate != "" {
+		var err error
+		if base, err = podtemplate.LoadTemplate(o.podTemplate); err != nil {
+			return nil, err
+		}
+	} else {
+		base = podtemplate.DefaultTemplate()
+		// The default template says runAsNonRoot; most images default to
+		// root, so run as "nobody".
+		nobody := int64(65534)
+		base.Spec.SecurityContext.RunAsUser = &nobody
+		base.Spec.SecurityContext.RunAsGroup = &nobody
+	}
+	return podtemplate.New(base, podtemplate.Config{
+		ExecutorID: execID,
+		Namespace:  ns,
+		Middleware: []podtemplate.Middleware{driver.DeadlineMiddleware(wf)},
+	})
+}
+
+// preflight builds every task's first pod and has the API server check it
+// with a dry run, so that a pod the cluster would reject is reported
+// before anything of the run exists.
+func preflight(ctx context.Context, cl *cluster, builder podtemplate.Builder, wf *workflow.Workflow, ns string) error {
+	if _, err := cl.client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); err != nil {
+		if apierrors.IsNotFound(err) {
+			return fmt.Errorf("namespace %q does not exist: create it (kubectl create namespace %s) or pick another with --namespace", ns, ns)
+		}
+		return fmt.Errorf("namespace %q: %w", ns, err)
+	}
+	probe := sqlitestore.Run{ID: "preflight", Workflow: wf.ID, Namespace: ns}
+	var problems []*workflow.Error
+	for _, t := range wf.Tasks {
+		spec := driver.Spec(probe, t, 1)
+		pod, err := builder.Build(ctx, spec)
+		if err == nil {
+			_, err = cl.client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+			if err != nil {
+				err = fmt.Errorf("the API server rejected the task's pod (dry run): %w", err)
+			}
+		}
+		if err != nil {
+			field := ""
+			if !t.Override.IsZero() {
+				field = "podOverride"
+			}
+			problems = append(problems, &workflow.Error{File: wf.Source, Line: t.Line, Task: t.ID, Field: field, Problem: err.Error()})
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("nothing was started: %w", &workflow.ValidationError{Problems: problems})
+	}
+	return nil
+}
+
+// applySecrets creates or updates the Secrets the workflow declares.
+func applySecrets(ctx context.Context, cl *cluster, wf *workflow.Workflow, ns string) error {
+	secrets := cl.client.CoreV1().Secrets(ns)
+	for _, s := range wf.Secrets {
+		want := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: ns, Labels: map[string]string{"app.kubernetes.io/managed-by": "kubexec-scheduler"}},
+			StringData: s.StringData,
+		}
+		_, err := secrets.Create(ctx, want, metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			var cur *corev1.Secret
+			if cur, err = secrets.Get(ctx, s.Name, metav1.GetOptions{}); err == nil {
+				cur.Data, cur.StringData = nil, s.StringData
+				_, err = secrets.Update(ctx, cur, metav1.UpdateOptions{})
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("secret %s/%s: %w", ns, s.Name, err)
+		}
+	}
+	return nil
+}
+
+// drive runs the executor and the run's driver until the run ends or ctx
+// is done, showing progress, then prints the final table.
+func drive(ctx context.Context, o *options, store *sqlitestore.Store, cl *cluster, wf *workflow.Workflow, run sqlitestore.Run, builder podtemplate.Builder, execID string) (int, error) {
+	cfg := executor.Config{
+		ExecutorID:  execID,
+		Namespace:   run.Namespace,
+		Parallelism: o.parallelism,
+		Builder:     builder,
+		GC:          executor.GCPolicy{KeepOnSuccess: o.keepPods},
+		Logger:      o.logger,
+	}
+	if o.metricsAddr != "" {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m, err := prommetrics.New(reg)
+		if err != nil {
+			return exitFailed, err
+		}
+		cfg.Metrics = m
+		stop, addr, err := serveMetrics(o.metricsAddr, reg)
+		if err != nil {
+			return exitFailed, err
+		}
+		defer stop()
+		fmt.Fprintf(o.stderr, "Metrics on http://%s/metrics\n", addr)
+	}
+	exec, err := executor.New(cl.rest, store, cfg)
+	if err != nil {
+		return exitFailed, err
+	}
+	if err := exec.Start(ctx); err != nil {
+		return exitFailed, err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		if err := exec.Stop(sctx); err != nil {
+			fmt.Fprintf(o.stderr, "scheduler: %v\n", err)
+		}
+	}()
+
+	prog := newProgress(o, store, cl, wf, run)
+	d, err := driver.New(driver.Config{Store: store, Executor: exec, Workflow: wf, RunID: run.ID, Notef: prog.Notef, Logger: o.logger})
+	if err != nil {
+		return exitFailed, err
+	}
+	pctx, stopProgress := context.WithCancel(context.WithoutCancel(ctx))
+	progressDone := make(chan struct{})
+	go func() {
+		defer close(progressDone)
+		prog.Loop(pctx)
+	}()
+	final, runErr := d.Run(ctx)
+	stopProgress()
+	<-progressDone
+
+	if runErr != nil {
+		if ctx.Err() == nil {
+			return exitFailed, runErr
+		}
+		// Interrupted.
+		bg := context.Background()
+		if cl.dev != nil {
+			_ = store.FinishRun(bg, run.ID, sqlitestore.RunFailed, "interrupted: "+embeddedNote)
+			final, _ = store.GetRun(bg, run.ID)
+			printFinal(bg, o, store, cl, wf, final)
+			fmt.Fprintf(o.stderr, "Interrupted: %s.\n", embeddedNote)
+			return exitStopped, nil
+		}
+		final, _ = store.GetRun(bg, run.ID)
+		printFinal(bg, o, store, cl, wf, final)
+		fmt.Fprintf(o.stderr, "Interrupted: run %s goes on without a scheduler (its pods keep running); `scheduler --kubeconfig %s --db %s resume %s` continues it.\n",
+			run.ID, o.kubeconfig, o.db, run.ID)
+		return exitStopped, nil
+	}
+	printFinal(ctx, o, store, cl, wf, final)
+	return runExitCode(final.State), nil
+}
+
+func runExitCode(s sqlitestore.RunState) int {
+	if s == sqlitestore.RunSucceeded {
+		return exitOK
+	}
+	return exitFailed
+}
+
+// serveMetrics serves reg on addr; a bare ":port" listens on loopback.
+func serveMetrics(addr string, reg *prometheus.Registry) (stop func(), bound string, err error) {
+	if strings.HasPrefix(addr, ":") {
+		addr = "127.0.0.1" + addr
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, "", fmt.Errorf("--metrics-addr: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			fmt.Fprintf(os.Stderr, "scheduler: metrics server: %v\n", err)
+		}
+	}()
+	return func() { _ = srv.Close() }, ln.Addr().String(), nil
+}
