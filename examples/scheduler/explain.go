@@ -300,7 +300,6 @@ func explainQuota(ctx context.Context, w io.Writer, cl *cluster, ns string, pod 
 	return todo
 }
 
-
 // explainPermissions checks what the executor needs in ns with
 // SelfSubjectAccessReviews.
 func explainPermissions(ctx context.Context, w io.Writer, cl *cluster, ns string) []string {
