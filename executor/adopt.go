@@ -1,0 +1,106 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+
+	"github.com/kubexec/kubexec"
+	"github.com/kubexec/kubexec/adoption"
+)
+
+// ErrOwnerAlive is wrapped by Adopt's error for attempts whose pod belongs
+// to an executor instance that is still alive: they are not taken.
+var ErrOwnerAlive = errors.New("executor: the pod's executor is alive")
+
+// Adopt implements Executor. For each key it looks for the attempt's pod
+// (its name is derived from the key) in the watched namespaces. A pod of
+// another instance is taken only if that instance is dead (its Lease
+// expired, or the StateStore's Liveness says so): it is relabelled to this
+// executor with a metadata-only patch guarded by the pod's resourceVersion,
+// so two adopters cannot both win, and the watch then tracks it like any
+// other. Attempts with no pod are returned for the host to reset. Attempts
+// whose owner is alive are left alone and named in an error wrapping
+// ErrOwnerAlive.
+func (e *Kubernetes) Adopt(ctx context.Context, keys []kubexec.TaskKey) ([]kubexec.TaskKey, error) {
+	if err := e.checkRunning(); err != nil {
+		return nil, err
+	}
+	var noPod []kubexec.TaskKey
+	var errs []error
+	alive := map[string]bool{}
+	for _, key := range keys {
+		pod, err := e.findPod(ctx, key)
+		if err != nil {
+			return noPod, err
+		}
+		if pod == nil {
+			noPod = append(noPod, key)
+			continue
+		}
+		owner := pod.Labels[kubexec.LabelExecutor]
+		if owner == e.cfg.ExecutorID {
+			continue
+		}
+		isAlive, known := alive[owner]
+		if !known {
+			isAlive, err = e.liveness.Alive(ctx, owner)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("executor: adopt %s: liveness of executor %q unknown: %w", key, owner, err))
+				continue
+			}
+			alive[owner] = isAlive
+		}
+		if isAlive {
+			errs = append(errs, fmt.Errorf("%w: %s runs in pod %s/%s of executor %q", ErrOwnerAlive, key, pod.Namespace, pod.Name, owner))
+			continue
+		}
+		if err := adoption.Relabel(ctx, e.client, pod, e.cfg.ExecutorID); err != nil {
+			errs = append(errs, fmt.Errorf("executor: adopt %s: %w", key, err))
+			continue
+		}
+		e.log.Info("adopted pod", "task", key, "pod", pod.Namespace+"/"+pod.Name, "from", owner)
+	}
+	return noPod, errors.Join(errs...)
+}
+
+// findPod returns the attempt's pod, or nil when there is none.
+func (e *Kubernetes) findPod(ctx context.Context, key kubexec.TaskKey) (*corev1.Pod, error) {
+	name, err := kubexec.PodName(key)
+	if err != nil {
+		return nil, err
+	}
+	if e.cfg.allNamespaces() {
+		list, err := e.client.CoreV1().Pods("").List(ctx, metav1.ListOptions{
+			FieldSelector: fields.OneTermEqualSelector("metadata.name", name).String(),
+			LabelSelector: kubexec.ManagedSelector().String(),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("executor: adopt %s: %w", key, err)
+		}
+		for i := range list.Items {
+			if k, err := kubexec.KeyFromObject(&list.Items[i]); err == nil && k == key {
+				return &list.Items[i], nil
+			}
+		}
+		return nil, nil
+	}
+	for _, ns := range e.cfg.Namespaces {
+		pod, err := e.client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("executor: adopt %s: %w", key, err)
+		}
+		if k, err := kubexec.KeyFromObject(pod); err == nil && k == key {
+			return pod, nil
+		}
+	}
+	return nil, nil
+}

@@ -1,0 +1,259 @@
+package executor
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/kubexec/kubexec"
+	"github.com/kubexec/kubexec/podtemplate"
+	"github.com/kubexec/kubexec/watch"
+)
+
+// Config configures an executor. The zero value is valid: every field has a
+// default, given at the end of its comment.
+type Config struct {
+	// ExecutorID identifies this executor instance: its pods carry it in a
+	// label, and a restarted instance with the same id picks its pods up
+	// again. Default: the host name and a random suffix (a new identity on
+	// each start; set it for restarts to resume without adoption).
+	ExecutorID string
+
+	// Namespace is where pods go when neither the task spec nor the
+	// template names a namespace. Default "default".
+	Namespace string
+	// Namespaces are the namespaces the executor watches and may create
+	// pods in. Default: [Namespace]. A single "" watches all namespaces.
+	Namespaces []string
+
+	// Parallelism is the most attempts launched and not yet finished at
+	// once (Airflow's parallelism). Default 32.
+	Parallelism int
+
+	// CreateConcurrency is the most pod create requests in flight at once.
+	// Default 10.
+	CreateConcurrency int
+	// CreateQPS and CreateBurst configure the client-side token bucket that
+	// paces pod creates. Defaults 20 and 30 (the Job controller's client).
+	CreateQPS   float64
+	CreateBurst int
+	// ClientQPS and ClientBurst are set on the REST client used for all
+	// other requests, explicitly: client-go's silent default (QPS 5,
+	// burst 10) caps throughput. Defaults 50 and 100. A rest.Config passed
+	// to New with its own non-zero QPS keeps it.
+	ClientQPS   float32
+	ClientBurst int
+
+	// Builder builds each attempt's pod. Default: podtemplate.New with
+	// podtemplate.DefaultTemplate(), this ExecutorID and Namespace. The
+	// executor applies kubexec's metadata again after Build, so a builder
+	// made for another executor id cannot mislabel pods.
+	Builder podtemplate.Builder
+
+	// GC is what happens to a pod after its result is saved.
+	// Default: delete on success, keep on failure, no delay.
+	GC GCPolicy
+
+	// RevokeGracePeriod is the grace period of the delete that Revoke
+	// sends. Default 30s.
+	RevokeGracePeriod time.Duration
+	// QueuedTimeout fails an attempt with QueuedTimeout when it was not
+	// launched within this time after Queue (Airflow's
+	// task_queued_timeout). Default 10m.
+	QueuedTimeout time.Duration
+	// Classify holds the grace periods of the failure classification
+	// (image pull grace, pending timeout). Default: watch's defaults.
+	Classify watch.ClassifyOptions
+
+	// LeaseNamespace holds the Leases by which executor instances show
+	// they are alive (see package adoption). Default: Namespace.
+	LeaseNamespace string
+	// LeaseDuration, RenewDeadline and RetryPeriod time this instance's
+	// Lease, with client-go's rules (LeaseDuration > RenewDeadline > 1.2 ×
+	// RetryPeriod). Defaults 15s, 10s, 2s.
+	LeaseDuration time.Duration
+	RenewDeadline time.Duration
+	RetryPeriod   time.Duration
+	// SweepInterval is how often the pods of dead instances that ended or
+	// are being deleted are adopted, so their results are saved.
+	// Default 30s.
+	SweepInterval time.Duration
+
+	// ResultWorkers is the number of goroutines that save results and
+	// release pods. Default 8.
+	ResultWorkers int
+	// ResyncInterval is how often pending attempts are classified again
+	// for time-based outcomes (pending and queued timeouts) without a pod
+	// event. Default 5s.
+	ResyncInterval time.Duration
+
+	// Logger receives the executor's logs. Default: discarded.
+	Logger *slog.Logger
+	// Metrics receives the executor's measurements. Default NopMetrics.
+	Metrics Metrics
+}
+
+// GCPolicy says what happens to a pod once its result is saved. Kept pods
+// get the done label (kubexec.LabelDone) so watches and lists skip them.
+type GCPolicy struct {
+	// KeepOnSuccess keeps pods that succeeded. Default false (deleted).
+	KeepOnSuccess bool
+	// DeleteOnFailure deletes pods that failed. Default false (kept for
+	// inspection, as Airflow's delete_worker_pods_on_failure).
+	DeleteOnFailure bool
+	// Delay postpones a deletion. The pod carries the done label
+	// meanwhile; a restart forgets the pending deletion. Default 0.
+	Delay time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.ExecutorID == "" {
+		c.ExecutorID = generateID()
+	}
+	if c.Namespace == "" {
+		c.Namespace = podtemplate.DefaultNamespace
+	}
+	if c.Namespaces == nil {
+		c.Namespaces = []string{c.Namespace}
+	} else {
+		c.Namespaces = slices.Clone(c.Namespaces)
+	}
+	if c.Parallelism == 0 {
+		c.Parallelism = 32
+	}
+	if c.CreateConcurrency == 0 {
+		c.CreateConcurrency = 10
+	}
+	if c.CreateQPS == 0 {
+		c.CreateQPS = 20
+	}
+	if c.CreateBurst == 0 {
+		c.CreateBurst = 30
+	}
+	if c.ClientQPS == 0 {
+		c.ClientQPS = 50
+	}
+	if c.ClientBurst == 0 {
+		c.ClientBurst = 100
+	}
+	if c.RevokeGracePeriod == 0 {
+		c.RevokeGracePeriod = 30 * time.Second
+	}
+	if c.QueuedTimeout == 0 {
+		c.QueuedTimeout = 10 * time.Minute
+	}
+	if c.LeaseNamespace == "" {
+		c.LeaseNamespace = c.Namespace
+	}
+	if c.LeaseDuration == 0 {
+		c.LeaseDuration = 15 * time.Second
+	}
+	if c.RenewDeadline == 0 {
+		c.RenewDeadline = 10 * time.Second
+	}
+	if c.RetryPeriod == 0 {
+		c.RetryPeriod = 2 * time.Second
+	}
+	if c.SweepInterval == 0 {
+		c.SweepInterval = 30 * time.Second
+	}
+	if c.ResultWorkers == 0 {
+		c.ResultWorkers = 8
+	}
+	if c.ResyncInterval == 0 {
+		c.ResyncInterval = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if c.Metrics == nil {
+		c.Metrics = NopMetrics{}
+	}
+	return c
+}
+
+// validate names the field in its error.
+func (c Config) validate() error {
+	var errs []error
+	if err := kubexec.ValidateExecutorID(c.ExecutorID); err != nil {
+		errs = append(errs, fmt.Errorf("Config.ExecutorID: %w", err))
+	}
+	for _, msg := range validation.IsDNS1123Label(c.Namespace) {
+		errs = append(errs, fmt.Errorf("Config.Namespace %q: %s", c.Namespace, msg))
+	}
+	allNamespaces := len(c.Namespaces) == 1 && c.Namespaces[0] == ""
+	if len(c.Namespaces) == 0 {
+		errs = append(errs, errors.New(`Config.Namespaces is empty: leave it nil for [Namespace], or use [""] for all namespaces`))
+	}
+	if !allNamespaces {
+		for i, ns := range c.Namespaces {
+			for _, msg := range validation.IsDNS1123Label(ns) {
+				errs = append(errs, fmt.Errorf("Config.Namespaces[%d] %q: %s", i, ns, msg))
+			}
+		}
+		if !slices.Contains(c.Namespaces, c.Namespace) {
+			errs = append(errs, fmt.Errorf("Config.Namespace %q is not in Config.Namespaces %v: pods there would never be watched", c.Namespace, c.Namespaces))
+		}
+	}
+	positive := []struct {
+		name string
+		v    float64
+	}{
+		{"Parallelism", float64(c.Parallelism)},
+		{"CreateConcurrency", float64(c.CreateConcurrency)},
+		{"CreateQPS", c.CreateQPS},
+		{"CreateBurst", float64(c.CreateBurst)},
+		{"ClientQPS", float64(c.ClientQPS)},
+		{"ClientBurst", float64(c.ClientBurst)},
+		{"RevokeGracePeriod", float64(c.RevokeGracePeriod)},
+		{"QueuedTimeout", float64(c.QueuedTimeout)},
+		{"ResultWorkers", float64(c.ResultWorkers)},
+		{"ResyncInterval", float64(c.ResyncInterval)},
+		{"SweepInterval", float64(c.SweepInterval)},
+	}
+	for _, p := range positive {
+		if p.v < 0 {
+			errs = append(errs, fmt.Errorf("Config.%s is negative (%v): use a positive value, or 0 for the default", p.name, p.v))
+		}
+	}
+	if c.GC.Delay < 0 {
+		errs = append(errs, fmt.Errorf("Config.GC.Delay is negative (%s)", c.GC.Delay))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("executor: invalid config: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// allNamespaces reports whether the executor watches every namespace.
+func (c Config) allNamespaces() bool { return len(c.Namespaces) == 1 && c.Namespaces[0] == "" }
+
+func generateID() string {
+	host, _ := os.Hostname()
+	host = strings.ToLower(host)
+	host = strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' {
+			return r
+		}
+		return '-'
+	}, host)
+	host = strings.Trim(host, "-")
+	if len(host) > 40 {
+		host = strings.Trim(host[:40], "-")
+	}
+	if host == "" {
+		host = "kubexec"
+	}
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return host + "-" + hex.EncodeToString(b)
+}

@@ -1,0 +1,100 @@
+package executor
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/rest"
+)
+
+func TestConfigDefaults(t *testing.T) {
+	t.Parallel()
+	c := Config{}.withDefaults()
+	require.NoError(t, c.validate())
+	require.NotEmpty(t, c.ExecutorID)
+	require.Equal(t, "default", c.Namespace)
+	require.Equal(t, []string{"default"}, c.Namespaces)
+	require.Equal(t, 32, c.Parallelism)
+	require.Equal(t, float64(20), c.CreateQPS)
+	require.Equal(t, 30, c.CreateBurst)
+	require.Equal(t, float32(50), c.ClientQPS)
+	require.Equal(t, 10*time.Minute, c.QueuedTimeout)
+	require.NotEqual(t, Config{}.withDefaults().ExecutorID, c.ExecutorID, "generated ids differ")
+}
+
+func TestConfigValidation(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		cfg    Config
+		errHas []string
+	}{
+		{"bad executor id", Config{ExecutorID: "has space"}, []string{"Config.ExecutorID"}},
+		{"bad namespace", Config{Namespace: "Not_A_Namespace"}, []string{"Config.Namespace"}},
+		{"namespace not watched", Config{Namespace: "a", Namespaces: []string{"b"}}, []string{`Config.Namespace "a" is not in Config.Namespaces`}},
+		{"empty namespaces", Config{Namespaces: []string{}}, []string{"Config.Namespaces is empty"}},
+		{"negative parallelism", Config{Parallelism: -1}, []string{"Config.Parallelism is negative"}},
+		{"negative qps and delay", Config{CreateQPS: -2, GC: GCPolicy{Delay: -time.Second}}, []string{"Config.CreateQPS", "Config.GC.Delay"}},
+		{"all namespaces", Config{Namespaces: []string{""}}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			err := tt.cfg.withDefaults().validate()
+			if tt.errHas == nil {
+				require.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			for _, s := range tt.errHas {
+				require.Contains(t, err.Error(), s)
+			}
+		})
+	}
+}
+
+func TestNewRejectsNilDependencies(t *testing.T) {
+	t.Parallel()
+	_, err := New(nil, NewMemoryStore(), Config{})
+	require.ErrorContains(t, err, "restConfig is nil")
+	_, err = New(&rest.Config{Host: "https://127.0.0.1:1"}, nil, Config{})
+	require.ErrorContains(t, err, "store is nil")
+}
+
+func TestCreateErrorClassification(t *testing.T) {
+	t.Parallel()
+	pods := schema.GroupResource{Resource: "pods"}
+	quota := apierrors.NewForbidden(pods, "p", errors.New(`exceeded quota: pods, requested: pods=1, used: pods=3, limited: pods=3`))
+	rbac := apierrors.NewForbidden(pods, "p", errors.New(`User "x" cannot create resource "pods"`))
+	tests := []struct {
+		name             string
+		err              error
+		quota, transient bool
+	}{
+		{"quota", quota, true, false},
+		{"rbac", rbac, false, false},
+		{"invalid", apierrors.NewInvalid(schema.GroupKind{Kind: "Pod"}, "p", nil), false, false},
+		{"bad request", apierrors.NewBadRequest("no"), false, false},
+		{"internal", apierrors.NewInternalError(errors.New("etcd")), false, true},
+		{"unavailable", apierrors.NewServiceUnavailable("later"), false, true},
+		{"server timeout", apierrors.NewServerTimeout(pods, "create", 1), false, true},
+		{"conflict", apierrors.NewConflict(pods, "p", errors.New("changed")), false, true},
+		{"already exists", apierrors.NewAlreadyExists(pods, "p"), false, false},
+		{"connection", fmt.Errorf("dial tcp 127.0.0.1:1: connect: connection refused"), false, true},
+		{"generic 503", &apierrors.StatusError{ErrStatus: metav1.Status{Code: http.StatusBadGateway}}, false, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			require.Equal(t, tt.quota, isQuotaExceeded(tt.err))
+			require.Equal(t, tt.transient, isTransient(tt.err))
+		})
+	}
+}

@@ -1,0 +1,76 @@
+// Package executor runs task attempts as Kubernetes pods for a scheduler
+// that embeds it: Apache Airflow's KubernetesExecutor as a library, with its
+// known faults designed out.
+//
+// # The host's side
+//
+// The host implements [StateStore] (one required method, SaveResult,
+// idempotent per attempt) and drives an [Executor]:
+//
+//	store := mydb.ResultStore()                 // implements executor.StateStore
+//	exec, err := executor.New(restConfig, store, executor.Config{ExecutorID: "scheduler-0"})
+//	if err != nil { ... }
+//	if err := exec.Start(ctx); err != nil { ... } // checks permissions, syncs the pod watch
+//	defer exec.Stop(context.Background())
+//
+//	exec.Queue(podtemplate.TaskSpec{Key: key, Image: "python:3.13", Command: []string{"python", "-m", "etl.load"}})
+//	for range time.Tick(time.Second) {
+//		exec.Heartbeat(ctx)                     // launches up to the open slots
+//	}
+//	// results arrive in store.SaveResult as pods end, whatever the tick
+//
+// # An attempt's life
+//
+//		Queue ─▶ queued ─▶ launching ─▶ pending ─▶ running ─▶ result known ─▶ saved ─▶ released
+//		            ▲          │
+//		            └──────────┘  quota (403), throttled (429), 5xx, connection errors
+//
+//	  - Queue never calls the API server. Heartbeat moves queued attempts to
+//	    launching, oldest first, up to Parallelism minus running; creates run on
+//	    CreateConcurrency goroutines, paced by a token bucket (CreateQPS,
+//	    CreateBurst), with client-go's own retries off so that the executor's
+//	    flow control decides: a 429 pauses every create for its Retry-After; a
+//	    quota refusal keeps the attempt queued and backs its namespace off
+//	    (1 s doubling to 1 min); 5xx and connection errors retry the attempt
+//	    with backoff; 400, 422, 404, other 403s and build errors end it as
+//	    LaunchRejected, a system failure that must not consume the task's
+//	    retries. A create that finds the attempt's pod already there (the pod
+//	    name is derived from the key) tracks that pod.
+//	  - Every pod carries the tracking finalizer kubexec.FinalizerResultTracking
+//	    from creation. The watch (package watch) reports pod changes; package
+//	    watch's Classify decides when an attempt has ended and why. A pod
+//	    deleted by someone else, evicted or on a lost node is held by the
+//	    finalizer and ends as DeletedExternally or Disrupted.
+//	  - The result workers (ResultWorkers goroutines) call SaveResult, retrying
+//	    with backoff on error; only after it returns nil do they remove the
+//	    finalizer and, per GCPolicy, delete the pod or label it done. A crash at
+//	    any point leaves the finalizer in place: the next Start with the same
+//	    ExecutorID finds the pod, saves its result again (idempotently) and
+//	    releases it.
+//	  - Attempts queued longer than QueuedTimeout end as QueuedTimeout; pods
+//	    pending past the classification's timeouts end with their Reason and
+//	    are deleted.
+//
+// # Goroutines
+//
+// SaveResult is called from the result workers, concurrently for different
+// attempts and never concurrently for the same one. Metrics methods are
+// called from every goroutine. All Executor methods are safe for concurrent
+// use.
+//
+// # Permissions
+//
+// Start checks with SelfSubjectAccessReviews that the executor may create,
+// get, list, watch, patch and delete pods, get pods/log and create pods/exec
+// in every configured namespace, and returns one *PermissionError that lists
+// whatever is missing. rbac.yaml in this folder (also [RoleYAML]) is the
+// minimal Role.
+package executor
+
+import _ "embed"
+
+// RoleYAML is the minimal Role an executor needs in each of its namespaces
+// (rbac.yaml in this package's folder).
+//
+//go:embed rbac.yaml
+var RoleYAML []byte

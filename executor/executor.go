@@ -1,0 +1,507 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/flowcontrol"
+	"k8s.io/client-go/util/workqueue"
+
+	"github.com/kubexec/kubexec"
+	"github.com/kubexec/kubexec/adoption"
+	"github.com/kubexec/kubexec/podtemplate"
+	"github.com/kubexec/kubexec/watch"
+)
+
+// Errors callers branch on, with errors.Is.
+var (
+	// ErrDuplicate: Queue was given a key that is already queued, running
+	// or finishing in this executor.
+	ErrDuplicate = errors.New("executor: attempt already queued or running")
+	// ErrNotStarted: the call needs Start first.
+	ErrNotStarted = errors.New("executor: not started: call Start first")
+	// ErrStopped: the executor was stopped.
+	ErrStopped = errors.New("executor: stopped")
+	// ErrUnknownAttempt: Revoke was given a key this executor does not track.
+	ErrUnknownAttempt = errors.New("executor: unknown attempt")
+)
+
+// Executor runs task attempts as pods. A scheduler drives it: Queue what
+// should run, call Heartbeat on each tick, and read results from its
+// StateStore. Results are saved by the executor's own goroutines as pod
+// events arrive, so their latency does not depend on the host's tick.
+//
+// All methods are safe for concurrent use.
+type Executor interface {
+	// Start checks the executor's permissions, starts watching its pods and
+	// picks up the pods it owns from an earlier run with the same
+	// ExecutorID. It returns once the watch has synced.
+	Start(ctx context.Context) error
+	// Stop stops launching, finishes in-flight creates, saves the results
+	// it can until ctx ends, and stops every goroutine. Pods keep running;
+	// a restart with the same id or another instance's Adopt takes them
+	// over. Stop is idempotent and may be called before Start.
+	Stop(ctx context.Context) error
+	// Queue accepts an attempt. It never blocks on the API server. It
+	// returns ErrDuplicate for a key already queued or running, and the
+	// key's validation error for an invalid key.
+	Queue(spec podtemplate.TaskSpec) error
+	// Heartbeat is one scheduler tick: it starts launching queued attempts
+	// up to the open slots (the creates run in the background, paced by
+	// the create rate limit), then calls Sync.
+	Heartbeat(ctx context.Context) error
+	// Sync applies time-based outcomes now (queued and pending timeouts)
+	// and retries pending result saves without waiting for their backoff.
+	Sync(ctx context.Context) error
+	// Adopt takes over the pods of attempts launched by executor instances
+	// that are gone: each pod found is relabelled to this executor and
+	// tracked. It returns the attempts that have no pod, for the host to
+	// reset. It is idempotent and safe to call while running.
+	Adopt(ctx context.Context, keys []kubexec.TaskKey) ([]kubexec.TaskKey, error)
+	// Revoke cancels an attempt: a queued one is dropped, a launched one's
+	// pod is deleted with Config.RevokeGracePeriod. Either way its result
+	// is Revoked. It returns ErrUnknownAttempt for a key not tracked.
+	Revoke(ctx context.Context, key kubexec.TaskKey) error
+	// Stats returns the current counts.
+	Stats() Stats
+	// ID returns the executor instance's id.
+	ID() string
+}
+
+// Stats are an executor's counts at one moment.
+type Stats struct {
+	// OpenSlots is Parallelism minus Running.
+	OpenSlots int
+	// Queued attempts wait for a slot or for a create retry.
+	Queued int
+	// Running attempts are launching or launched and have no result yet.
+	Running int
+	// Finishing attempts have a result that is being saved or whose pod is
+	// being released.
+	Finishing int
+}
+
+type phase int
+
+const (
+	phaseQueued    phase = iota // waiting for a slot or a retry
+	phaseLaunching              // a create is in flight
+	phaseLaunched               // the pod exists
+)
+
+// attempt is the executor's record of one attempt. Its fields are guarded
+// by Kubernetes.mu.
+type attempt struct {
+	key      kubexec.TaskKey
+	spec     podtemplate.TaskSpec
+	phase    phase
+	queuedAt time.Time
+	// notBefore delays the next create after a transient failure.
+	notBefore time.Time
+	failures  int
+
+	namespace string
+	podName   string
+	podUID    types.UID
+	lastPod   *corev1.Pod
+
+	// result is set once the outcome is known; the attempt then only
+	// waits for the result to be saved and the pod released.
+	result     *kubexec.Result
+	resultAt   time.Time
+	saved      bool
+	releasePod bool   // delete the pod whatever the GC policy (it may still run)
+	grace      *int64 // grace period of that delete
+	podGone    bool   // there is no pod to release
+	released   bool   // finalizer removed (and done label set)
+	deleteAt   time.Time
+	// verifyGone: the watch reported the pod deleted before a result was
+	// known: find out whether it vanished or was adopted by another
+	// executor.
+	verifyGone bool
+}
+
+// Kubernetes is the Executor that runs attempts as pods on a Kubernetes
+// cluster.
+type Kubernetes struct {
+	cfg     Config
+	client  kubernetes.Interface
+	store   StateStore
+	builder podtemplate.Builder
+	log     *slog.Logger
+
+	lease    *adoption.LeaseHolder
+	liveness adoption.Liveness
+	sweeper  *adoption.Sweeper
+
+	createLimiter flowcontrol.RateLimiter
+	results       workqueue.TypedRateLimitingInterface[kubexec.TaskKey]
+	watcher       *watch.Watcher
+
+	mu       sync.Mutex
+	attempts map[kubexec.TaskKey]*attempt
+	// released holds the pods released after their results were saved,
+	// until the watch reports them gone, so that an event from before the
+	// release, delivered after it, does not make the pod look new.
+	released   map[types.UID]time.Time
+	queue      []kubexec.TaskKey // FIFO of queued attempts (may hold stale keys)
+	nsBackoff  map[string]backoffState
+	pauseUntil time.Time // 429: no create before this
+	started    bool
+	stopped    bool
+	launchCh   chan kubexec.TaskKey
+
+	ctx      context.Context // the executor's lifetime
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	launchWG sync.WaitGroup
+}
+
+var _ Executor = (*Kubernetes)(nil)
+
+// New returns an executor that talks to the cluster of restConfig and saves
+// results to store. restConfig's QPS and Burst are set from
+// Config.ClientQPS/ClientBurst when zero (never left to client-go's silent
+// default).
+func New(restConfig *rest.Config, store StateStore, cfg Config) (*Kubernetes, error) {
+	if restConfig == nil {
+		return nil, errors.New("executor: restConfig is nil: pass the *rest.Config of the cluster (clientcmd.BuildConfigFromFlags or rest.InClusterConfig)")
+	}
+	if store == nil {
+		return nil, errors.New("executor: store is nil: pass a StateStore (executor.NewMemoryStore() for tests)")
+	}
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	rc := rest.CopyConfig(restConfig)
+	if rc.QPS == 0 {
+		rc.QPS = cfg.ClientQPS
+	}
+	if rc.Burst == 0 {
+		rc.Burst = cfg.ClientBurst
+	}
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("executor: client: %w", err)
+	}
+	builder := cfg.Builder
+	if builder == nil {
+		builder, err = podtemplate.New(podtemplate.DefaultTemplate(), podtemplate.Config{ExecutorID: cfg.ExecutorID, Namespace: cfg.Namespace})
+		if err != nil {
+			return nil, err
+		}
+	}
+	lease, err := adoption.NewLeaseHolder(client, adoption.LeaseConfig{
+		ExecutorID:    cfg.ExecutorID,
+		Namespace:     cfg.LeaseNamespace,
+		LeaseDuration: cfg.LeaseDuration,
+		RenewDeadline: cfg.RenewDeadline,
+		RetryPeriod:   cfg.RetryPeriod,
+		Logger:        cfg.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("executor: Config lease timing: %w", err)
+	}
+	var liveness adoption.Liveness = adoption.NewLeaseLiveness(client, cfg.LeaseNamespace)
+	if l, ok := store.(adoption.Liveness); ok {
+		liveness = l
+	}
+	sweeper, err := adoption.NewSweeper(client, liveness, adoption.SweepConfig{ExecutorID: cfg.ExecutorID, Namespaces: cfg.Namespaces})
+	if err != nil {
+		return nil, fmt.Errorf("executor: %w", err)
+	}
+	e := &Kubernetes{
+		lease:         lease,
+		liveness:      liveness,
+		sweeper:       sweeper,
+		cfg:           cfg,
+		client:        client,
+		store:         store,
+		builder:       builder,
+		log:           cfg.Logger.With("executor", cfg.ExecutorID),
+		createLimiter: flowcontrol.NewTokenBucketRateLimiter(float32(cfg.CreateQPS), cfg.CreateBurst),
+		results: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.NewTypedItemExponentialFailureRateLimiter[kubexec.TaskKey](100*time.Millisecond, 30*time.Second),
+			workqueue.TypedRateLimitingQueueConfig[kubexec.TaskKey]{Name: "kubexec-results"}),
+		attempts:  map[kubexec.TaskKey]*attempt{},
+		released:  map[types.UID]time.Time{},
+		nsBackoff: map[string]backoffState{},
+		launchCh:  make(chan kubexec.TaskKey, cfg.Parallelism),
+	}
+	e.ctx, e.cancel = context.WithCancel(context.Background())
+	return e, nil
+}
+
+// ID returns the executor's id.
+func (e *Kubernetes) ID() string { return e.cfg.ExecutorID }
+
+// Start implements Executor.
+func (e *Kubernetes) Start(ctx context.Context) error {
+	e.mu.Lock()
+	switch {
+	case e.stopped:
+		e.mu.Unlock()
+		return ErrStopped
+	case e.started:
+		e.mu.Unlock()
+		return errors.New("executor: already started")
+	}
+	e.mu.Unlock()
+
+	if err := e.checkPermissions(ctx); err != nil {
+		return err
+	}
+	if err := e.lease.Acquire(ctx); err != nil {
+		return fmt.Errorf("executor: %w", err)
+	}
+	namespaces := e.cfg.Namespaces
+	if e.cfg.allNamespaces() {
+		namespaces = nil
+	}
+	w, err := watch.New(e.client, watch.Config{
+		ExecutorID: e.cfg.ExecutorID,
+		Namespaces: namespaces,
+		Logger:     e.cfg.Logger,
+	}, watch.HandlerFuncs{
+		AddFunc:    e.observe,
+		UpdateFunc: func(_, pod *corev1.Pod) { e.observe(pod) },
+		DeleteFunc: e.observeDeleted,
+	})
+	if err != nil {
+		return fmt.Errorf("executor: %w", err)
+	}
+	e.mu.Lock()
+	e.watcher = w
+	e.started = true
+	e.mu.Unlock()
+
+	e.goRun(func() {
+		if err := w.Run(e.ctx); err != nil {
+			e.log.Error("pod watch ended", "err", err)
+		}
+	})
+	if err := w.WaitForSync(ctx); err != nil {
+		e.cancel()
+		e.wg.Wait()
+		return fmt.Errorf("executor: waiting for the pod watch to sync: %w", err)
+	}
+	for range e.cfg.ResultWorkers {
+		e.goRun(e.resultWorker)
+	}
+	for range e.cfg.CreateConcurrency {
+		e.launchWG.Add(1)
+		go func() {
+			defer e.launchWG.Done()
+			for key := range e.launchCh {
+				e.launch(key)
+			}
+		}()
+	}
+	e.goRun(e.resyncLoop)
+	e.goRun(func() { e.lease.Run(e.ctx) })
+	e.goRun(func() {
+		e.sweeper.Run(e.ctx, e.cfg.SweepInterval, func(err error) { e.log.Warn("adoption sweep", "err", err) })
+	})
+	e.log.Info("executor started", "namespaces", e.cfg.Namespaces)
+	return nil
+}
+
+func (e *Kubernetes) goRun(f func()) {
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		f()
+	}()
+}
+
+// Stop implements Executor.
+func (e *Kubernetes) Stop(ctx context.Context) error {
+	e.mu.Lock()
+	if e.stopped {
+		e.mu.Unlock()
+		return nil
+	}
+	e.stopped = true
+	started := e.started
+	close(e.launchCh)
+	e.mu.Unlock()
+	if !started {
+		e.cancel()
+		e.results.ShutDown()
+		return nil
+	}
+	// In-flight creates finish; what they created is tracked.
+	e.launchWG.Wait()
+	// Save what can be saved while ctx allows.
+	var err error
+	for e.pendingResults() > 0 {
+		select {
+		case <-ctx.Done():
+			err = fmt.Errorf("executor: stopped with %d results not yet saved (their pods keep the tracking finalizer; a restart saves them): %w", e.pendingResults(), ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+			continue
+		}
+		break
+	}
+	e.cancel()
+	e.results.ShutDown()
+	e.wg.Wait()
+	e.log.Info("executor stopped")
+	return err
+}
+
+// pendingResults counts attempts whose result is known but not yet saved
+// and released.
+func (e *Kubernetes) pendingResults() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	for _, a := range e.attempts {
+		if a.result != nil && (!a.saved || (!a.released && !a.podGone && a.podName != "")) {
+			n++
+		}
+	}
+	return n
+}
+
+// Queue implements Executor.
+func (e *Kubernetes) Queue(spec podtemplate.TaskSpec) error {
+	if err := spec.Key.Validate(); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.stopped {
+		return ErrStopped
+	}
+	if _, ok := e.attempts[spec.Key]; ok {
+		return fmt.Errorf("%w: %s", ErrDuplicate, spec.Key)
+	}
+	ns := spec.Namespace
+	if ns == "" {
+		ns = e.cfg.Namespace
+	}
+	e.attempts[spec.Key] = &attempt{key: spec.Key, spec: spec, phase: phaseQueued, queuedAt: time.Now(), namespace: ns}
+	e.queue = append(e.queue, spec.Key)
+	e.reportSlotsLocked()
+	return nil
+}
+
+// Heartbeat implements Executor.
+func (e *Kubernetes) Heartbeat(ctx context.Context) error {
+	if err := e.checkRunning(); err != nil {
+		return err
+	}
+	e.launchReady()
+	return e.Sync(ctx)
+}
+
+// Sync implements Executor.
+func (e *Kubernetes) Sync(ctx context.Context) error {
+	if err := e.checkRunning(); err != nil {
+		return err
+	}
+	e.resync(true)
+	return ctx.Err()
+}
+
+func (e *Kubernetes) checkRunning() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	switch {
+	case e.stopped:
+		return ErrStopped
+	case !e.started:
+		return ErrNotStarted
+	}
+	return nil
+}
+
+// Stats implements Executor.
+func (e *Kubernetes) Stats() Stats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.statsLocked()
+}
+
+func (e *Kubernetes) statsLocked() Stats {
+	var s Stats
+	for _, a := range e.attempts {
+		switch {
+		case a.result != nil:
+			s.Finishing++
+		case a.phase == phaseQueued:
+			s.Queued++
+		default:
+			s.Running++
+		}
+	}
+	s.OpenSlots = max(0, e.cfg.Parallelism-s.Running)
+	return s
+}
+
+func (e *Kubernetes) reportSlotsLocked() {
+	s := e.statsLocked()
+	e.cfg.Metrics.SetSlots(s.OpenSlots, s.Queued, s.Running)
+}
+
+// Revoke implements Executor.
+func (e *Kubernetes) Revoke(ctx context.Context, key kubexec.TaskKey) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	a, ok := e.attempts[key]
+	if !ok {
+		return fmt.Errorf("%w: %s", ErrUnknownAttempt, key)
+	}
+	if a.result != nil {
+		return nil // already ending
+	}
+	grace := int64(e.cfg.RevokeGracePeriod / time.Second)
+	r := e.newResultLocked(a, kubexec.ReasonRevoked, "the host revoked the attempt")
+	switch a.phase {
+	case phaseQueued:
+		a.podGone = true
+	case phaseLaunching, phaseLaunched:
+		// A create in flight: launch() sees the result and releases the
+		// pod it made.
+		a.releasePod = true
+		a.grace = &grace
+	}
+	e.setResultLocked(a, r)
+	return ctx.Err()
+}
+
+// newResultLocked returns a result for a with what is known of its pod.
+func (e *Kubernetes) newResultLocked(a *attempt, reason kubexec.Reason, msg string) kubexec.Result {
+	r := kubexec.Result{
+		Key:        a.key,
+		State:      reason.State(),
+		Reason:     reason,
+		Message:    msg,
+		PodName:    a.podName,
+		Namespace:  a.namespace,
+		FinishedAt: time.Now(),
+	}
+	if a.lastPod != nil {
+		r.Node = a.lastPod.Spec.NodeName
+	}
+	return r
+}
+
+// setResultLocked records the outcome of a and hands it to the result
+// workers.
+func (e *Kubernetes) setResultLocked(a *attempt, r kubexec.Result) {
+	a.result = &r
+	a.resultAt = time.Now()
+	e.results.Add(a.key)
+	e.reportSlotsLocked()
+}

@@ -1,0 +1,505 @@
+package executor_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/rest"
+
+	"github.com/kubexec/kubexec"
+	"github.com/kubexec/kubexec/executor"
+	"github.com/kubexec/kubexec/internal/devcluster"
+	"github.com/kubexec/kubexec/podtemplate"
+	"github.com/kubexec/kubexec/watch"
+)
+
+var cluster *devcluster.Cluster
+
+func TestMain(m *testing.M) {
+	os.Exit(devcluster.Main(m, devcluster.Options{Nodes: 2, NodeCPU: "32", NodeMemory: "64Gi", NodePods: 300}, &cluster))
+}
+
+var executorSeq atomic.Int64
+
+// testConfig is a config with short timeouts, for one test namespace. Its
+// pods run as user 1000: the default template is restricted (runAsNonRoot),
+// and the process node, like a kubelet, refuses to run them as root.
+func testConfig(ns string) executor.Config {
+	id := fmt.Sprintf("test-%d-%d", os.Getpid(), executorSeq.Add(1))
+	template := podtemplate.DefaultTemplate()
+	uid := int64(1000)
+	template.Spec.SecurityContext.RunAsUser = &uid
+	builder, err := podtemplate.New(template, podtemplate.Config{ExecutorID: id, Namespace: ns})
+	if err != nil {
+		panic(err)
+	}
+	return executor.Config{
+		ExecutorID:     id,
+		Builder:        builder,
+		Namespace:      ns,
+		Parallelism:    50,
+		CreateQPS:      200,
+		CreateBurst:    200,
+		ResyncInterval: 200 * time.Millisecond,
+		Classify:       watch.ClassifyOptions{ImagePullGrace: 2 * time.Second, PendingTimeout: 5 * time.Second},
+	}
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	if !testing.Verbose() {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+// startExecutor starts an executor that stops when the test ends.
+func startExecutor(t *testing.T, rc *rest.Config, store executor.StateStore, cfg executor.Config) *executor.Kubernetes {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger(t)
+	}
+	e, err := executor.New(rc, store, cfg)
+	require.NoError(t, err)
+	require.NoError(t, e.Start(t.Context()))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = e.Stop(ctx)
+	})
+	return e
+}
+
+// drive calls Heartbeat until cond holds or the deadline passes.
+func drive(t *testing.T, e executor.Executor, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not done after %s (stats %+v)", what, timeout, e.Stats())
+		}
+		require.NoError(t, e.Heartbeat(t.Context()))
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func key(workflow string, i int) kubexec.TaskKey {
+	return kubexec.TaskKey{WorkflowID: workflow, TaskID: fmt.Sprintf("task-%d", i), RunID: "run-1", MapIndex: kubexec.NotMapped, Attempt: 1}
+}
+
+func shell(k kubexec.TaskKey, script string) podtemplate.TaskSpec {
+	return podtemplate.TaskSpec{Key: k, Image: "busybox:1.36", Command: []string{"sh", "-c", script}}
+}
+
+func resultsByKey(store *executor.MemoryStore) map[kubexec.TaskKey]kubexec.Result {
+	out := map[kubexec.TaskKey]kubexec.Result{}
+	for _, r := range store.Results() {
+		out[r.Key] = r
+	}
+	return out
+}
+
+// requireNoTrackedPods checks that no pod in ns still carries the tracking
+// finalizer, and that every pod left is labelled done.
+func requireNoTrackedPods(t *testing.T, ns string) {
+	t.Helper()
+	err := wait.PollUntilContextTimeout(t.Context(), 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		pods, err := cluster.Client().CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, err
+		}
+		for _, p := range pods.Items {
+			for _, f := range p.Finalizers {
+				if f == kubexec.FinalizerResultTracking {
+					return false, nil
+				}
+			}
+			if p.DeletionTimestamp == nil && p.Labels[kubexec.LabelDone] != kubexec.DoneValue {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	require.NoError(t, err, "pods in %s still carry the tracking finalizer or are not done", ns)
+}
+
+// TestMixedOutcomes runs many attempts with every kind of ending and checks
+// that each gets exactly one result with the right reason.
+func TestMixedOutcomes(t *testing.T) {
+	n := 500
+	if testing.Short() {
+		n = 60
+	}
+	ns := cluster.NewNamespace(t, "mixed", nil)
+	store := executor.NewMemoryStore()
+	e := startExecutor(t, cluster.RESTConfig(), store, testConfig(ns))
+
+	want := map[kubexec.TaskKey]kubexec.Reason{}
+	for i := range n {
+		k := key("mixed", i)
+		spec := shell(k, "exit 0")
+		var reason kubexec.Reason
+		switch i % 6 {
+		case 0:
+			reason = kubexec.ReasonSucceeded
+			spec = shell(k, "echo hello; sleep 0.2")
+		case 1:
+			reason = kubexec.ReasonFailed
+			spec = shell(k, "echo failing >&2; exit 3")
+		case 2:
+			reason = kubexec.ReasonOOMKilled
+			spec = shell(k, "dd if=/dev/zero of=/dev/null bs=256M count=1")
+			spec.Limits = map[corev1.ResourceName]string{corev1.ResourceMemory: "64Mi"}
+		case 3:
+			reason = kubexec.ReasonImagePullError
+			spec.Image = "registry.example/does-not-exist/app:1"
+		case 4:
+			reason = kubexec.ReasonUnschedulable
+			spec.Requests = map[corev1.ResourceName]string{corev1.ResourceCPU: "1000"}
+		case 5:
+			reason = kubexec.ReasonDeadlineExceeded
+			spec = shell(k, "sleep 60")
+			o, err := podtemplate.ParseOverride("deadline", []byte("spec:\n  activeDeadlineSeconds: 2\n"))
+			require.NoError(t, err)
+			spec.Override = o
+		}
+		want[k] = reason
+		require.NoError(t, e.Queue(spec))
+	}
+	require.ErrorIs(t, e.Queue(shell(key("mixed", 0), "exit 0")), executor.ErrDuplicate)
+
+	drive(t, e, 10*time.Minute, "all results saved", func() bool { return len(store.Results()) == n })
+	got := resultsByKey(store)
+	require.Len(t, got, n)
+	for k, reason := range want {
+		r := got[k]
+		require.Equal(t, reason, r.Reason, "%s: %+v", k, r)
+		require.Equal(t, 1, store.Calls(k), "%s saved more than once", k)
+		require.NoError(t, r.Validate())
+		switch reason {
+		case kubexec.ReasonFailed:
+			require.Equal(t, int32(3), r.ExitCode)
+			require.Equal(t, podtemplate.DefaultMainContainer, r.Container)
+		case kubexec.ReasonOOMKilled:
+			require.Equal(t, int32(137), r.ExitCode)
+		}
+		require.NotEmpty(t, r.Message, "%s: a result must say what happened", k)
+	}
+	requireNoTrackedPods(t, ns)
+	require.Eventually(t, func() bool { s := e.Stats(); return s.Running == 0 && s.Queued == 0 && s.Finishing == 0 },
+		time.Minute, 100*time.Millisecond)
+}
+
+// TestQuotaKeepsAttemptsQueued: with a quota of 3 pods, 20 attempts all
+// complete, never more than 3 pods exist at once, and none fails because of
+// the quota.
+func TestQuotaKeepsAttemptsQueued(t *testing.T) {
+	ctx := t.Context()
+	ns := cluster.NewNamespace(t, "quota", nil)
+	quotas := cluster.Client().CoreV1().ResourceQuotas(ns)
+	_, err := quotas.Create(ctx, &corev1.ResourceQuota{
+		ObjectMeta: metav1.ObjectMeta{Name: "pods"},
+		Spec:       corev1.ResourceQuotaSpec{Hard: corev1.ResourceList{corev1.ResourcePods: resource.MustParse("3")}},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	require.NoError(t, wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		q, err := quotas.Get(ctx, "pods", metav1.GetOptions{})
+		return err == nil && q.Status.Hard != nil, err
+	}))
+
+	// Count the pods that exist at once, from a watch of our own.
+	var mu sync.Mutex
+	live, peak := map[string]bool{}, 0
+	w, err := cluster.Client().CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{})
+	require.NoError(t, err)
+	defer w.Stop()
+	go func() {
+		for ev := range w.ResultChan() {
+			p, ok := ev.Object.(*corev1.Pod)
+			if !ok {
+				continue
+			}
+			mu.Lock()
+			if ev.Type == "DELETED" {
+				delete(live, p.Name)
+			} else {
+				live[p.Name] = true
+			}
+			peak = max(peak, len(live))
+			mu.Unlock()
+		}
+	}()
+
+	store := executor.NewMemoryStore()
+	e := startExecutor(t, cluster.RESTConfig(), store, testConfig(ns))
+	const n = 20
+	for i := range n {
+		require.NoError(t, e.Queue(shell(key("quota", i), "sleep 0.3")))
+	}
+	drive(t, e, 5*time.Minute, "20 results", func() bool { return len(store.Results()) == n })
+	for _, r := range store.Results() {
+		require.Equal(t, kubexec.ReasonSucceeded, r.Reason, "%+v", r)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	require.LessOrEqual(t, peak, 3)
+	require.Positive(t, peak)
+}
+
+// TestDeletedExternally: a running pod deleted by someone else, and one
+// force-deleted, each end in one DeletedExternally result, even when the
+// executor was stopped at the time and started again later: the tracking
+// finalizer holds the pod until the result is saved.
+func TestDeletedExternally(t *testing.T) {
+	ctx := t.Context()
+	ns := cluster.NewNamespace(t, "deleted", nil)
+	store := executor.NewMemoryStore()
+	cfg := testConfig(ns)
+	e := startExecutor(t, cluster.RESTConfig(), store, cfg)
+
+	graceful, forced, whileStopped := key("deleted", 1), key("deleted", 2), key("deleted", 3)
+	for _, k := range []kubexec.TaskKey{graceful, forced, whileStopped} {
+		require.NoError(t, e.Queue(shell(k, "sleep 300")))
+	}
+	pods := cluster.Client().CoreV1().Pods(ns)
+	waitRunning := func(k kubexec.TaskKey) string {
+		name, err := kubexec.PodName(k)
+		require.NoError(t, err)
+		drive(t, e, 2*time.Minute, "pod running", func() bool {
+			p, err := pods.Get(ctx, name, metav1.GetOptions{})
+			return err == nil && p.Status.Phase == corev1.PodRunning
+		})
+		return name
+	}
+	gName, fName, sName := waitRunning(graceful), waitRunning(forced), waitRunning(whileStopped)
+
+	// A process that is its container's first process ignores SIGTERM
+	// without a handler, as in a real container: a short grace period.
+	two, zero := int64(2), int64(0)
+	require.NoError(t, pods.Delete(ctx, gName, metav1.DeleteOptions{GracePeriodSeconds: &two}))
+	require.NoError(t, pods.Delete(ctx, fName, metav1.DeleteOptions{GracePeriodSeconds: &zero}))
+	drive(t, e, 2*time.Minute, "two results", func() bool { return len(store.Results()) == 2 })
+	got := resultsByKey(store)
+	require.Equal(t, kubexec.ReasonDeletedExternally, got[graceful].Reason, "%+v", got[graceful])
+	require.Equal(t, kubexec.ReasonDeletedExternally, got[forced].Reason, "%+v", got[forced])
+
+	// Stop the executor, delete the third pod, start a new one with the
+	// same id: it finds the pod held by the finalizer and saves its result.
+	stopCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	require.NoError(t, e.Stop(stopCtx))
+	require.NoError(t, pods.Delete(ctx, sName, metav1.DeleteOptions{GracePeriodSeconds: &zero}))
+	p, err := pods.Get(ctx, sName, metav1.GetOptions{})
+	require.NoError(t, err, "the tracking finalizer must hold the deleted pod")
+	require.NotNil(t, p.DeletionTimestamp)
+
+	e2 := startExecutor(t, cluster.RESTConfig(), store, cfg)
+	drive(t, e2, 2*time.Minute, "third result", func() bool { return len(store.Results()) == 3 })
+	require.Equal(t, kubexec.ReasonDeletedExternally, resultsByKey(store)[whileStopped].Reason)
+	for _, k := range []kubexec.TaskKey{graceful, forced, whileStopped} {
+		require.Equal(t, 1, store.Calls(k))
+	}
+	require.NoError(t, wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		list, err := pods.List(ctx, metav1.ListOptions{})
+		return err == nil && len(list.Items) == 0, err
+	}), "deleted pods must be released once their results are saved")
+}
+
+// TestRevokeAndTimeouts covers Revoke of a queued, a pending and a running
+// attempt, the queued timeout, and Stop then Start resuming a running pod.
+func TestRevokeAndTimeouts(t *testing.T) {
+	ctx := t.Context()
+	ns := cluster.NewNamespace(t, "revoke", nil)
+	store := executor.NewMemoryStore()
+	cfg := testConfig(ns)
+	cfg.Parallelism = 3
+	cfg.QueuedTimeout = 3 * time.Second
+	cfg.RevokeGracePeriod = time.Second
+	cfg.Classify.PendingTimeout = time.Hour // the pending one stays pending until revoked
+	e := startExecutor(t, cluster.RESTConfig(), store, cfg)
+
+	pending, running, resumed := key("revoke", 1), key("revoke", 2), key("revoke", 3)
+	pendingSpec := shell(pending, "exit 0")
+	pendingSpec.Requests = map[corev1.ResourceName]string{corev1.ResourceCPU: "1000"}
+	require.NoError(t, e.Queue(pendingSpec))
+	require.NoError(t, e.Queue(shell(running, "sleep 300")))
+	require.NoError(t, e.Queue(shell(resumed, "sleep 12")))
+	// Parallelism 3 is full: the fourth waits, and times out.
+	timedOut := key("revoke", 4)
+	require.NoError(t, e.Queue(shell(timedOut, "exit 0")))
+
+	pods := cluster.Client().CoreV1().Pods(ns)
+	phaseOf := func(k kubexec.TaskKey) corev1.PodPhase {
+		name, _ := kubexec.PodName(k)
+		p, err := pods.Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return ""
+		}
+		return p.Status.Phase
+	}
+	drive(t, e, 2*time.Minute, "pods pending and running", func() bool {
+		return phaseOf(pending) == corev1.PodPending && phaseOf(running) == corev1.PodRunning && phaseOf(resumed) == corev1.PodRunning
+	})
+	drive(t, e, time.Minute, "queued timeout", func() bool { _, ok := resultsByKey(store)[timedOut]; return ok })
+	require.Equal(t, kubexec.ReasonQueuedTimeout, resultsByKey(store)[timedOut].Reason)
+
+	require.NoError(t, e.Revoke(ctx, pending))
+	require.NoError(t, e.Revoke(ctx, running))
+	require.ErrorIs(t, e.Revoke(ctx, key("revoke", 99)), executor.ErrUnknownAttempt)
+
+	// Stop while the third runs; a new executor with the same id resumes
+	// it and saves its result.
+	stopCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	drive(t, e, time.Minute, "revoked results", func() bool { return len(store.Results()) == 3 })
+	require.NoError(t, e.Stop(stopCtx))
+	require.NoError(t, e.Stop(stopCtx), "Stop is idempotent")
+	require.ErrorIs(t, e.Queue(shell(key("revoke", 5), "exit 0")), executor.ErrStopped)
+
+	e2 := startExecutor(t, cluster.RESTConfig(), store, cfg)
+	drive(t, e2, 2*time.Minute, "resumed result", func() bool { return len(store.Results()) == 4 })
+	got := resultsByKey(store)
+	require.Equal(t, kubexec.ReasonRevoked, got[pending].Reason)
+	require.Equal(t, kubexec.ReasonRevoked, got[running].Reason)
+	require.Equal(t, kubexec.ReasonSucceeded, got[resumed].Reason)
+	require.True(t, got[pending].Reason.SystemFailure() || !got[pending].Reason.Retryable(), "revoked attempts must not look like task failures to retry")
+	requireNoTrackedPods(t, ns)
+}
+
+// flakyStore fails the first failures saves of every key.
+type flakyStore struct {
+	*executor.MemoryStore
+	failures int
+	mu       sync.Mutex
+	attempts map[kubexec.TaskKey]int
+	failed   chan kubexec.TaskKey
+}
+
+func (s *flakyStore) SaveResult(ctx context.Context, r kubexec.Result) error {
+	s.mu.Lock()
+	s.attempts[r.Key]++
+	n := s.attempts[r.Key]
+	s.mu.Unlock()
+	if n <= s.failures {
+		select {
+		case s.failed <- r.Key:
+		default:
+		}
+		return errors.New("database is unavailable")
+	}
+	return s.MemoryStore.SaveResult(ctx, r)
+}
+
+// TestSaveResultRetried: a failing StateStore keeps the pod's finalizer
+// until a save succeeds.
+func TestSaveResultRetried(t *testing.T) {
+	ctx := t.Context()
+	ns := cluster.NewNamespace(t, "flaky", nil)
+	store := &flakyStore{MemoryStore: executor.NewMemoryStore(), failures: 4, attempts: map[kubexec.TaskKey]int{}, failed: make(chan kubexec.TaskKey, 1)}
+	e := startExecutor(t, cluster.RESTConfig(), store, testConfig(ns))
+	k := key("flaky", 1)
+	require.NoError(t, e.Queue(shell(k, "exit 0")))
+	drive(t, e, 2*time.Minute, "first failed save", func() bool { return len(store.failed) > 0 })
+
+	name, err := kubexec.PodName(k)
+	require.NoError(t, err)
+	p, err := cluster.Client().CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Contains(t, p.Finalizers, kubexec.FinalizerResultTracking, "the finalizer must stay while the result is not saved")
+
+	drive(t, e, 2*time.Minute, "saved", func() bool { return len(store.Results()) == 1 })
+	require.Equal(t, kubexec.ReasonSucceeded, store.Results()[0].Reason)
+	require.Equal(t, 5, store.attempts[k])
+	require.NoError(t, wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		_, err := cluster.Client().CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	}), "the succeeded pod is deleted once its result is saved")
+}
+
+// throttler answers the first n pod creates with 429 and Retry-After, in
+// front of the real API server, and records when each create was sent.
+type throttler struct {
+	next  http.RoundTripper
+	mu    sync.Mutex
+	left  int
+	sends []time.Time
+	last  time.Time // when the last 429 was sent
+}
+
+func (t *throttler) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Method != http.MethodPost || !strings.HasSuffix(req.URL.Path, "/pods") {
+		return t.next.RoundTrip(req)
+	}
+	t.mu.Lock()
+	now := time.Now()
+	t.sends = append(t.sends, now)
+	if t.left > 0 {
+		t.left--
+		t.last = now
+		t.mu.Unlock()
+		return &http.Response{
+			StatusCode: http.StatusTooManyRequests,
+			Header:     http.Header{"Retry-After": []string{"2"}, "Content-Type": []string{"application/json"}},
+			Body:       ioNopCloser(`{"kind":"Status","apiVersion":"v1","status":"Failure","message":"too many requests","reason":"TooManyRequests","details":{"retryAfterSeconds":2},"code":429}`),
+			Request:    req,
+		}, nil
+	}
+	t.mu.Unlock()
+	return t.next.RoundTrip(req)
+}
+
+// TestThrottledCreatesPauseForRetryAfter: a 429 with Retry-After pauses every
+// create for that long, and all attempts still launch.
+func TestThrottledCreatesPauseForRetryAfter(t *testing.T) {
+	ns := cluster.NewNamespace(t, "throttle", nil)
+	th := &throttler{left: 1}
+	rc := cluster.RESTConfig()
+	rc.Wrap(func(rt http.RoundTripper) http.RoundTripper { th.next = rt; return th })
+	store := executor.NewMemoryStore()
+	cfg := testConfig(ns)
+	// One create every 200 ms, so none is in flight when the 429 arrives.
+	cfg.CreateQPS, cfg.CreateBurst = 5, 1
+	e := startExecutor(t, rc, store, cfg)
+	const n = 10
+	for i := range n {
+		require.NoError(t, e.Queue(shell(key("throttle", i), "exit 0")))
+	}
+	drive(t, e, 3*time.Minute, "all results", func() bool { return len(store.Results()) == n })
+	for _, r := range store.Results() {
+		require.Equal(t, kubexec.ReasonSucceeded, r.Reason)
+	}
+	th.mu.Lock()
+	defer th.mu.Unlock()
+	require.False(t, th.last.IsZero(), "no 429 was sent")
+	var after int
+	for _, s := range th.sends {
+		if s.After(th.last) {
+			after++
+			require.GreaterOrEqual(t, s.Sub(th.last), 2*time.Second-50*time.Millisecond,
+				"a create was sent before the Retry-After of the 429 elapsed")
+		}
+	}
+	// The 429 answered the first create; the other creates and the retry
+	// of the first all waited for the pause.
+	require.Equal(t, n, after)
+}
+
+func ioNopCloser(s string) *nopBody { return &nopBody{strings.NewReader(s)} }
+
+type nopBody struct{ *strings.Reader }
+
+func (nopBody) Close() error { return nil }

@@ -1,0 +1,356 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kubexec/kubexec"
+	"github.com/kubexec/kubexec/podtemplate"
+)
+
+// backoffState is a namespace's quota backoff.
+type backoffState struct {
+	until    time.Time
+	duration time.Duration
+}
+
+const (
+	quotaBackoffMin  = time.Second
+	quotaBackoffMax  = time.Minute
+	createBackoffMin = 500 * time.Millisecond
+	createBackoffMax = 30 * time.Second
+	defaultRetryWait = time.Second
+)
+
+// launchReady moves queued attempts into launching, up to the open slots,
+// oldest first, skipping attempts that wait for a retry and namespaces that
+// back off from a quota.
+func (e *Kubernetes) launchReady() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.stopped {
+		return
+	}
+	now := time.Now()
+	open := e.statsLocked().OpenSlots
+	kept := e.queue[:0]
+	for i, key := range e.queue {
+		a, ok := e.attempts[key]
+		if !ok || a.phase != phaseQueued || a.result != nil {
+			continue // stale entry
+		}
+		if open == 0 || now.Before(e.pauseUntil) || now.Before(a.notBefore) || now.Before(e.nsBackoff[a.namespace].until) {
+			kept = append(kept, key)
+			continue
+		}
+		select {
+		case e.launchCh <- key:
+			a.phase = phaseLaunching
+			open--
+		default: // the launch workers are saturated: try at the next tick
+			kept = append(kept, e.queue[i:]...)
+			e.queue = kept
+			e.reportSlotsLocked()
+			return
+		}
+	}
+	e.queue = kept
+	e.reportSlotsLocked()
+}
+
+// requeueLocked puts a back in the queue after a create that did not
+// happen.
+func (e *Kubernetes) requeueLocked(a *attempt, notBefore time.Time) {
+	a.phase = phaseQueued
+	a.notBefore = notBefore
+	e.queue = append(e.queue, a.key)
+	e.reportSlotsLocked()
+}
+
+// launch builds and creates the pod of one attempt, on a launch worker.
+func (e *Kubernetes) launch(key kubexec.TaskKey) {
+	e.mu.Lock()
+	a, ok := e.attempts[key]
+	if !ok || a.phase != phaseLaunching {
+		e.mu.Unlock()
+		return
+	}
+	if a.result != nil { // revoked before the create
+		a.phase = phaseQueued
+		a.podGone = true
+		e.results.Add(key)
+		e.mu.Unlock()
+		return
+	}
+	spec, queuedAt := a.spec, a.queuedAt
+	e.mu.Unlock()
+
+	ctx := e.ctx
+	pod, err := e.build(ctx, spec)
+	if err != nil {
+		e.rejectLaunch(key, queuedAt, fmt.Sprintf("the pod could not be built: %v", err))
+		return
+	}
+	if err := e.waitToCreate(ctx); err != nil {
+		e.mu.Lock()
+		e.requeueLocked(a, time.Time{})
+		e.mu.Unlock()
+		return
+	}
+	created, err := e.createPod(ctx, pod)
+	e.handleCreate(key, pod, created, err, queuedAt)
+}
+
+// build runs the builder and applies kubexec's metadata for this executor
+// again, so that no builder can mislabel a pod.
+func (e *Kubernetes) build(ctx context.Context, spec podtemplate.TaskSpec) (*corev1.Pod, error) {
+	pod, err := e.builder.Build(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	if pod == nil {
+		return nil, errors.New("the builder returned no pod and no error")
+	}
+	if pod.Namespace == "" {
+		pod.Namespace = e.cfg.Namespace
+	}
+	if err := kubexec.ApplyMetadata(pod, e.cfg.ExecutorID, spec.Key); err != nil {
+		return nil, err
+	}
+	if !e.cfg.allNamespaces() && !slices.Contains(e.cfg.Namespaces, pod.Namespace) {
+		return nil, fmt.Errorf("the pod's namespace %q is not one the executor watches (%v): add it to Config.Namespaces or change the task's namespace", pod.Namespace, e.cfg.Namespaces)
+	}
+	return pod, nil
+}
+
+// waitToCreate waits for the create rate limiter, then for a 429's
+// Retry-After (checked last, so that a pause that began while this create
+// waited for its token still holds it).
+func (e *Kubernetes) waitToCreate(ctx context.Context) error {
+	if err := e.createLimiter.Wait(ctx); err != nil {
+		return err
+	}
+	for {
+		e.mu.Lock()
+		wait := time.Until(e.pauseUntil)
+		e.mu.Unlock()
+		if wait <= 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+	return nil
+}
+
+// createPod sends the create with client-go's own retries off: the
+// executor handles 429 and 5xx itself, for all creates at once.
+func (e *Kubernetes) createPod(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, error) {
+	out := &corev1.Pod{}
+	err := e.client.CoreV1().RESTClient().Post().
+		Namespace(pod.Namespace).
+		Resource("pods").
+		VersionedParams(&metav1.CreateOptions{}, metav1.ParameterCodec).
+		MaxRetries(0).
+		Body(pod).
+		Do(ctx).
+		Into(out)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// handleCreate applies the outcome of one create request.
+func (e *Kubernetes) handleCreate(key kubexec.TaskKey, pod, created *corev1.Pod, err error, queuedAt time.Time) {
+	now := time.Now()
+	switch {
+	case err == nil:
+		e.tracked(key, created, LaunchCreated, queuedAt)
+	case apierrors.IsAlreadyExists(err):
+		e.alreadyExists(key, pod, queuedAt)
+	case isQuotaExceeded(err):
+		e.mu.Lock()
+		b := e.nsBackoff[pod.Namespace]
+		if now.After(b.until) {
+			b.duration = min(max(b.duration*2, quotaBackoffMin), quotaBackoffMax)
+			b.until = now.Add(jitter(b.duration))
+			e.nsBackoff[pod.Namespace] = b
+		}
+		if a, ok := e.attempts[key]; ok && a.phase == phaseLaunching {
+			e.requeueLocked(a, time.Time{})
+		}
+		e.mu.Unlock()
+		e.cfg.Metrics.ObserveLaunch(LaunchQuotaExceeded, now.Sub(queuedAt))
+		e.log.Debug("quota exceeded; the namespace backs off", "namespace", pod.Namespace, "for", b.duration, "task", key)
+	case apierrors.IsTooManyRequests(err):
+		delay, ok := apierrors.SuggestsClientDelay(err)
+		wait := defaultRetryWait
+		if ok && delay > 0 {
+			wait = time.Duration(delay) * time.Second
+		}
+		e.mu.Lock()
+		if until := now.Add(wait); until.After(e.pauseUntil) {
+			e.pauseUntil = until
+		}
+		if a, ok := e.attempts[key]; ok && a.phase == phaseLaunching {
+			e.requeueLocked(a, time.Time{})
+		}
+		e.mu.Unlock()
+		e.cfg.Metrics.ObserveLaunch(LaunchThrottled, now.Sub(queuedAt))
+		e.log.Info("the API server throttles creates; pausing them", "for", wait)
+	case isTransient(err):
+		e.mu.Lock()
+		if a, ok := e.attempts[key]; ok && a.phase == phaseLaunching {
+			a.failures++
+			d := min(createBackoffMin<<min(a.failures-1, 10), createBackoffMax)
+			e.requeueLocked(a, now.Add(jitter(d)))
+		}
+		e.mu.Unlock()
+		e.cfg.Metrics.ObserveLaunch(LaunchServerError, now.Sub(queuedAt))
+		e.log.Warn("pod create failed; retrying", "task", key, "err", err)
+	default:
+		e.rejectLaunch(key, queuedAt, launchRejectedMessage(pod, err))
+	}
+}
+
+// alreadyExists handles a create that found the attempt's name taken: if
+// the pod is this attempt's and this executor's, it is tracked (a repeated
+// create after a crash or a lost response); otherwise the launch is
+// rejected.
+func (e *Kubernetes) alreadyExists(key kubexec.TaskKey, pod *corev1.Pod, queuedAt time.Time) {
+	existing, err := e.client.CoreV1().Pods(pod.Namespace).Get(e.ctx, pod.Name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		// Deleted between the create and the get: create again.
+		e.mu.Lock()
+		if a, ok := e.attempts[key]; ok && a.phase == phaseLaunching {
+			e.requeueLocked(a, time.Time{})
+		}
+		e.mu.Unlock()
+		return
+	case err != nil:
+		e.handleCreate(key, pod, nil, err, queuedAt)
+		return
+	}
+	got, keyErr := kubexec.KeyFromObject(existing)
+	owner := existing.Labels[kubexec.LabelExecutor]
+	switch {
+	case keyErr != nil || got != key:
+		e.rejectLaunch(key, queuedAt, fmt.Sprintf("a pod named %s/%s already exists and belongs to another attempt (%v): delete it, or check for two schedulers using the same ids", pod.Namespace, pod.Name, describeKey(got, keyErr)))
+	case owner != e.cfg.ExecutorID:
+		e.rejectLaunch(key, queuedAt, fmt.Sprintf("the attempt's pod %s/%s already exists and belongs to executor %q: call Adopt for this attempt once that executor is gone instead of queueing it again", pod.Namespace, pod.Name, owner))
+	default:
+		e.tracked(key, existing, LaunchAdopted, queuedAt)
+	}
+}
+
+func describeKey(k kubexec.TaskKey, err error) string {
+	if err != nil {
+		return err.Error()
+	}
+	return k.String()
+}
+
+// tracked records that the attempt's pod exists.
+func (e *Kubernetes) tracked(key kubexec.TaskKey, pod *corev1.Pod, outcome LaunchOutcome, queuedAt time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.cfg.Metrics.ObserveLaunch(outcome, time.Since(queuedAt))
+	a, ok := e.attempts[key]
+	if !ok {
+		return
+	}
+	if a.phase != phaseLaunched {
+		a.phase = phaseLaunched
+		a.namespace, a.podName, a.podUID = pod.Namespace, pod.Name, pod.UID
+	}
+	if a.result != nil {
+		// Revoked while the create was in flight: release the new pod.
+		a.result.PodName, a.result.Namespace = pod.Name, pod.Namespace
+		a.podGone = false
+		e.results.Add(key)
+	}
+	e.reportSlotsLocked()
+}
+
+// rejectLaunch ends an attempt with LaunchRejected; it had no pod.
+func (e *Kubernetes) rejectLaunch(key kubexec.TaskKey, queuedAt time.Time, msg string) {
+	e.cfg.Metrics.ObserveLaunch(LaunchRejected, time.Since(queuedAt))
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	a, ok := e.attempts[key]
+	if !ok {
+		return
+	}
+	e.log.Warn("launch rejected", "task", key, "reason", msg)
+	a.phase = phaseQueued
+	a.podGone = true
+	if a.result == nil {
+		e.setResultLocked(a, e.newResultLocked(a, kubexec.ReasonLaunchRejected, msg))
+	} else {
+		e.results.Add(key)
+	}
+}
+
+// isQuotaExceeded reports a create refused by the ResourceQuota admission
+// plugin. The API gives that refusal no reason or cause of its own (it is a
+// 403 Forbidden like an RBAC denial or a PodSecurity violation), so the
+// plugin's fixed message prefix is the only signal; this is the one place
+// that reads an API error's message.
+func isQuotaExceeded(err error) bool {
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) {
+		return false
+	}
+	s := status.Status()
+	return s.Code == http.StatusForbidden && strings.Contains(s.Message, "exceeded quota")
+}
+
+// isTransient reports errors worth retrying: 5xx, server timeouts, 409
+// conflicts other than AlreadyExists, and errors below HTTP (connection
+// refused or reset, timeouts).
+func isTransient(err error) bool {
+	if errors.Is(err, context.Canceled) {
+		return true
+	}
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) {
+		return true // no HTTP answer: connection-level
+	}
+	code := status.Status().Code
+	return code >= 500 || apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) ||
+		(apierrors.IsConflict(err) && !apierrors.IsAlreadyExists(err))
+}
+
+// launchRejectedMessage says what the API server refused and what to do.
+func launchRejectedMessage(pod *corev1.Pod, err error) string {
+	where := fmt.Sprintf("pod %s/%s", pod.Namespace, pod.Name)
+	switch {
+	case apierrors.IsForbidden(err):
+		return fmt.Sprintf("the API server refused to create %s (403): %v. If this is a permission problem, bind the executor's identity to the Role in executor/rbac.yaml in namespace %s; if an admission policy (for example PodSecurity) refused it, change the task's pod template or override", where, err, pod.Namespace)
+	case apierrors.IsNotFound(err):
+		return fmt.Sprintf("the API server could not create %s (404): %v. Create namespace %s or change the task's namespace", where, err, pod.Namespace)
+	case apierrors.IsInvalid(err), apierrors.IsBadRequest(err):
+		return fmt.Sprintf("the API server rejected %s as invalid: %v. Fix the task's pod template or override", where, err)
+	default:
+		return fmt.Sprintf("the API server refused to create %s: %v", where, err)
+	}
+}
+
+func jitter(d time.Duration) time.Duration {
+	return d + time.Duration(rand.Int64N(int64(d)/5+1))
+}

@@ -1,0 +1,91 @@
+package executor_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/yaml"
+
+	"github.com/kubexec/kubexec"
+	"github.com/kubexec/kubexec/executor"
+)
+
+// serviceAccountConfig makes a ServiceAccount in ns bound to role and
+// returns a client configuration that authenticates as it.
+func serviceAccountConfig(t *testing.T, ns string, role *rbacv1.Role) *rest.Config {
+	t.Helper()
+	ctx := t.Context()
+	client := cluster.Client()
+	_, err := client.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "scheduler"}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	_, err = client.RbacV1().Roles(ns).Create(ctx, role, metav1.CreateOptions{})
+	require.NoError(t, err)
+	_, err = client.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "scheduler"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: "scheduler", Namespace: ns}},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	expiry := int64(3600)
+	tok, err := client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, "scheduler", &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &expiry},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	admin := cluster.RESTConfig()
+	return &rest.Config{
+		Host:            admin.Host,
+		TLSClientConfig: rest.TLSClientConfig{CAData: admin.CAData},
+		BearerToken:     tok.Status.Token,
+	}
+}
+
+func shippedRole(t *testing.T) *rbacv1.Role {
+	t.Helper()
+	var role rbacv1.Role
+	require.NoError(t, yaml.UnmarshalStrict(executor.RoleYAML, &role))
+	require.Equal(t, "Role", role.Kind)
+	return &role
+}
+
+// TestShippedRoleIsEnough runs an attempt under a ServiceAccount bound to
+// only the Role in rbac.yaml.
+func TestShippedRoleIsEnough(t *testing.T) {
+	ns := cluster.NewNamespace(t, "rbac", nil)
+	rc := serviceAccountConfig(t, ns, shippedRole(t))
+	store := executor.NewMemoryStore()
+	e := startExecutor(t, rc, store, testConfig(ns))
+	require.NoError(t, e.Queue(shell(key("rbac", 1), "exit 0")))
+	require.NoError(t, e.Queue(shell(key("rbac", 2), "exit 4")))
+	drive(t, e, 2*time.Minute, "results", func() bool { return len(store.Results()) == 2 })
+	got := resultsByKey(store)
+	require.Equal(t, kubexec.ReasonSucceeded, got[key("rbac", 1)].Reason)
+	require.Equal(t, kubexec.ReasonFailed, got[key("rbac", 2)].Reason)
+	requireNoTrackedPods(t, ns)
+}
+
+// TestMissingPermissionReportedAtStart: a Role without delete and without
+// pods/exec makes Start fail with one error that names both.
+func TestMissingPermissionReportedAtStart(t *testing.T) {
+	ns := cluster.NewNamespace(t, "rbac-missing", nil)
+	role := shippedRole(t)
+	role.Rules[0].Verbs = []string{"create", "get", "list", "watch", "patch"}
+	role.Rules = append(role.Rules[:2], role.Rules[3:]...) // no pods/exec
+	rc := serviceAccountConfig(t, ns, role)
+	e, err := executor.New(rc, executor.NewMemoryStore(), testConfig(ns))
+	require.NoError(t, err)
+	err = e.Start(t.Context())
+	require.ErrorIs(t, err, executor.ErrPermission)
+	var perr *executor.PermissionError
+	require.ErrorAs(t, err, &perr)
+	require.ElementsMatch(t, []string{
+		`delete pods in namespace "` + ns + `"`,
+		`create pods/exec in namespace "` + ns + `"`,
+	}, perr.Missing)
+	require.Contains(t, err.Error(), "rbac.yaml")
+}

@@ -1,0 +1,310 @@
+package executor
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/kubexec/kubexec"
+	"github.com/kubexec/kubexec/watch"
+)
+
+// releasedMemory bounds how long a released pod is remembered if the watch
+// never reports it gone.
+const releasedMemory = 10 * time.Minute
+
+// observe handles a pod added or changed, on the watch's goroutine.
+func (e *Kubernetes) observe(pod *corev1.Pod) {
+	key, err := kubexec.KeyFromObject(pod)
+	if err != nil {
+		e.log.Warn("ignoring a pod with malformed kubexec metadata", "pod", pod.Namespace+"/"+pod.Name, "err", err)
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, ok := e.released[pod.UID]; ok {
+		return // a stale event from before its release
+	}
+	a, ok := e.attempts[key]
+	if !ok {
+		// A pod of this executor that this process did not launch: left
+		// by an earlier run with the same id, or adopted.
+		a = &attempt{key: key, phase: phaseLaunched, queuedAt: time.Now()}
+		e.attempts[key] = a
+		e.log.Info("tracking an existing pod", "task", key, "pod", pod.Name)
+	}
+	if a.result != nil {
+		return
+	}
+	a.phase = phaseLaunched
+	a.namespace, a.podName, a.podUID, a.lastPod = pod.Namespace, pod.Name, pod.UID, pod
+	a.verifyGone = false
+	e.classifyLocked(a, pod, time.Now())
+	e.reportSlotsLocked()
+}
+
+// classifyLocked decides whether a's pod has ended and, if so, records the
+// result.
+func (e *Kubernetes) classifyLocked(a *attempt, pod *corev1.Pod, now time.Time) {
+	c := watch.Classify(pod, now, e.cfg.Classify)
+	if pod.DeletionTimestamp != nil && !(c.Phase == watch.PhaseTerminal && c.Reason == kubexec.ReasonSucceeded) {
+		// Someone else deleted it (we only delete after a result): the
+		// tracking finalizer holds it until the result is saved.
+		c = watch.ClassifyDeleted(pod, now)
+	}
+	if c.Phase != watch.PhaseTerminal {
+		return
+	}
+	r := kubexec.Result{
+		Key:        a.key,
+		State:      c.Reason.State(),
+		Reason:     c.Reason,
+		ExitCode:   c.ExitCode,
+		Container:  c.Container,
+		Message:    c.Message,
+		PodName:    pod.Name,
+		Namespace:  pod.Namespace,
+		Node:       pod.Spec.NodeName,
+		StartedAt:  c.StartedAt,
+		FinishedAt: c.FinishedAt,
+	}
+	if r.FinishedAt.IsZero() {
+		r.FinishedAt = now
+	}
+	// A pod that ended by classification while it could still run
+	// (unschedulable, image pull failure) is deleted whatever the GC
+	// policy.
+	a.releasePod = pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed
+	e.setResultLocked(a, r)
+}
+
+// observeDeleted handles a pod that left the watch, on the watch's
+// goroutine. It left because it was deleted, or because its labels no
+// longer match (done, or adopted by another executor); the result worker
+// finds out which.
+func (e *Kubernetes) observeDeleted(pod *corev1.Pod, gone bool) {
+	key, err := kubexec.KeyFromObject(pod)
+	if err != nil {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, ok := e.released[pod.UID]; ok {
+		delete(e.released, pod.UID) // it left the watch: no more events
+		return
+	}
+	a, ok := e.attempts[key]
+	if !ok || a.result != nil || (a.podUID != "" && a.podUID != pod.UID) {
+		return
+	}
+	a.lastPod = pod
+	a.verifyGone = true
+	e.results.Add(key)
+}
+
+// resyncLoop classifies tracked pods again every ResyncInterval, for
+// outcomes that depend on time alone.
+func (e *Kubernetes) resyncLoop() {
+	t := time.NewTicker(e.cfg.ResyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.ctx.Done():
+			return
+		case <-t.C:
+			e.resync(false)
+		}
+	}
+}
+
+// resync applies queued timeouts, classifies launched pods again with the
+// current time, and (when retryNow) retries unsaved results at once.
+func (e *Kubernetes) resync(retryNow bool) {
+	now := time.Now()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for uid, at := range e.released {
+		if now.Sub(at) > releasedMemory {
+			delete(e.released, uid)
+		}
+	}
+	for _, a := range e.attempts {
+		switch {
+		case a.result != nil:
+			if retryNow {
+				e.results.Add(a.key)
+			}
+		case a.phase == phaseQueued && now.Sub(a.queuedAt) > e.cfg.QueuedTimeout:
+			a.podGone = true
+			e.setResultLocked(a, e.newResultLocked(a, kubexec.ReasonQueuedTimeout,
+				fmt.Sprintf("the attempt was not launched within %s of being queued", e.cfg.QueuedTimeout)))
+		case a.phase == phaseLaunched && e.watcher != nil:
+			if pod, ok := e.watcher.Get(a.namespace, a.podName); ok && pod.UID == a.podUID {
+				e.classifyLocked(a, pod, now)
+			}
+		}
+	}
+}
+
+// resultWorker saves results and releases pods until the executor stops.
+func (e *Kubernetes) resultWorker() {
+	for {
+		key, shutdown := e.results.Get()
+		if shutdown {
+			return
+		}
+		err := e.finish(e.ctx, key)
+		if err != nil && e.ctx.Err() == nil {
+			e.log.Warn("finishing an attempt failed; retrying", "task", key, "err", err)
+			e.results.AddRateLimited(key)
+		} else {
+			e.results.Forget(key)
+		}
+		e.results.Done(key)
+	}
+}
+
+// finish moves one attempt forward: find out whether a vanished pod is
+// gone, save the result, release the pod, forget the attempt.
+func (e *Kubernetes) finish(ctx context.Context, key kubexec.TaskKey) error {
+	e.mu.Lock()
+	a, ok := e.attempts[key]
+	if !ok {
+		e.mu.Unlock()
+		return nil
+	}
+	if a.verifyGone && a.result == nil {
+		ns, name, uid, last := a.namespace, a.podName, a.podUID, a.lastPod
+		e.mu.Unlock()
+		return e.verifyGone(ctx, key, ns, name, uid, last)
+	}
+	if a.result == nil {
+		e.mu.Unlock()
+		return nil
+	}
+	if a.phase == phaseLaunching {
+		// Revoked during its create: launch() hands it back when the
+		// create returns.
+		e.mu.Unlock()
+		return nil
+	}
+	r, saved, resultAt := *a.result, a.saved, a.resultAt
+	e.mu.Unlock()
+
+	if !saved {
+		if err := e.store.SaveResult(ctx, r); err != nil {
+			return fmt.Errorf("StateStore.SaveResult: %w", err)
+		}
+		e.cfg.Metrics.ObserveResult(r.Reason, time.Since(resultAt))
+		e.mu.Lock()
+		a.saved = true
+		e.mu.Unlock()
+		e.log.Debug("result saved", "task", key, "reason", r.Reason)
+	}
+	return e.release(ctx, a)
+}
+
+// release removes the tracking finalizer of a saved attempt's pod, then
+// labels it done (kept) or deletes it, as the GC policy says.
+func (e *Kubernetes) release(ctx context.Context, a *attempt) error {
+	e.mu.Lock()
+	ns, name, uid := a.namespace, a.podName, a.podUID
+	gone, released, force, grace, deleteAt := a.podGone || a.podName == "", a.released, a.releasePod, a.grace, a.deleteAt
+	succeeded := a.result.Reason == kubexec.ReasonSucceeded
+	e.mu.Unlock()
+
+	if !gone {
+		del := force || (succeeded && !e.cfg.GC.KeepOnSuccess) || (!succeeded && e.cfg.GC.DeleteOnFailure)
+		if !released {
+			// Done label and finalizer removal in one patch: the pod leaves
+			// the watch and is no longer held.
+			patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%q},"$deleteFromPrimitiveList/finalizers":[%q]}}`,
+				kubexec.LabelDone, kubexec.DoneValue, kubexec.FinalizerResultTracking)
+			_, err := e.client.CoreV1().Pods(ns).Patch(ctx, name, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{})
+			if err != nil && !apierrors.IsNotFound(err) {
+				return fmt.Errorf("release pod %s/%s: %w", ns, name, err)
+			}
+			e.mu.Lock()
+			a.released = true
+			if del && !force && e.cfg.GC.Delay > 0 {
+				a.deleteAt = time.Now().Add(e.cfg.GC.Delay)
+				deleteAt = a.deleteAt
+			}
+			e.mu.Unlock()
+		}
+		if del {
+			if wait := time.Until(deleteAt); wait > 0 {
+				e.results.AddAfter(a.key, wait)
+				return nil
+			}
+			opts := metav1.DeleteOptions{GracePeriodSeconds: grace}
+			if uid != "" {
+				opts.Preconditions = &metav1.Preconditions{UID: &uid}
+			}
+			err := e.client.CoreV1().Pods(ns).Delete(ctx, name, opts)
+			if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+				return fmt.Errorf("delete pod %s/%s: %w", ns, name, err)
+			}
+		}
+	}
+	e.mu.Lock()
+	if cur, ok := e.attempts[a.key]; ok && cur == a {
+		delete(e.attempts, a.key)
+	}
+	if uid != "" && !gone {
+		e.released[uid] = time.Now()
+	}
+	e.reportSlotsLocked()
+	e.mu.Unlock()
+	return nil
+}
+
+// verifyGone finds out why the watch reported a pod deleted before its
+// result was known.
+func (e *Kubernetes) verifyGone(ctx context.Context, key kubexec.TaskKey, ns, name string, uid types.UID, last *corev1.Pod) error {
+	pod, err := e.client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("get pod %s/%s: %w", ns, name, err)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	a, ok := e.attempts[key]
+	if !ok || a.result != nil || !a.verifyGone {
+		return nil
+	}
+	a.verifyGone = false
+	now := time.Now()
+	switch {
+	case err != nil || (uid != "" && pod.UID != uid):
+		// Vanished: deleted without our finalizer holding it.
+		c := watch.ClassifyDeleted(last, now)
+		a.podGone = true
+		r := kubexec.Result{
+			Key: key, State: c.Reason.State(), Reason: c.Reason, ExitCode: c.ExitCode,
+			Container: c.Container, Message: c.Message, PodName: name, Namespace: ns,
+			Node: last.Spec.NodeName, StartedAt: c.StartedAt, FinishedAt: now,
+		}
+		e.setResultLocked(a, r)
+	case pod.Labels[kubexec.LabelExecutor] != e.cfg.ExecutorID:
+		// Adopted by another executor: it saves the result now.
+		e.log.Info("pod adopted by another executor", "task", key, "pod", name, "owner", pod.Labels[kubexec.LabelExecutor])
+		delete(e.attempts, key)
+		e.reportSlotsLocked()
+	default:
+		// Still ours (for example labelled done by hand): decide from its
+		// current state.
+		a.lastPod = pod
+		e.classifyLocked(a, pod, now)
+		if a.result == nil {
+			e.log.Warn("pod left the watch but is still this executor's and not finished; no longer tracked", "task", key, "pod", name)
+			delete(e.attempts, key)
+			e.reportSlotsLocked()
+		}
+	}
+	return nil
+}
