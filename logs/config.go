@@ -1,0 +1,165 @@
+package logs
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+)
+
+var (
+	// ErrNotFound is returned when an attempt has neither a pod nor an
+	// archive: it never ran, or its logs were never archived.
+	ErrNotFound = errors.New("logs: the attempt has no pod and no archived logs")
+	// ErrNotArchived is returned by LogSink.Open (wrapped) when a sink holds
+	// no archive for a key.
+	ErrNotArchived = errors.New("logs: no archive for the attempt")
+	// ErrNotStarted is returned when the logs of a container that has not
+	// started are read without Options.Follow.
+	ErrNotStarted = errors.New("logs: the container has not started")
+	// ErrUnknownContainer is returned when Options.Container names a
+	// container that the pod (or its archive) does not have.
+	ErrUnknownContainer = errors.New("logs: no such container")
+	// ErrCorruptArchive is wrapped by the errors about an archive that
+	// cannot be decoded or belongs to another attempt.
+	ErrCorruptArchive = errors.New("logs: corrupt archive")
+	// ErrInvalidOptions is wrapped by the errors about invalid Options.
+	ErrInvalidOptions = errors.New("logs: invalid options")
+)
+
+// Config configures a Service. The zero Config is valid.
+type Config struct {
+	// Namespace is where an attempt's pod is looked for when
+	// Options.Namespace is empty. Default "default".
+	Namespace string
+	// MaxArchiveBytes caps the size of one attempt's archive, counted as
+	// the bytes of its lines plus one per line. An attempt that logged more
+	// keeps its first MaxArchiveBytes-ArchiveTailBytes bytes and its last
+	// ArchiveTailBytes bytes, with a note between them that says how much
+	// was left out. Default 10 MiB.
+	MaxArchiveBytes int64
+	// ArchiveTailBytes is the part of MaxArchiveBytes kept for the end of
+	// a truncated log, where the error that ended it usually is. It must
+	// be less than MaxArchiveBytes. Default 1 MiB, or half of
+	// MaxArchiveBytes when that is 2 MiB or less.
+	ArchiveTailBytes int64
+	// MaxLineBytes is the longest Line.Text; longer lines come in pieces
+	// (Line.Partial). Default 64 KiB.
+	MaxLineBytes int
+	// RetryTimeout is how long a log stream keeps reconnecting after an
+	// error without receiving anything before it gives up with that error.
+	// Default 2m.
+	RetryTimeout time.Duration
+	// GiveUpAfter is how long after its pod ended an attempt's logs may
+	// stay unreadable (an API server or node error) before Archive stops
+	// returning an error and archives a note in their place, so that a
+	// dead node does not hold the pod forever. Default 10m.
+	GiveUpAfter time.Duration
+	// PollInterval is how often a followed container that has not started
+	// yet is checked. Default 1s.
+	PollInterval time.Duration
+	// Logger receives what the Service retries and gives up on.
+	// Default: discarded.
+	Logger *slog.Logger
+}
+
+const (
+	defaultNamespace        = "default"
+	defaultMaxArchiveBytes  = 10 << 20
+	defaultArchiveTailBytes = 1 << 20
+	defaultMaxLineBytes     = 64 << 10
+	minMaxLineBytes         = 256
+)
+
+func (c Config) withDefaults() Config {
+	if c.Namespace == "" {
+		c.Namespace = defaultNamespace
+	}
+	if c.MaxArchiveBytes == 0 {
+		c.MaxArchiveBytes = defaultMaxArchiveBytes
+	}
+	if c.ArchiveTailBytes == 0 {
+		c.ArchiveTailBytes = defaultArchiveTailBytes
+		if c.MaxArchiveBytes <= 2*defaultArchiveTailBytes {
+			c.ArchiveTailBytes = c.MaxArchiveBytes / 2
+		}
+	}
+	if c.MaxLineBytes == 0 {
+		c.MaxLineBytes = defaultMaxLineBytes
+	}
+	if c.RetryTimeout == 0 {
+		c.RetryTimeout = 2 * time.Minute
+	}
+	if c.GiveUpAfter == 0 {
+		c.GiveUpAfter = 10 * time.Minute
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.MaxArchiveBytes < 2:
+		return fmt.Errorf("logs: Config.MaxArchiveBytes is %d; use at least 2 (default 10 MiB)", c.MaxArchiveBytes)
+	case c.ArchiveTailBytes <= 0 || c.ArchiveTailBytes >= c.MaxArchiveBytes:
+		return fmt.Errorf("logs: Config.ArchiveTailBytes is %d; use more than 0 and less than MaxArchiveBytes (%d)", c.ArchiveTailBytes, c.MaxArchiveBytes)
+	case c.MaxLineBytes < minMaxLineBytes:
+		return fmt.Errorf("logs: Config.MaxLineBytes is %d; use at least %d", c.MaxLineBytes, minMaxLineBytes)
+	case c.RetryTimeout < 0:
+		return fmt.Errorf("logs: Config.RetryTimeout is %s; use a positive duration", c.RetryTimeout)
+	case c.GiveUpAfter < 0:
+		return fmt.Errorf("logs: Config.GiveUpAfter is %s; use a positive duration", c.GiveUpAfter)
+	case c.PollInterval < 0:
+		return fmt.Errorf("logs: Config.PollInterval is %s; use a positive duration", c.PollInterval)
+	}
+	return nil
+}
+
+// Options selects the logs that Service.Lines and Service.Copy return.
+// The zero Options reads the whole log of the pod's default container
+// once.
+type Options struct {
+	// Namespace is the namespace of the attempt's pod. Default
+	// Config.Namespace.
+	Namespace string
+	// Container names the container to read. Default: the pod's default
+	// container (kubectl's default-container annotation, which
+	// podtemplate sets to the main container), else its first container.
+	Container string
+	// AllContainers reads every container of the pod, init containers
+	// first. Without Follow the containers are read one after the other;
+	// with Follow they are read at once, and their lines interleave as
+	// they arrive. It cannot be combined with Container.
+	AllContainers bool
+	// Follow keeps reading until the containers end, waiting for those
+	// that have not started. A dropped connection is resumed where it
+	// stopped.
+	Follow bool
+	// TailLines, when positive, starts each container's log at its last
+	// TailLines lines. Default 0: the whole log.
+	TailLines int
+	// Since, when set, skips lines written before it.
+	Since time.Time
+	// Timestamps makes Copy start each line with its time (RFC 3339 with
+	// nanoseconds). Lines always carry it in Line.Time.
+	Timestamps bool
+	// Previous reads the previous run of a container that restarted. Only
+	// the live pod has it; archives keep the last run.
+	Previous bool
+}
+
+func (o Options) validate() error {
+	switch {
+	case o.TailLines < 0:
+		return fmt.Errorf("%w: TailLines is %d; use 0 for the whole log or a positive count", ErrInvalidOptions, o.TailLines)
+	case o.AllContainers && o.Container != "":
+		return fmt.Errorf("%w: Container %q and AllContainers both set; use one", ErrInvalidOptions, o.Container)
+	}
+	return nil
+}
