@@ -205,15 +205,15 @@ func classifyCases() []classifyCase {
 			startedAt: t0.Add(minute), finishedAt: t0.Add(2 * minute),
 		},
 		{
-			name:    "failed without any container exit: the kubelet's reason, never None",
-			pod:     testPod(phase(corev1.PodFailed), podReason("UnexpectedError", "something odd")),
-			phase:   PhaseTerminal, reason: kubexec.ReasonFailed,
+			name:  "failed without any container exit: the kubelet's reason, never None",
+			pod:   testPod(phase(corev1.PodFailed), podReason("UnexpectedError", "something odd")),
+			phase: PhaseTerminal, reason: kubexec.ReasonFailed,
 			message: []string{"UnexpectedError: something odd", "kubectl describe pod"},
 		},
 		{
-			name:    "failed with nothing at all recorded",
-			pod:     testPod(phase(corev1.PodFailed)),
-			phase:   PhaseTerminal, reason: kubexec.ReasonFailed,
+			name:  "failed with nothing at all recorded",
+			pod:   testPod(phase(corev1.PodFailed)),
+			phase: PhaseTerminal, reason: kubexec.ReasonFailed,
 			message: []string{"neither a container exit code nor a reason"},
 		},
 		{
@@ -356,15 +356,15 @@ func classifyCases() []classifyCase {
 			message: []string{"scheduling gates"},
 		},
 		{
-			name:    "deleted while running: DeletedExternally, retryable",
-			pod:     testPod(phase(corev1.PodRunning), ranOK, deleting(5*time.Minute)),
-			phase:   PhaseTerminal, reason: kubexec.ReasonDeletedExternally,
+			name:  "deleted while running: DeletedExternally, retryable",
+			pod:   testPod(phase(corev1.PodRunning), ranOK, deleting(5*time.Minute)),
+			phase: PhaseTerminal, reason: kubexec.ReasonDeletedExternally,
 			message: []string{"was deleted while it was running", `namespace "ns"`}, startedAt: t0.Add(minute),
 		},
 		{
-			name:    "deleted while pending",
-			pod:     testPod(deleting(time.Minute)),
-			phase:   PhaseTerminal, reason: kubexec.ReasonDeletedExternally,
+			name:  "deleted while pending",
+			pod:   testPod(deleting(time.Minute)),
+			phase: PhaseTerminal, reason: kubexec.ReasonDeletedExternally,
 			message: []string{"was deleted before it started"},
 		},
 		{
@@ -470,21 +470,21 @@ func TestClassifyDeleted(t *testing.T) {
 	t.Parallel()
 	cases := []classifyCase{
 		{
-			name:    "nothing known",
-			pod:     nil,
-			phase:   PhaseTerminal, reason: kubexec.ReasonDeletedExternally,
+			name:  "nothing known",
+			pod:   nil,
+			phase: PhaseTerminal, reason: kubexec.ReasonDeletedExternally,
 			message: []string{"vanished"},
 		},
 		{
-			name:    "vanished while running (no deletionTimestamp seen)",
-			pod:     testPod(phase(corev1.PodRunning), ranOK),
-			phase:   PhaseTerminal, reason: kubexec.ReasonDeletedExternally,
+			name:  "vanished while running (no deletionTimestamp seen)",
+			pod:   testPod(phase(corev1.PodRunning), ranOK),
+			phase: PhaseTerminal, reason: kubexec.ReasonDeletedExternally,
 			message: []string{"vanished (deleted while the watch was down) while it was running"}, startedAt: t0.Add(time.Minute),
 		},
 		{
-			name:    "vanished while pending",
-			pod:     testPod(),
-			phase:   PhaseTerminal, reason: kubexec.ReasonDeletedExternally,
+			name:  "vanished while pending",
+			pod:   testPod(),
+			phase: PhaseTerminal, reason: kubexec.ReasonDeletedExternally,
 			message: []string{"before it started"},
 		},
 		{
@@ -501,14 +501,14 @@ func TestClassifyDeleted(t *testing.T) {
 			startedAt: t0.Add(time.Minute),
 		},
 		{
-			name: "it had succeeded",
-			pod:  testPod(phase(corev1.PodSucceeded), status(false, exited("base", 0, "Completed", time.Minute, 2*time.Minute))),
+			name:  "it had succeeded",
+			pod:   testPod(phase(corev1.PodSucceeded), status(false, exited("base", 0, "Completed", time.Minute, 2*time.Minute))),
 			phase: PhaseTerminal, reason: kubexec.ReasonSucceeded, container: "base",
 			startedAt: t0.Add(time.Minute), finishedAt: t0.Add(2 * time.Minute),
 		},
 		{
-			name: "it had failed",
-			pod:  testPod(phase(corev1.PodFailed), status(false, exited("base", 2, "Error", time.Minute, 2*time.Minute))),
+			name:  "it had failed",
+			pod:   testPod(phase(corev1.PodFailed), status(false, exited("base", 2, "Error", time.Minute, 2*time.Minute))),
 			phase: PhaseTerminal, reason: kubexec.ReasonFailed, container: "base", exitCode: 2,
 			startedAt: t0.Add(time.Minute), finishedAt: t0.Add(2 * time.Minute),
 		},

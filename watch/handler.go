@@ -26,13 +26,14 @@ type Handler interface {
 	OnUpdate(old, pod *corev1.Pod)
 	// OnDelete is called when a known pod is gone from the watch: it was
 	// deleted, or it no longer matches the selector (marked done, or
-	// relabelled to another executor). With gone false, pod is the pod's
-	// final state as the API server sent it (its labels show whether it
-	// left the selector; its deletionTimestamp is usually set when it was
-	// deleted). With gone true, the deletion happened while the watch was
-	// down and was found by the relist that followed: pod is the last state
-	// the Watcher knew, and whether the pod was deleted or only relabelled
-	// is not known; ask the API server when it matters.
+	// relabelled to another executor). With gone false, the watch saw it
+	// go and pod is the state the API server sent: for a deletion, the pod
+	// as it was deleted (its deletionTimestamp set); for a pod that stopped
+	// matching, its last state that still matched. With gone true, it went
+	// while the watch was down and the relist that followed found it
+	// missing: pod is the last state the Watcher knew. In both cases,
+	// whether the pod still exists (relabelled) or not (deleted) is for the
+	// API server to say; ask it when that matters.
 	OnDelete(pod *corev1.Pod, gone bool)
 }
 

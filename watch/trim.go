@@ -1,6 +1,8 @@
 package watch
 
 import (
+	"slices"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -32,42 +34,53 @@ func Trim(pod *corev1.Pod) *corev1.Pod {
 	if pod == nil {
 		return nil
 	}
-	out := &corev1.Pod{
-		TypeMeta: pod.TypeMeta,
-		ObjectMeta: metav1.ObjectMeta{
-			Name:                       pod.Name,
-			GenerateName:               pod.GenerateName,
-			Namespace:                  pod.Namespace,
-			UID:                        pod.UID,
-			ResourceVersion:            pod.ResourceVersion,
-			Generation:                 pod.Generation,
-			CreationTimestamp:          pod.CreationTimestamp,
-			DeletionTimestamp:          pod.DeletionTimestamp,
-			DeletionGracePeriodSeconds: pod.DeletionGracePeriodSeconds,
-			Labels:                     pod.Labels,
-			Annotations:                trimAnnotations(pod.Annotations),
-			OwnerReferences:            pod.OwnerReferences,
-			Finalizers:                 pod.Finalizers,
-		},
-		Spec: corev1.PodSpec{
-			NodeName:              pod.Spec.NodeName,
-			SchedulerName:         pod.Spec.SchedulerName,
-			RestartPolicy:         pod.Spec.RestartPolicy,
-			ActiveDeadlineSeconds: pod.Spec.ActiveDeadlineSeconds,
-			InitContainers:        trimContainers(pod.Spec.InitContainers, true),
-			Containers:            trimContainers(pod.Spec.Containers, false),
-		},
-		Status: corev1.PodStatus{
-			Phase:                 pod.Status.Phase,
-			Reason:                pod.Status.Reason,
-			Message:               pod.Status.Message,
-			StartTime:             pod.Status.StartTime,
-			Conditions:            trimConditions(pod.Status.Conditions),
-			InitContainerStatuses: trimStatuses(pod.Status.InitContainerStatuses),
-			ContainerStatuses:     trimStatuses(pod.Status.ContainerStatuses),
-		},
+	out := *pod
+	out.Spec.InitContainers = slices.Clone(pod.Spec.InitContainers)
+	out.Spec.Containers = slices.Clone(pod.Spec.Containers)
+	out.Status.Conditions = slices.Clone(pod.Status.Conditions)
+	out.Status.InitContainerStatuses = slices.Clone(pod.Status.InitContainerStatuses)
+	out.Status.ContainerStatuses = slices.Clone(pod.Status.ContainerStatuses)
+	trimInPlace(&out)
+	return &out
+}
+
+// trimInPlace trims pod as Trim describes, reusing its memory: it
+// overwrites pod's fields and the elements of its slices, and never
+// modifies a map or anything else pod points to. The informer's transform
+// uses it on pods fresh from the decoder, which nothing else holds.
+func trimInPlace(pod *corev1.Pod) {
+	pod.ObjectMeta = metav1.ObjectMeta{
+		Name:                       pod.Name,
+		GenerateName:               pod.GenerateName,
+		Namespace:                  pod.Namespace,
+		UID:                        pod.UID,
+		ResourceVersion:            pod.ResourceVersion,
+		Generation:                 pod.Generation,
+		CreationTimestamp:          pod.CreationTimestamp,
+		DeletionTimestamp:          pod.DeletionTimestamp,
+		DeletionGracePeriodSeconds: pod.DeletionGracePeriodSeconds,
+		Labels:                     pod.Labels,
+		Annotations:                trimAnnotations(pod.Annotations),
+		OwnerReferences:            pod.OwnerReferences,
+		Finalizers:                 pod.Finalizers,
 	}
-	return out
+	pod.Spec = corev1.PodSpec{
+		NodeName:              pod.Spec.NodeName,
+		SchedulerName:         pod.Spec.SchedulerName,
+		RestartPolicy:         pod.Spec.RestartPolicy,
+		ActiveDeadlineSeconds: pod.Spec.ActiveDeadlineSeconds,
+		InitContainers:        trimContainers(pod.Spec.InitContainers, true),
+		Containers:            trimContainers(pod.Spec.Containers, false),
+	}
+	pod.Status = corev1.PodStatus{
+		Phase:                 pod.Status.Phase,
+		Reason:                pod.Status.Reason,
+		Message:               pod.Status.Message,
+		StartTime:             pod.Status.StartTime,
+		Conditions:            trimConditions(pod.Status.Conditions),
+		InitContainerStatuses: trimStatuses(pod.Status.InitContainerStatuses),
+		ContainerStatuses:     trimStatuses(pod.Status.ContainerStatuses),
+	}
 }
 
 func trimAnnotations(in map[string]string) map[string]string {
@@ -83,27 +96,25 @@ func trimAnnotations(in map[string]string) map[string]string {
 	return out
 }
 
-func trimContainers(in []corev1.Container, init bool) []corev1.Container {
-	if len(in) == 0 {
+func trimContainers(cs []corev1.Container, init bool) []corev1.Container {
+	if len(cs) == 0 {
 		return nil
 	}
-	out := make([]corev1.Container, len(in))
-	for i, c := range in {
-		out[i] = corev1.Container{Name: c.Name, Image: c.Image}
+	for i, c := range cs {
+		cs[i] = corev1.Container{Name: c.Name, Image: c.Image}
 		if init {
-			out[i].RestartPolicy = c.RestartPolicy
+			cs[i].RestartPolicy = c.RestartPolicy
 		}
 	}
-	return out
+	return cs
 }
 
-func trimConditions(in []corev1.PodCondition) []corev1.PodCondition {
-	if len(in) == 0 {
+func trimConditions(cs []corev1.PodCondition) []corev1.PodCondition {
+	if len(cs) == 0 {
 		return nil
 	}
-	out := make([]corev1.PodCondition, len(in))
-	for i, c := range in {
-		out[i] = corev1.PodCondition{
+	for i, c := range cs {
+		cs[i] = corev1.PodCondition{
 			Type:               c.Type,
 			Status:             c.Status,
 			Reason:             c.Reason,
@@ -111,16 +122,15 @@ func trimConditions(in []corev1.PodCondition) []corev1.PodCondition {
 			LastTransitionTime: c.LastTransitionTime,
 		}
 	}
-	return out
+	return cs
 }
 
-func trimStatuses(in []corev1.ContainerStatus) []corev1.ContainerStatus {
-	if len(in) == 0 {
+func trimStatuses(ss []corev1.ContainerStatus) []corev1.ContainerStatus {
+	if len(ss) == 0 {
 		return nil
 	}
-	out := make([]corev1.ContainerStatus, len(in))
-	for i, s := range in {
-		out[i] = corev1.ContainerStatus{
+	for i, s := range ss {
+		ss[i] = corev1.ContainerStatus{
 			Name:                 s.Name,
 			Image:                s.Image,
 			State:                s.State,
@@ -130,5 +140,5 @@ func trimStatuses(in []corev1.ContainerStatus) []corev1.ContainerStatus {
 			RestartCount:         s.RestartCount,
 		}
 	}
-	return out
+	return ss
 }
