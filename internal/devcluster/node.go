@@ -75,7 +75,9 @@ func (c *Cluster) nodeArgs(a *nodeAgent) []string {
 	}
 }
 
-// waitNodeReady waits until the node's Ready condition is True.
+// waitNodeReady waits until the node's Ready condition is True and the
+// controller-manager has lifted the not-ready taint every new node starts
+// with, so that pods can be scheduled on it.
 func (c *Cluster) waitNodeReady(ctx context.Context, a *nodeAgent) error {
 	return c.poll(ctx, "node "+a.name+" Ready", []*process{a.proc, c.apiserver}, func(ctx context.Context) (bool, error) {
 		n, err := c.client.CoreV1().Nodes().Get(ctx, a.name, metav1.GetOptions{})
@@ -85,8 +87,17 @@ func (c *Cluster) waitNodeReady(ctx context.Context, a *nodeAgent) error {
 		if err != nil {
 			return false, nil
 		}
-		return nodeReady(n), nil
+		return nodeReady(n) && !nodeTaintedNotReady(n), nil
 	})
+}
+
+func nodeTaintedNotReady(n *corev1.Node) bool {
+	for _, t := range n.Spec.Taints {
+		if t.Key == corev1.TaintNodeNotReady || t.Key == corev1.TaintNodeUnreachable {
+			return true
+		}
+	}
+	return false
 }
 
 func nodeReady(n *corev1.Node) bool {

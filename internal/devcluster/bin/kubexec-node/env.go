@@ -8,8 +8,10 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/kubernetes/third_party/forked/golang/expansion"
 )
 
@@ -24,18 +26,32 @@ func configErrorf(format string, args ...any) error {
 	return &configError{msg: fmt.Sprintf(format, args...)}
 }
 
+// getSecret reads a Secret from the informer's cache, else from the API
+// (it may be newer than the cache). Errors read as the kubelet's.
 func (p *provider) getSecret(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
 	if s, err := p.secrets.Secrets(namespace).Get(name); err == nil {
 		return s, nil
 	}
-	return p.client.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
+	s, err := p.client.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
+	return s, objectError("secret", name, err)
 }
 
 func (p *provider) getConfigMap(ctx context.Context, namespace, name string) (*corev1.ConfigMap, error) {
 	if cm, err := p.configMaps.ConfigMaps(namespace).Get(name); err == nil {
 		return cm, nil
 	}
-	return p.client.CoreV1().ConfigMaps(namespace).Get(ctx, name, metav1.GetOptions{})
+	cm, err := p.client.CoreV1().ConfigMaps(namespace).Get(ctx, name, metav1.GetOptions{})
+	return cm, objectError("configmap", name, err)
+}
+
+func objectError(kind, name string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case isNotFound(err):
+		return apierrors.NewNotFound(schema.GroupResource{Resource: kind}, name)
+	}
+	return fmt.Errorf("failed to get %s %q: %w", kind, name, err)
 }
 
 // envVars is an ordered set of variables: setting a name again replaces

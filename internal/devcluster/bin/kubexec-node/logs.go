@@ -128,14 +128,17 @@ func parseLogRecord(line []byte) (logRecord, bool) {
 }
 
 // tailOffset returns the offset of the first of the last n records of the
-// file at path (0 for n <= 0: the whole file).
+// file at path (0 for n < 0: the whole file).
 func tailOffset(path string, n int) (int64, error) {
-	if n <= 0 {
+	if n < 0 {
 		return 0, nil
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return 0, err
+	}
+	if n == 0 {
+		return int64(len(data)), nil
 	}
 	// Only complete records count.
 	if i := bytes.LastIndexByte(data, '\n'); i >= 0 {

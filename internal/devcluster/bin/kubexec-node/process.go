@@ -57,25 +57,19 @@ func startProcess(spec procSpec, mem *memoryEnforcer) (*process, error) {
 		return nil, err
 	}
 	defer errR.Close()
+	// One pipe for stdout and stderr keeps the order in which the process
+	// wrote its lines; pods/log serves them merged anyway.
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		cfgR.Close()
 		errW.Close()
 		return nil, err
 	}
-	errOutR, errOutW, err := os.Pipe()
-	if err != nil {
-		cfgR.Close()
-		errW.Close()
-		outR.Close()
-		outW.Close()
-		return nil, err
-	}
 
 	cmd := exec.Command("/proc/self/exe", containerInitArg)
 	cmd.Env = []string{}
 	cmd.Stdout = outW
-	cmd.Stderr = errOutW
+	cmd.Stderr = outW
 	cmd.ExtraFiles = []*os.File{cfgR, errW}
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWUTS,
@@ -85,10 +79,8 @@ func startProcess(spec procSpec, mem *memoryEnforcer) (*process, error) {
 	cfgR.Close()
 	errW.Close()
 	outW.Close()
-	errOutW.Close()
 	if err != nil {
 		outR.Close()
-		errOutR.Close()
 		return nil, fmt.Errorf("start the container process: %w", err)
 	}
 	p := &process{cmd: cmd, pid: cmd.Process.Pid, mem: mem, done: make(chan struct{}), rssKilled: make(chan struct{})}
@@ -96,7 +88,6 @@ func startProcess(spec procSpec, mem *memoryEnforcer) (*process, error) {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 		outR.Close()
-		errOutR.Close()
 		mem.remove(p.cgroup)
 		return nil, err
 	}
@@ -117,7 +108,6 @@ func startProcess(spec procSpec, mem *memoryEnforcer) (*process, error) {
 
 	var pumps sync.WaitGroup
 	pumps.Go(func() { spec.logFile.pump(outR, "stdout") })
-	pumps.Go(func() { spec.logFile.pump(errOutR, "stderr") })
 
 	// fd 4 is closed on exec: EOF with nothing read means the command runs.
 	msg, _ := io.ReadAll(errR)

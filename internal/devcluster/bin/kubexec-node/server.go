@@ -10,14 +10,17 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"time"
 
+	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
 	"github.com/virtual-kubelet/virtual-kubelet/node/api"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -69,6 +72,9 @@ func serveKubeletAPI(ctx context.Context, cfg *config, nodeName string, port int
 	}, true)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	mux.HandleFunc("GET /containerLogs/{namespace}/{pod}/{container}", func(w http.ResponseWriter, req *http.Request) {
+		serveContainerLogs(w, req, p)
+	})
 	mux.Handle("/", podRoutes)
 
 	l, err := net.Listen("tcp", net.JoinHostPort(cfg.address, strconv.Itoa(port)))
@@ -88,6 +94,104 @@ func serveKubeletAPI(ctx context.Context, cfg *config, nodeName string, port int
 		}
 	}()
 	return func() { _ = srv.Close() }, nil
+}
+
+// serveContainerLogs is the kubelet's /containerLogs route. It replaces
+// virtual-kubelet's, whose errors carry a prefix of its own, so that
+// clients of pods/log read the kubelet's messages ("container "x" in pod
+// "y" is waiting to start: ...") and tailLines=0 means no line.
+func serveContainerLogs(w http.ResponseWriter, req *http.Request, p *provider) {
+	opts, err := parseLogOptions(req.URL.Query())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	logs, err := p.GetContainerLogs(req.Context(), req.PathValue("namespace"), req.PathValue("pod"), req.PathValue("container"), opts)
+	if err != nil {
+		code := http.StatusInternalServerError
+		switch {
+		case errdefs.IsNotFound(err):
+			code = http.StatusNotFound
+		case errdefs.IsInvalidInput(err):
+			code = http.StatusBadRequest
+		}
+		writeError(w, code, err)
+		return
+	}
+	defer logs.Close()
+	w.Header().Set("Content-Type", "text/plain")
+	flusher, _ := w.(http.Flusher)
+	buf := make([]byte, 32*1024)
+	for {
+		n, err := logs.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return
+			}
+			if flusher != nil {
+				flusher.Flush()
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// writeError writes err's message as the body, with no newline added.
+func writeError(w http.ResponseWriter, code int, err error) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	_, _ = io.WriteString(w, err.Error())
+}
+
+func parseLogOptions(q url.Values) (api.ContainerLogOpts, error) {
+	opts := api.ContainerLogOpts{Tail: -1}
+	intParam := func(name string, min int, dst *int) error {
+		v := q.Get(name)
+		if v == "" {
+			return nil
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < min {
+			return fmt.Errorf("invalid %s %q", name, v)
+		}
+		*dst = n
+		return nil
+	}
+	boolParam := func(name string, dst *bool) error {
+		v := q.Get(name)
+		if v == "" {
+			return nil
+		}
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("invalid %s %q", name, v)
+		}
+		*dst = b
+		return nil
+	}
+	for _, err := range []error{
+		intParam("tailLines", 0, &opts.Tail),
+		intParam("limitBytes", 1, &opts.LimitBytes),
+		intParam("sinceSeconds", 1, &opts.SinceSeconds),
+		boolParam("follow", &opts.Follow),
+		boolParam("previous", &opts.Previous),
+		boolParam("timestamps", &opts.Timestamps),
+	} {
+		if err != nil {
+			return opts, err
+		}
+	}
+	if v := q.Get("sinceTime"); v != "" {
+		t, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			return opts, fmt.Errorf("invalid sinceTime %q", v)
+		}
+		opts.SinceTime = t
+	}
+	return opts, nil
 }
 
 // selfSignedCert makes a serving certificate for the node's name and

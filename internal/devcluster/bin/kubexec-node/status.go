@@ -29,13 +29,22 @@ func (r *podRuntime) statusLocked() corev1.PodStatus {
 	for _, c := range r.mainCs {
 		s.ContainerStatuses = append(s.ContainerStatuses, c.apiStatus())
 	}
-	terminal := r.finished && (r.stopping || r.lost)
+	// The phase is terminal only once every process is gone: after that,
+	// virtual-kubelet writes no more status.
 	s.Phase = podPhase(&pod.Spec, s.InitContainerStatuses, s.ContainerStatuses, r.finished)
-	if terminal && s.Phase != corev1.PodSucceeded && s.Phase != corev1.PodFailed {
+	if !r.finished && (s.Phase == corev1.PodSucceeded || s.Phase == corev1.PodFailed) {
+		s.Phase = corev1.PodPending
+		for _, c := range r.mainCs {
+			if c.runs > 0 {
+				s.Phase = corev1.PodRunning
+			}
+		}
+	}
+	if r.finished && (r.stopping || r.lost) && s.Phase != corev1.PodSucceeded && s.Phase != corev1.PodFailed {
 		// The kubelet's TerminatePod: a stopped pod ends Failed.
 		s.Phase = corev1.PodFailed
 	}
-	if r.stopReason == stopDeadline {
+	if r.finished && r.stopReason == stopDeadline {
 		s.Phase = corev1.PodFailed
 		s.Reason = "DeadlineExceeded"
 		s.Message = "Pod was active on the node longer than the specified deadline"
