@@ -332,13 +332,18 @@ func (s *Service) fromArchive(ctx context.Context, key kubexec.TaskKey, opts Opt
 		want = func(c string) bool { return c == h.Default || c == "" }
 	}
 
-	// A tail needs each container's line count: a first pass.
+	// A tail needs each container's line count: a first pass. A line
+	// starts with a record that does not continue a partial one.
 	var skip map[string]int
 	if opts.TailLines > 0 && (cur == nil || !cur.pos.started) {
 		counts := map[string]int{}
+		mid := map[string]bool{}
 		if err := eachRecord(br, func(l Line) error {
-			if want(l.Container) && !l.Partial && !l.Note {
-				counts[l.Container]++
+			if want(l.Container) && !l.Note {
+				if !mid[l.Container] {
+					counts[l.Container]++
+				}
+				mid[l.Container] = l.Partial
 			}
 			return nil
 		}); err != nil {
@@ -372,7 +377,8 @@ func (s *Service) fromArchive(ctx context.Context, key kubexec.TaskKey, opts Opt
 			return nil
 		}
 		if skip[l.Container] > 0 {
-			if !l.Partial && !l.Note {
+			// Skip the lines before the tail, the last one up to its end.
+			if !l.Note && !l.Partial {
 				skip[l.Container]--
 			}
 			return nil
