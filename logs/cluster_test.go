@@ -474,4 +474,3 @@ func TestNotStarted(t *testing.T) {
 	deletePod(t, ns, pod.Name)
 	require.Empty(t, collect(t, svc, key, logs.Options{}))
 }
-
