@@ -42,6 +42,11 @@ type Options struct {
 	NodeMemory string
 	// NodePods is each node's pod capacity. Default: 110.
 	NodePods int
+	// NodeMemoryEnforcement is how process nodes enforce memory limits:
+	// "cgroup" (a cgroup v1 memory group per container, a kernel OOM kill),
+	// "rss" (the agent watches each container's resident memory and kills
+	// it), or "" for cgroup where it is writable, else rss.
+	NodeMemoryEnforcement string
 
 	// NodeMonitorGracePeriod is how long the controller-manager waits for
 	// a silent node before it marks it NotReady. Default: 40s (as upstream).
