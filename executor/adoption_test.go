@@ -96,7 +96,9 @@ func (s *reportingStore) SaveResult(ctx context.Context, r kubexec.Result) error
 	return err
 }
 
-func errorsIsDuplicate(err error) bool { return err != nil && strings.Contains(err.Error(), executor.ErrDuplicate.Error()) }
+func errorsIsDuplicate(err error) bool {
+	return err != nil && strings.Contains(err.Error(), executor.ErrDuplicate.Error())
+}
 
 // TestCrashAndRestart runs an executor in a child process over many
 // attempts and SIGKILLs it at 10 random moments, each time starting a new
