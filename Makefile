@@ -12,6 +12,7 @@ run: devcluster
 ## test: build the dev cluster, then vet and run every test with -race.
 test: devcluster vet
 	$(GO) test -race -count=1 -timeout 30m ./...
+	cd examples/scheduler && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 30m ./...
 
 ## devcluster: build etcd, kube-apiserver, kube-controller-manager,
 ## kube-scheduler and the process node into _output/bin (cold: ~5-10 min).

@@ -317,8 +317,10 @@ func writeRunTable(ctx context.Context, w io.Writer, store *sqlitestore.Store, c
 			}
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", t.TaskID, t.State, len(attempts), dur, reason, logs)
-		for _, a := range attempts {
-			if a.Result != nil && a.Result.Reason != kubexec.ReasonSucceeded {
+		for i, a := range attempts {
+			// The last attempt's outcome is in the task's message below.
+			last := i == len(attempts)-1 && t.State.Terminal() && t.State != sqlitestore.TaskSucceeded
+			if a.Result != nil && a.Result.Reason != kubexec.ReasonSucceeded && !last {
 				notes = append(notes, fmt.Sprintf("%s: %s", t.TaskID, describeResult(*a.Result)))
 			}
 		}

@@ -1,0 +1,420 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kubexec/kubexec"
+	"github.com/kubexec/kubexec/examples/scheduler/sqlitestore"
+	"github.com/kubexec/kubexec/internal/devcluster"
+)
+
+// The tests run against one real dev cluster (control plane and a process
+// node), started here; the scheduler talks to it through its kubeconfig,
+// as it would to any cluster.
+var (
+	devCluster *devcluster.Cluster
+	binary  string // the scheduler, built for the subprocess tests
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "scheduler-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "scheduler")
+	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build the scheduler: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := devcluster.Main(m, devcluster.Options{Nodes: 1}, &devCluster)
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// env is one test's namespace and database.
+type env struct {
+	t  *testing.T
+	ns string
+	db string
+}
+
+func newEnv(t *testing.T, prefix string) *env {
+	return &env{t: t, ns: devCluster.NewNamespace(t, prefix, nil), db: filepath.Join(t.TempDir(), "scheduler.db")}
+}
+
+func (e *env) args(args ...string) []string {
+	return append([]string{"--kubeconfig", devCluster.Kubeconfig(), "--namespace", e.ns, "--db", e.db}, args...)
+}
+
+// main runs the scheduler's Main in this process.
+func (e *env) main(ctx context.Context, args ...string) (code int, stdout, stderr string) {
+	var out, errb bytes.Buffer
+	code = Main(ctx, e.args(args...), &out, &errb)
+	e.t.Logf("scheduler %s: exit %d\n--- stdout\n%s--- stderr\n%s", strings.Join(args, " "), code, out.String(), errb.String())
+	return code, out.String(), errb.String()
+}
+
+func (e *env) store() *sqlitestore.Store {
+	s, err := sqlitestore.Open(context.Background(), e.db)
+	require.NoError(e.t, err)
+	e.t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func (e *env) writeWorkflow(text string) string {
+	path := filepath.Join(e.t.TempDir(), "wf.yaml")
+	require.NoError(e.t, os.WriteFile(path, []byte(text), 0o644))
+	return path
+}
+
+func taskStates(t *testing.T, s *sqlitestore.Store, runID string) map[string]sqlitestore.Task {
+	tasks, err := s.Tasks(context.Background(), runID)
+	require.NoError(t, err)
+	out := map[string]sqlitestore.Task{}
+	for _, task := range tasks {
+		out[task.TaskID] = task
+	}
+	return out
+}
+
+// The sample workflow completes with the expected states and retries; its
+// override reaches the pod; status, logs, explain and cleanup work on it.
+func TestSampleWorkflow(t *testing.T) {
+	e := newEnv(t, "sample")
+	ctx := t.Context()
+	code, out, _ := e.main(ctx, "run", filepath.Join("workflows", "sample.yaml"))
+	require.Equal(t, exitOK, code)
+	require.Contains(t, out, "Run sample-1 succeeded")
+	require.Regexp(t, `transform-b\s+succeeded\s+2\s`, out, "the final table shows the retry")
+	require.Contains(t, out, "transform-b: attempt 1 ended Failed (exit code 3 in container base)")
+
+	s := e.store()
+	run, err := s.GetRun(ctx, "sample-1")
+	require.NoError(t, err)
+	require.Equal(t, sqlitestore.RunSucceeded, run.State)
+	states := taskStates(t, s, run.ID)
+	require.Len(t, states, 5)
+	for id, task := range states {
+		require.Equal(t, sqlitestore.TaskSucceeded, task.State, id)
+		want := 1
+		if id == "transform-b" {
+			want = 2
+		}
+		require.Equal(t, want, task.Attempt, id)
+		require.Equal(t, want-1, task.RetriesUsed, id)
+		attempts, err := s.Attempts(ctx, "sample", run.ID, id)
+		require.NoError(t, err)
+		require.Len(t, attempts, want, id)
+		for _, a := range attempts {
+			require.NotNil(t, a.Result, "%s attempt %d has a result", id, a.Attempt)
+		}
+	}
+	b, err := s.Attempts(ctx, "sample", run.ID, "transform-b")
+	require.NoError(t, err)
+	require.Equal(t, kubexec.ReasonFailed, b[0].Result.Reason)
+	require.Equal(t, int32(3), b[0].Result.ExitCode)
+	require.Equal(t, kubexec.ReasonSucceeded, b[1].Result.Reason)
+
+	// The override: resources and env from the Secret the workflow declares.
+	secret, err := devCluster.Client().CoreV1().Secrets(e.ns).Get(ctx, "sample-api", metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Equal(t, "sample-token-not-secret", string(secret.Data["API_TOKEN"]))
+	c, err := s.Attempts(ctx, "sample", run.ID, "transform-c")
+	require.NoError(t, err)
+	pod, err := devCluster.Client().CoreV1().Pods(e.ns).Get(ctx, c[0].PodName, metav1.GetOptions{})
+	require.NoError(t, err, "succeeded pods are kept until cleanup")
+	base := pod.Spec.Containers[0]
+	require.Equal(t, "base", base.Name)
+	require.True(t, base.Resources.Requests.Cpu().Equal(resource.MustParse("100m")))
+	require.True(t, base.Resources.Limits.Memory().Equal(resource.MustParse("64Mi")))
+	require.Equal(t, "sample-api", base.EnvFrom[0].SecretRef.Name)
+	require.Equal(t, int64(120), *pod.Spec.ActiveDeadlineSeconds, "the task's timeout is the pod's deadline")
+	require.Equal(t, kubexec.DoneValue, pod.Labels[kubexec.LabelDone])
+	require.NotContains(t, pod.Finalizers, kubexec.FinalizerResultTracking)
+
+	// status, logs, explain.
+	code, out, _ = e.main(ctx, "status")
+	require.Equal(t, exitOK, code)
+	require.Regexp(t, `sample-1\s+sample\s+succeeded`, out)
+	code, out, _ = e.main(ctx, "status", "sample-1")
+	require.Equal(t, exitOK, code)
+	require.Regexp(t, `load\s+succeeded\s+1`, out)
+	code, out, _ = e.main(ctx, "logs", "transform-c")
+	require.Equal(t, exitOK, code)
+	require.Contains(t, out, "transforming partition c with a 23-character API token")
+	code, out, _ = e.main(ctx, "logs", "sample-1/transform-b", "--attempt", "1")
+	require.Equal(t, exitOK, code)
+	require.Contains(t, out, "partition b: the upstream API timed out (attempt 1)")
+	code, out, _ = e.main(ctx, "explain", "transform-b")
+	require.Equal(t, exitOK, code)
+	require.Contains(t, out, "attempt 1: pod "+e.ns+"/"+b[0].PodName)
+	require.Contains(t, out, "container base: terminated, Completed, exit code 0")
+	require.Contains(t, out, "permissions: this identity may do all the executor needs")
+
+	// cleanup deletes the kept pods, after which their logs are gone.
+	code, out, _ = e.main(ctx, "cleanup", "--older-than", "0s", "--dry-run")
+	require.Equal(t, exitOK, code)
+	require.Contains(t, out, "Would delete 6 kept pods")
+	code, out, _ = e.main(ctx, "cleanup", "--older-than", "0s")
+	require.Equal(t, exitOK, code)
+	require.Contains(t, out, "Deleted 6 kept pods")
+	require.Eventually(t, func() bool {
+		_, err := devCluster.Client().CoreV1().Pods(e.ns).Get(ctx, c[0].PodName, metav1.GetOptions{})
+		return apierrors.IsNotFound(err)
+	}, time.Minute, 200*time.Millisecond)
+	code, _, errOut := e.main(ctx, "logs", "transform-c")
+	require.Equal(t, exitFailed, code)
+	require.Contains(t, errOut, "is gone")
+}
+
+// A task override that the API server rejects is reported before anything
+// of the run exists: no run, no Secret, no pod.
+func TestOverrideRejectedByAPIServer(t *testing.T) {
+	e := newEnv(t, "rejected")
+	ctx := t.Context()
+	wf := e.writeWorkflow(`workflow: rejected
+defaults: {image: busybox:1.36}
+secrets:
+- name: rejected-secret
+  stringData: {K: v}
+tasks:
+- id: fine
+  command: [sh, -c, "true"]
+- id: bad
+  dependsOn: [fine]
+  command: [sh, -c, "true"]
+  podOverride:
+    spec:
+      dnsPolicy: Sometimes
+`)
+	code, _, errOut := e.main(ctx, "run", wf)
+	require.Equal(t, exitUsage, code)
+	require.Contains(t, errOut, "nothing was started")
+	require.Contains(t, errOut, wf+`:9: task "bad": podOverride: the API server rejected the task's pod (dry run): `)
+	require.Contains(t, errOut, `spec.dnsPolicy: Unsupported value: "Sometimes"`)
+
+	runs, err := e.store().ListRuns(ctx, 10, false)
+	require.NoError(t, err)
+	require.Empty(t, runs)
+	pods, err := devCluster.Client().CoreV1().Pods(e.ns).List(ctx, metav1.ListOptions{})
+	require.NoError(t, err)
+	require.Empty(t, pods.Items)
+	_, err = devCluster.Client().CoreV1().Secrets(e.ns).Get(ctx, "rejected-secret", metav1.GetOptions{})
+	require.True(t, apierrors.IsNotFound(err), "no Secret is created for a rejected workflow: %v", err)
+}
+
+// Invalid workflow files are refused before the database or the cluster is
+// touched, with the file, line, task and field.
+func TestInvalidWorkflowFiles(t *testing.T) {
+	t.Parallel()
+	cases := []struct{ name, yaml, want string }{
+		{"malformed YAML", "workflow: w\ntasks: [\n", "wf.yaml:2: YAML syntax error"},
+		{"cycle", "workflow: w\ndefaults: {image: busybox}\ntasks:\n- {id: a, dependsOn: [b]}\n- {id: b, dependsOn: [a]}\n", `wf.yaml:4: task "a": dependsOn: dependency cycle: a -> b -> a`},
+		{"unknown dependency", "workflow: w\ndefaults: {image: busybox}\ntasks:\n- {id: a, dependsOn: [z]}\n", `wf.yaml:4: task "a": dependsOn[0]: unknown task "z"`},
+		{"invalid image", "workflow: w\ntasks:\n- {id: a, image: 'busybox::1'}\n", `wf.yaml:3: task "a": image: "busybox::1" is not a valid image reference`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			wf := filepath.Join(dir, "wf.yaml")
+			require.NoError(t, os.WriteFile(wf, []byte(tc.yaml), 0o644))
+			db := filepath.Join(dir, "db", "scheduler.db")
+			var out, errb bytes.Buffer
+			code := Main(t.Context(), []string{"--kubeconfig", "/nonexistent", "--db", db, "run", wf}, &out, &errb)
+			require.Equal(t, exitUsage, code, errb.String())
+			require.Contains(t, errb.String(), filepath.Join(dir, tc.want))
+			_, err := os.Stat(db)
+			require.ErrorIs(t, err, os.ErrNotExist, "nothing is created for an invalid workflow")
+		})
+	}
+}
+
+// A failing task fails the run, its downstream tasks are not run, and the
+// final table says why.
+func TestFailureStopsDownstream(t *testing.T) {
+	e := newEnv(t, "failing")
+	ctx := t.Context()
+	wf := e.writeWorkflow(`workflow: failing
+defaults: {image: busybox:1.36, retries: 0}
+tasks:
+- id: broken
+  command: [sh, -c, "echo cannot connect >&2; exit 7"]
+- id: after
+  dependsOn: [broken]
+  command: [sh, -c, "true"]
+- id: independent
+  command: [sh, -c, "true"]
+`)
+	code, out, _ := e.main(ctx, "--plain", "run", wf)
+	require.Equal(t, exitFailed, code)
+	require.Contains(t, out, "Run failing-1 failed")
+	require.Regexp(t, `broken\s+failed\s+1\s+\S+\s+Failed`, out)
+	require.Regexp(t, `after\s+upstream_failed\s+0`, out)
+	require.Contains(t, out, "broken: attempt 1 failed: exit code 7 in container base")
+	require.Contains(t, out, "after: not run: its dependency broken ended failed")
+	states := taskStates(t, e.store(), "failing-1")
+	require.Equal(t, sqlitestore.TaskSucceeded, states["independent"].State)
+	require.Equal(t, sqlitestore.TaskUpstreamFailed, states["after"].State)
+}
+
+// cancel from another process ends a running run: its running attempt is
+// revoked (its pod deleted) and the tasks not started are cancelled.
+func TestCancelRun(t *testing.T) {
+	e := newEnv(t, "cancel")
+	ctx := t.Context()
+	wf := e.writeWorkflow(`workflow: cancel
+defaults: {image: busybox:1.36}
+tasks:
+- id: long
+  command: [sh, -c, "sleep 300"]
+- id: next
+  dependsOn: [long]
+  command: [sh, -c, "true"]
+`)
+	var wg sync.WaitGroup
+	var code int
+	var out string
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		code, out, _ = e.main(ctx, "--plain", "run", wf)
+	}()
+	require.Eventually(t, func() bool {
+		pods, err := devCluster.Client().CoreV1().Pods(e.ns).List(ctx, metav1.ListOptions{})
+		return err == nil && len(pods.Items) == 1 && pods.Items[0].Status.Phase == corev1.PodRunning
+	}, 2*time.Minute, 200*time.Millisecond)
+	ccode, cout, _ := e.main(ctx, "cancel", "cancel-1")
+	require.Equal(t, exitOK, ccode)
+	require.Contains(t, cout, "Run cancel-1: cancelled")
+	wg.Wait()
+	require.Equal(t, exitFailed, code)
+	require.Contains(t, out, "Run cancel-1 cancelled")
+	states := taskStates(t, e.store(), "cancel-1")
+	require.Equal(t, sqlitestore.TaskCancelled, states["long"].State)
+	require.Equal(t, kubexec.ReasonRevoked, states["long"].Reason)
+	require.Equal(t, sqlitestore.TaskCancelled, states["next"].State)
+}
+
+// Kill the scheduler with SIGKILL while attempts run, start it again: the
+// run completes, the running pods are tracked again rather than relaunched,
+// and no attempt runs twice.
+func TestKillAndResume(t *testing.T) {
+	e := newEnv(t, "kill")
+	ctx := t.Context()
+	shared := t.TempDir()
+	require.NoError(t, os.Chmod(shared, 0o777)) // tasks run as uid 65534
+	ranLog := filepath.Join(shared, "ran.log")
+	task := func(id, deps, script string) string {
+		return fmt.Sprintf(`- id: %s
+  dependsOn: [%s]
+  command: [sh, -c, 'echo "$KUBEXEC_TASK $KUBEXEC_ATTEMPT" >> /shared/ran.log; %s']
+  podOverride:
+    spec:
+      volumes: [{name: shared, hostPath: {path: %s, type: Directory}}]
+      containers: [{name: base, volumeMounts: [{name: shared, mountPath: /shared}]}]
+`, id, deps, script, shared)
+	}
+	wf := e.writeWorkflow("workflow: kill\ndefaults: {image: busybox:1.36, retries: 1, retryDelay: 1s}\ntasks:\n" +
+		task("start", "", "sleep 1") +
+		task("slow-1", "start", "sleep 8") +
+		task("slow-2", "start", "sleep 8") +
+		task("slow-3", "start", "sleep 8") +
+		task("flaky", "start", `if [ "$KUBEXEC_ATTEMPT" -lt 2 ]; then exit 5; fi; sleep 8`) +
+		task("end", "slow-1, slow-2, slow-3, flaky", "true"))
+
+	// First scheduler: killed once the slow tasks run.
+	var out1 bytes.Buffer
+	first := exec.Command(binary, e.args("--plain", "run", wf)...)
+	first.Stdout, first.Stderr = &out1, &out1
+	require.NoError(t, first.Start())
+	ran := func() []string {
+		data, _ := os.ReadFile(ranLog)
+		return strings.Fields(strings.ReplaceAll(strings.TrimSpace(string(data)), " ", "#"))
+	}
+	require.Eventually(t, func() bool {
+		r := ran()
+		return slices.Contains(r, "slow-1#1") && slices.Contains(r, "slow-2#1") && slices.Contains(r, "slow-3#1") && slices.Contains(r, "flaky#2")
+	}, 2*time.Minute, 100*time.Millisecond, "the slow tasks and flaky's retry never started; ran: %v", ran())
+	require.NoError(t, first.Process.Kill())
+	_ = first.Wait()
+	t.Logf("first scheduler, killed:\n%s", out1.String())
+
+	s := e.store()
+	states := taskStates(t, s, "kill-1")
+	running := 0
+	for _, id := range []string{"slow-1", "slow-2", "slow-3", "flaky"} {
+		if states[id].State == sqlitestore.TaskLaunched {
+			running++
+		}
+	}
+	require.Positive(t, running, "the kill must happen while attempts run: %+v", states)
+	require.Equal(t, sqlitestore.TaskWaiting, states["end"].State)
+
+	// Second scheduler: resumes the run.
+	var out2 bytes.Buffer
+	rctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	second := exec.CommandContext(rctx, binary, e.args("--plain", "resume")...)
+	second.Stdout, second.Stderr = &out2, &out2
+	err := second.Run()
+	t.Logf("second scheduler:\n%s", out2.String())
+	require.NoError(t, err)
+	require.Contains(t, out2.String(), "Run kill-1 succeeded")
+	require.Contains(t, out2.String(), "its pod was running before the restart; tracking it again")
+
+	// No attempt ran twice: each (task, attempt) appears once in the log of
+	// executions, and each task ran the attempts the scheduler recorded.
+	r := ran()
+	counts := map[string]int{}
+	for _, line := range r {
+		counts[line]++
+	}
+	for line, n := range counts {
+		require.Equal(t, 1, n, "attempt %s ran %d times; all: %v", line, n, r)
+	}
+	want := []string{"end#1", "flaky#1", "flaky#2", "slow-1#1", "slow-2#1", "slow-3#1", "start#1"}
+	got := slices.Sorted(func(yield func(string) bool) {
+		for k := range counts {
+			if !yield(k) {
+				return
+			}
+		}
+	})
+	require.Equal(t, want, got)
+
+	states = taskStates(t, s, "kill-1")
+	for id, task := range states {
+		require.Equal(t, sqlitestore.TaskSucceeded, task.State, id)
+		attempts, err := s.Attempts(ctx, "kill", "kill-1", id)
+		require.NoError(t, err)
+		require.Len(t, attempts, task.Attempt, id)
+		n, err := s.CountResults(ctx, "kill", "kill-1", id)
+		require.NoError(t, err)
+		require.Equal(t, task.Attempt, n, "%s: one saved result per attempt", id)
+	}
+	// Every pod was released: no tracking finalizer is left.
+	pods, err := devCluster.Client().CoreV1().Pods(e.ns).List(ctx, metav1.ListOptions{})
+	require.NoError(t, err)
+	require.Len(t, pods.Items, 7, "one kept pod per attempt")
+	for _, p := range pods.Items {
+		require.NotContains(t, p.Finalizers, kubexec.FinalizerResultTracking, p.Name)
+	}
+}
