@@ -59,6 +59,10 @@ func (c *Cluster) nodeArgs(a *nodeAgent) []string {
 	grace := c.opts.NodeMonitorGracePeriod
 	renew := min(max(grace/5, time.Second), 10*time.Second)
 	lease := max(int(grace/time.Second), 1)
+	memory := c.opts.NodeMemoryEnforcement
+	if memory == "" {
+		memory = "auto"
+	}
 	return []string{
 		"--kubeconfig=" + c.kubeconfig,
 		"--node-name=" + a.name,
@@ -72,6 +76,7 @@ func (c *Cluster) nodeArgs(a *nodeAgent) []string {
 		"--lease-duration=" + strconv.Itoa(lease),
 		"--lease-renew-interval=" + renew.String(),
 		"--status-update-interval=" + min(time.Minute, grace).String(),
+		"--memory-enforcement=" + memory,
 	}
 }
 

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -701,7 +700,8 @@ func testPodUnschedulable(t *testing.T, c *Cluster) {
 
 // TestNodeAgentKilled kills a node agent: its containers die with it, the
 // controller-manager marks the node NotReady and evicts its pod. Started
-// again, the agent reports the pod's lost container and releases the pod.
+// again, the agent reports the pod's container lost (ContainerStatusUnknown,
+// 137), still serves its log, and releases the pod.
 func TestNodeAgentKilled(t *testing.T) {
 	ctx := t.Context()
 	// Two nodes: with every node of a zone down, the controller-manager
@@ -713,13 +713,20 @@ func TestNodeAgentKilled(t *testing.T) {
 		UnreachableTolerationSeconds: 2,
 	})
 	ns := c.NewNamespace(t, "killed", nil)
+	pods := c.Client().CoreV1().Pods(ns)
 	beat := filepath.Join(t.TempDir(), "beat")
-	pod := shPod("victim", `while true; do date +%s%N > /beat/now; sleep 0.1; done`)
+	pod := shPod("victim", `echo alive; while true; do date +%s%N > /beat/now; sleep 0.1; done`)
+	// A finalizer keeps the evicted pod, to see what the agent reports.
+	const finalizer = "kubexec.io/test-hold"
+	pod.Finalizers = []string{finalizer}
 	dirOrCreate := corev1.HostPathDirectoryOrCreate
 	pod.Spec.Volumes = []corev1.Volume{{Name: "beat", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: beat, Type: &dirOrCreate}}}}
 	pod.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "beat", MountPath: "/beat"}}
 	pod.Spec.NodeSelector = map[string]string{corev1.LabelHostname: "node-0"}
 	createPod(t, c, ns, pod)
+	t.Cleanup(func() {
+		_, _ = pods.Patch(context.Background(), "victim", types.JSONPatchType, []byte(`[{"op":"remove","path":"/metadata/finalizers"}]`), metav1.PatchOptions{})
+	})
 	waitPod(t, c, ns, "victim", 2*time.Minute, "phase Running", running)
 	heartbeat := func() string {
 		data, _ := os.ReadFile(filepath.Join(beat, "now"))
@@ -745,20 +752,35 @@ func TestNodeAgentKilled(t *testing.T) {
 	})
 	require.NoError(t, err, "the node stayed Ready after its agent was killed")
 
-	p := waitPod(t, c, ns, "victim", 2*time.Minute, "eviction", func(p *corev1.Pod) bool {
-		return p.DeletionTimestamp != nil || terminal(p)
-	})
-	if cond := condition(p, corev1.DisruptionTarget); cond != nil {
-		require.Equal(t, corev1.ConditionTrue, cond.Status)
-	}
+	p := waitPod(t, c, ns, "victim", 2*time.Minute, "eviction", func(p *corev1.Pod) bool { return p.DeletionTimestamp != nil })
+	cond := condition(p, corev1.DisruptionTarget)
+	require.NotNil(t, cond, podSummary(p))
+	require.Equal(t, corev1.ConditionTrue, cond.Status)
 
-	// Back again, the agent finds the pod's container gone: it reports it
-	// failed and, the pod being deleted, releases it.
+	// Back again, the agent finds the container gone.
 	require.NoError(t, c.StartNode(ctx, "node-0"))
+	p = waitPod(t, c, ns, "victim", 2*time.Minute, "a terminal phase", terminal)
+	require.Equal(t, corev1.PodFailed, p.Status.Phase, podSummary(p))
+	cs := containerStatus(t, p, "main")
+	require.NotNil(t, cs.State.Terminated, podSummary(p))
+	require.Equal(t, "ContainerStatusUnknown", cs.State.Terminated.Reason)
+	require.Equal(t, int32(137), cs.State.Terminated.ExitCode)
+	require.NotNil(t, condition(p, corev1.DisruptionTarget), "the agent dropped the eviction's condition\n%s", podSummary(p))
+	require.Equal(t, "alive\n", podLogs(t, c, ns, "victim", &corev1.PodLogOptions{}))
+
+	_, err = pods.Patch(ctx, "victim", types.JSONPatchType, []byte(`[{"op":"remove","path":"/metadata/finalizers"}]`), metav1.PatchOptions{})
+	require.NoError(t, err)
 	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
-		_, err := c.Client().CoreV1().Pods(ns).Get(ctx, "victim", metav1.GetOptions{})
+		_, err := pods.Get(ctx, "victim", metav1.GetOptions{})
 		return apierrors.IsNotFound(err), nil
 	})
-	require.NoError(t, err, "the evicted pod was not released after its node came back")
-	require.True(t, slices.Contains(c.NodeNames(), "node-0"))
+	require.NoError(t, err, "the evicted pod was not released")
+}
+
+// TestNodeOOMKilledByRSSWatch runs the memory hog on a node that enforces
+// memory limits by watching RSS, as on machines where the cgroup memory
+// controller is not writable.
+func TestNodeOOMKilledByRSSWatch(t *testing.T) {
+	c := StartForTest(t, Options{Nodes: 1, NodeMemoryEnforcement: "rss"})
+	testPodOOMKilled(t, c)
 }

@@ -118,6 +118,7 @@ func runNode(ctx context.Context, cfg *config, client kubernetes.Interface, name
 		return fmt.Errorf("pod controller: %w", pc.Err())
 	case <-pc.Ready():
 	}
+	p.removeOrphans()
 
 	ncCtx, ncCancel := context.WithCancel(ctx)
 	defer func() {

@@ -9,7 +9,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -183,6 +185,13 @@ func (r *podRuntime) markLost(pod *corev1.Pod) {
 		c.restartCount = cs.RestartCount
 		c.id = cs.ContainerID
 		c.image = imageCheck{ref: cs.Image, id: cs.ImageID}
+		// The logs of its runs are still on disk.
+		if runs := logRuns(c.dir); len(runs) > 0 {
+			c.logPath = filepath.Join(c.dir, fmt.Sprintf("%d.log", runs[len(runs)-1]))
+			if len(runs) > 1 {
+				c.prevLogPath = filepath.Join(c.dir, fmt.Sprintf("%d.log", runs[len(runs)-2]))
+			}
+		}
 		if c.state.Running != nil {
 			c.state = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
 				ExitCode:    137,
@@ -194,6 +203,22 @@ func (r *podRuntime) markLost(pod *corev1.Pod) {
 			}}
 		}
 	}
+}
+
+// logRuns lists the runs that have a log file in container folder dir, in
+// order.
+func logRuns(dir string) []int {
+	entries, _ := os.ReadDir(dir)
+	var runs []int
+	for _, e := range entries {
+		if n, ok := strings.CutSuffix(e.Name(), ".log"); ok {
+			if i, err := strconv.Atoi(n); err == nil {
+				runs = append(runs, i)
+			}
+		}
+	}
+	slices.Sort(runs)
+	return runs
 }
 
 func (r *podRuntime) start() {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/virtual-kubelet/virtual-kubelet/node/api"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 	corev1listers "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/record"
@@ -94,6 +96,17 @@ func (p *provider) UpdatePod(ctx context.Context, pod *corev1.Pod) error {
 // folder is removed.
 func (p *provider) DeletePod(_ context.Context, pod *corev1.Pod) error {
 	r := p.runtime(pod.Namespace, pod.Name)
+	if r == nil && ranBefore(pod) && pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed {
+		// Deleted while an earlier agent ran it: report its containers
+		// lost, then release it.
+		p.mu.Lock()
+		if r = p.runtimes[podKey(pod.Namespace, pod.Name)]; r == nil {
+			r = newPodRuntime(p, pod)
+			p.runtimes[r.key] = r
+			defer r.start()
+		}
+		p.mu.Unlock()
+	}
 	if r == nil || (pod.UID != "" && r.uid != pod.UID) {
 		return errdefs.NotFoundf("pod %s/%s is not on node %s", pod.Namespace, pod.Name, p.nodeName)
 	}
@@ -237,3 +250,29 @@ func (p *provider) AttachToContainer(_ context.Context, _, podName, containerNam
 }
 
 func (p *provider) podDir(uid string) string { return filepath.Join(p.dir, "pods", uid) }
+
+// removeOrphans removes the folders of pods that an earlier agent for this
+// node ran and that are gone from the API. Call it once the pod informer
+// has synced.
+func (p *provider) removeOrphans() {
+	known := map[string]bool{}
+	if pods, err := p.pods.List(labels.Everything()); err == nil {
+		for _, pod := range pods {
+			known[string(pod.UID)] = true
+		}
+	} else {
+		return
+	}
+	p.mu.Lock()
+	for _, r := range p.runtimes {
+		known[string(r.uid)] = true
+	}
+	p.mu.Unlock()
+	entries, _ := os.ReadDir(filepath.Join(p.dir, "pods"))
+	for _, e := range entries {
+		if !known[e.Name()] {
+			p.log.Info("removing the folder of a pod that is gone", "uid", e.Name())
+			_ = os.RemoveAll(p.podDir(e.Name()))
+		}
+	}
+}
