@@ -1,0 +1,338 @@
+package xcom
+
+import (
+	"context"
+	"fmt"
+	"path"
+	"strconv"
+
+	"github.com/kubexec/kubexec/podtemplate"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+)
+
+// Channel is how a task hands its value to kubexec.
+type Channel string
+
+const (
+	// ChannelTerminationMessage: the task writes its value to its main
+	// container's terminationMessagePath (/dev/termination-log unless the
+	// pod says otherwise). No sidecar and no exec are needed; the kubelet
+	// keeps at most 4096 bytes.
+	ChannelTerminationMessage Channel = "termination-message"
+	// ChannelSidecar: the task writes its value to a file in a folder
+	// shared with a small sidecar (an emptyDir); once the main container
+	// has ended, kubexec reads the file by exec in the sidecar, then stops
+	// the sidecar. Values up to Config.MaxBytes.
+	ChannelSidecar Channel = "sidecar"
+	// ChannelNone: the task produces no value.
+	ChannelNone Channel = "none"
+)
+
+// Pod annotations. A task chooses its channel with them, usually in its
+// per-task override:
+//
+//	metadata:
+//	  annotations:
+//	    xcom.kubexec.io/channel: sidecar
+//	    xcom.kubexec.io/path: /airflow/xcom/return.json
+//	    xcom.kubexec.io/required: "true"
+//
+// Middleware reads them when the pod is built; Collector reads them when
+// the attempt has ended.
+const (
+	// AnnotationChannel holds the pod's Channel. Default:
+	// PodConfig.Channel, then Config.DefaultChannel.
+	AnnotationChannel = "xcom.kubexec.io/channel"
+	// AnnotationPath holds the file the task writes its value to, for
+	// ChannelSidecar. Default: PodConfig.Path, DefaultPath.
+	AnnotationPath = "xcom.kubexec.io/path"
+	// AnnotationRequired is "true" when the task must produce a value:
+	// a task that succeeds without one fails with ErrMissing. Default
+	// "false".
+	AnnotationRequired = "xcom.kubexec.io/required"
+	// AnnotationMaxBytes holds the largest value accepted, in bytes,
+	// replacing Config.MaxBytes for this pod.
+	AnnotationMaxBytes = "xcom.kubexec.io/max-bytes"
+	// AnnotationSidecar names the sidecar container that Middleware added.
+	AnnotationSidecar = "xcom.kubexec.io/sidecar"
+	// AnnotationResult records what Collector read from a sidecar pod (a
+	// reference or a ValueError, as JSON) before it stops the sidecar, so
+	// that collecting again after a crash gives the same answer.
+	AnnotationResult = "xcom.kubexec.io/result"
+)
+
+const (
+	// DefaultPath is where a task writes its value for ChannelSidecar
+	// unless the pod says otherwise.
+	DefaultPath = "/kubexec/xcom/return.json"
+	// AirflowPath is where Apache Airflow's KubernetesPodOperator images
+	// write their return value; set it in AnnotationPath or PodConfig.Path
+	// and such images work unchanged.
+	AirflowPath = "/airflow/xcom/return.json"
+	// SidecarName is the name of the sidecar container Middleware adds.
+	SidecarName = "kubexec-xcom"
+	// DefaultSidecarImage is the sidecar's image unless PodConfig says
+	// otherwise: any image with a POSIX sh, sleep, kill, cat, head and wc.
+	DefaultSidecarImage = "busybox:1.37"
+	// EnvPath is set in the main container to the file it should write its
+	// value to, whatever the channel.
+	EnvPath = "KUBEXEC_XCOM_PATH"
+	// volumeName is the emptyDir shared by the main container and the
+	// sidecar.
+	volumeName = "kubexec-xcom"
+	// pidFile, in the shared folder, holds the sidecar's process id.
+	pidFile = ".kubexec-xcom.pid"
+	// defaultTerminationMessagePath is the kubelet's.
+	defaultTerminationMessagePath = "/dev/termination-log"
+	// defaultContainerAnnotation is kubectl's; podtemplate sets it to the
+	// main container.
+	defaultContainerAnnotation = "kubectl.kubernetes.io/default-container"
+)
+
+// sidecarScript keeps the sidecar alive until it is told to stop: it
+// records its process id in the shared folder ($1), and exits 0 on TERM.
+const sidecarScript = `trap 'exit 0' TERM INT
+echo $$ > "$1/` + pidFile + `"
+while :; do sleep 1 & wait $!; done`
+
+// PodConfig configures Middleware. The zero PodConfig is valid.
+type PodConfig struct {
+	// Channel is the channel of pods whose AnnotationChannel is not set.
+	// Default: none, which leaves the choice to Config.DefaultChannel when
+	// the value is collected (termination message unless the host says
+	// otherwise).
+	Channel Channel
+	// Path is the file of ChannelSidecar pods whose AnnotationPath is not
+	// set. Default DefaultPath; AirflowPath for Airflow images.
+	Path string
+	// SidecarImage is the sidecar's image. Default DefaultSidecarImage.
+	SidecarImage string
+	// SidecarResources are the sidecar's resources. Default: requests of
+	// 1m CPU and 16Mi memory, a limit of 64Mi memory.
+	SidecarResources *corev1.ResourceRequirements
+}
+
+// Middleware returns a podtemplate.Middleware that prepares each pod for
+// its channel (AnnotationChannel, else cfg.Channel):
+//
+//   - ChannelSidecar: an emptyDir mounted at the folder of the value's
+//     file in the main container and in a sidecar container, SidecarName,
+//     that waits until Collector stops it. The sidecar runs as the main
+//     container's user (or 65534 when none is set), without privileges, so
+//     the pod still meets the restricted Pod Security Standard.
+//   - ChannelTerminationMessage: nothing but EnvPath.
+//
+// In both, the main container gets EnvPath, the file to write the value
+// to, and the pod's annotations record the channel and path for Collector.
+// A pod whose annotations are invalid fails the build.
+func Middleware(cfg PodConfig) podtemplate.Middleware {
+	if cfg.Path == "" {
+		cfg.Path = DefaultPath
+	}
+	if cfg.SidecarImage == "" {
+		cfg.SidecarImage = DefaultSidecarImage
+	}
+	return func(_ context.Context, pod *corev1.Pod) error {
+		s, err := podSettings(pod, cfg.Channel, cfg.Path)
+		if err != nil {
+			return err
+		}
+		main := mainContainer(pod)
+		if main == nil {
+			return fmt.Errorf("xcom: pod %s has no containers", pod.Name)
+		}
+		if pod.Annotations == nil {
+			pod.Annotations = map[string]string{}
+		}
+		switch s.channel {
+		case ChannelNone, "":
+			return nil
+		case ChannelTerminationMessage:
+			pod.Annotations[AnnotationChannel] = string(s.channel)
+			p := main.TerminationMessagePath
+			if p == "" {
+				p = defaultTerminationMessagePath
+			}
+			setEnv(main, EnvPath, p)
+			return nil
+		}
+		pod.Annotations[AnnotationChannel] = string(s.channel)
+		pod.Annotations[AnnotationPath] = s.path
+		pod.Annotations[AnnotationSidecar] = SidecarName
+		return addSidecar(pod, main, s.path, cfg)
+	}
+}
+
+func addSidecar(pod *corev1.Pod, main *corev1.Container, file string, cfg PodConfig) error {
+	dir := path.Dir(file)
+	for _, v := range pod.Spec.Volumes {
+		if v.Name == volumeName {
+			return fmt.Errorf("xcom: pod %s already has a volume %q", pod.Name, volumeName)
+		}
+	}
+	for _, c := range append(pod.Spec.InitContainers, pod.Spec.Containers...) {
+		if c.Name == SidecarName {
+			return fmt.Errorf("xcom: pod %s already has a container %q", pod.Name, SidecarName)
+		}
+	}
+	for _, m := range main.VolumeMounts {
+		if m.MountPath == dir {
+			return fmt.Errorf("xcom: the main container of pod %s already mounts %s, the folder of the value's file %s: choose another path (%s)", pod.Name, dir, file, AnnotationPath)
+		}
+	}
+	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: volumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
+	mount := corev1.VolumeMount{Name: volumeName, MountPath: dir}
+	main.VolumeMounts = append(main.VolumeMounts, mount)
+	setEnv(main, EnvPath, file)
+
+	resources := corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1m"), corev1.ResourceMemory: resource.MustParse("16Mi")},
+		Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")},
+	}
+	if cfg.SidecarResources != nil {
+		resources = *cfg.SidecarResources.DeepCopy()
+	}
+	no, yes := false, true
+	sc := &corev1.SecurityContext{
+		AllowPrivilegeEscalation: &no,
+		RunAsNonRoot:             &yes,
+		ReadOnlyRootFilesystem:   &yes,
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+	}
+	// The sidecar must read what the main container wrote: run as its
+	// user when it has one (the pod's runAsUser applies to both anyway).
+	switch {
+	case main.SecurityContext != nil && main.SecurityContext.RunAsUser != nil:
+		uid := *main.SecurityContext.RunAsUser
+		sc.RunAsUser = &uid
+		sc.RunAsNonRoot = nil
+		if uid != 0 {
+			sc.RunAsNonRoot = &yes
+		}
+		if main.SecurityContext.RunAsGroup != nil {
+			gid := *main.SecurityContext.RunAsGroup
+			sc.RunAsGroup = &gid
+		}
+	case pod.Spec.SecurityContext != nil && pod.Spec.SecurityContext.RunAsUser != nil:
+		if *pod.Spec.SecurityContext.RunAsUser == 0 {
+			sc.RunAsNonRoot = nil
+		}
+	default:
+		nobody := int64(65534)
+		sc.RunAsUser = &nobody
+	}
+	pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{
+		Name:            SidecarName,
+		Image:           cfg.SidecarImage,
+		Command:         []string{"sh", "-c", sidecarScript, SidecarName, dir},
+		VolumeMounts:    []corev1.VolumeMount{mount},
+		Resources:       resources,
+		SecurityContext: sc,
+	})
+	return nil
+}
+
+// settings are a pod's xcom settings, from its annotations and defaults.
+type settings struct {
+	channel  Channel
+	path     string
+	required bool
+	maxBytes int64 // 0: the Collector's
+}
+
+// podSettings reads pod's annotations; channel and file are the defaults.
+func podSettings(pod *corev1.Pod, channel Channel, file string) (settings, error) {
+	s := settings{channel: channel, path: file}
+	a := pod.Annotations
+	if v, ok := a[AnnotationChannel]; ok {
+		s.channel = Channel(v)
+	}
+	switch s.channel {
+	case "", ChannelNone, ChannelTerminationMessage, ChannelSidecar:
+	default:
+		return s, fmt.Errorf("xcom: pod %s: annotation %s is %q; use %q, %q or %q", pod.Name, AnnotationChannel, s.channel, ChannelTerminationMessage, ChannelSidecar, ChannelNone)
+	}
+	if v, ok := a[AnnotationPath]; ok {
+		s.path = v
+	}
+	if s.channel == ChannelSidecar {
+		if !path.IsAbs(s.path) || path.Clean(s.path) != s.path || path.Dir(s.path) == "/" || path.Base(s.path) == pidFile {
+			return s, fmt.Errorf("xcom: pod %s: path %q must be a clean absolute file path in a folder of its own, such as %s", pod.Name, s.path, DefaultPath)
+		}
+	}
+	if v, ok := a[AnnotationRequired]; ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return s, fmt.Errorf("xcom: pod %s: annotation %s is %q; use \"true\" or \"false\"", pod.Name, AnnotationRequired, v)
+		}
+		s.required = b
+	}
+	if v, ok := a[AnnotationMaxBytes]; ok {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n <= 0 {
+			return s, fmt.Errorf("xcom: pod %s: annotation %s is %q; use a positive number of bytes", pod.Name, AnnotationMaxBytes, v)
+		}
+		s.maxBytes = n
+	}
+	return s, nil
+}
+
+// mainContainer is the container that runs the task: kubectl's default
+// container, else the first.
+func mainContainer(pod *corev1.Pod) *corev1.Container {
+	if name := pod.Annotations[defaultContainerAnnotation]; name != "" {
+		for i := range pod.Spec.Containers {
+			if pod.Spec.Containers[i].Name == name {
+				return &pod.Spec.Containers[i]
+			}
+		}
+	}
+	if len(pod.Spec.Containers) == 0 {
+		return nil
+	}
+	return &pod.Spec.Containers[0]
+}
+
+func mainContainerName(pod *corev1.Pod) string {
+	if c := mainContainer(pod); c != nil {
+		return c.Name
+	}
+	if len(pod.Status.ContainerStatuses) > 0 {
+		return pod.Status.ContainerStatuses[0].Name
+	}
+	return ""
+}
+
+func setEnv(c *corev1.Container, name, value string) {
+	for i := range c.Env {
+		if c.Env[i].Name == name {
+			c.Env[i] = corev1.EnvVar{Name: name, Value: value}
+			return
+		}
+	}
+	c.Env = append(c.Env, corev1.EnvVar{Name: name, Value: value})
+}
+
+func containerStatus(pod *corev1.Pod, name string) *corev1.ContainerStatus {
+	for i := range pod.Status.ContainerStatuses {
+		if pod.Status.ContainerStatuses[i].Name == name {
+			return &pod.Status.ContainerStatuses[i]
+		}
+	}
+	return nil
+}
+
+// Waiting reports whether pod is kept running only by its xcom sidecar:
+// its main container has ended and the sidecar still runs. Such a pod does
+// not end by itself: call Collector.Collect, which reads the value and
+// stops the sidecar, after which the pod ends. The executor checks it on
+// every event of a running pod; it needs only what watch.Trim keeps.
+func Waiting(pod *corev1.Pod) bool {
+	if pod == nil || pod.Annotations[AnnotationSidecar] == "" {
+		return false
+	}
+	main := containerStatus(pod, mainContainerName(pod))
+	side := containerStatus(pod, pod.Annotations[AnnotationSidecar])
+	return main != nil && main.State.Terminated != nil && side != nil && side.State.Running != nil
+}
