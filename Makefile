@@ -5,9 +5,11 @@ export KUBEXEC_DEVCLUSTER_BIN := $(BIN)
 
 .PHONY: run test devcluster vet cluster-up cluster-down fmt
 
-## run: build the dev cluster, start it, show what it serves, stop it.
+## run: build the dev cluster, then run the example scheduler's sample
+## workflow on it (the scheduler starts the dev cluster, follows the run,
+## prints the final table and stops the cluster).
 run: devcluster
-	$(GO) run ./internal/devcluster/cmd/devcluster info
+	$(GO) -C examples/scheduler run . run workflows/sample.yaml
 
 ## test: build the dev cluster, then vet and run every test with -race.
 test: devcluster vet
