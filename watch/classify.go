@@ -120,6 +120,7 @@ const (
 	podReasonDeletionByTaintMgr    = "DeletionByTaintManager"
 	podReasonDeletionByPodGC       = "DeletionByPodGC"
 	containerReasonOOMKilled       = "OOMKilled"
+	containerReasonStatusUnknown   = "ContainerStatusUnknown"
 	waitingErrImagePull            = "ErrImagePull"
 	waitingImagePullBackOff        = "ImagePullBackOff"
 	waitingRegistryUnavailable     = "RegistryUnavailable"
@@ -257,6 +258,14 @@ func classifyFailed(pod *corev1.Pod, now time.Time) Classification {
 	if ref := failedContainer(pod); ref != nil {
 		t := ref.state
 		c := base
+		if t.Reason == containerReasonStatusUnknown {
+			// The kubelet lost the container: its node died or restarted
+			// under it. What the task did is unknown.
+			c.Container, c.ExitCode = ref.name, t.ExitCode
+			c.Message = fmt.Sprintf("%s %q was lost with its node (%s); a retry will likely succeed",
+				ref.kind, ref.name, reasonAndMessage(t.Reason, t.Message))
+			return terminal(kubexec.ReasonDisrupted, now, c)
+		}
 		c.Container = ref.name
 		c.ExitCode = t.ExitCode
 		c.FinishedAt = t.FinishedAt.Time

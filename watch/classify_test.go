@@ -205,6 +205,15 @@ func classifyCases() []classifyCase {
 			startedAt: t0.Add(minute), finishedAt: t0.Add(2 * minute),
 		},
 		{
+			name: "failed because its node lost the container (ContainerStatusUnknown)",
+			pod: testPod(phase(corev1.PodFailed), status(false, corev1.ContainerStatus{Name: "base", State: corev1.ContainerState{
+				Terminated: &corev1.ContainerStateTerminated{ExitCode: 137, Reason: "ContainerStatusUnknown",
+					Message: "The container could not be located when the pod was terminated", StartedAt: at(minute), FinishedAt: at(2 * minute)}}})),
+			phase: PhaseTerminal, reason: kubexec.ReasonDisrupted, container: "base", exitCode: 137,
+			message:   []string{"lost with its node", "could not be located"},
+			startedAt: t0.Add(minute),
+		},
+		{
 			name:  "failed without any container exit: the kubelet's reason, never None",
 			pod:   testPod(phase(corev1.PodFailed), podReason("UnexpectedError", "something odd")),
 			phase: PhaseTerminal, reason: kubexec.ReasonFailed,

@@ -81,6 +81,8 @@
 //	  NodeLost, Terminated (node shutdown), or a node
 //	  admission refusal (OutOf*, NodeAffinity,
 //	  UnexpectedAdmissionError)
+//	phase Failed, the container to blame (below) was lost  Disrupted         yes
+//	  with its node (ContainerStatusUnknown)
 //	phase Failed, a container terminated OOMKilled         OOMKilled         no
 //	phase Failed, a container exited non-zero: the first   Failed            yes
 //	  of init containers, then containers, then sidecars,
