@@ -29,7 +29,7 @@ import (
 // as it would to any cluster.
 var (
 	devCluster *devcluster.Cluster
-	binary  string // the scheduler, built for the subprocess tests
+	binary     string // the scheduler, built for the subprocess tests
 )
 
 func TestMain(m *testing.M) {

@@ -246,8 +246,22 @@ func (p *progress) show(ctx context.Context) {
 	}
 	tw.Flush()
 	fmt.Fprintln(&tb, summary(p.run.ID, counts, now.Sub(p.run.CreatedAt)))
-	p.drawn = strings.Count(tb.String(), "\n")
-	b.Write(tb.Bytes())
+	// Lines cut to the terminal's width, so that none wraps and the
+	// redraw moves up exactly over the table.
+	table := tb.String()
+	if f, ok := p.out.(*os.File); ok {
+		if width, _, err := term.GetSize(int(f.Fd())); err == nil && width > 1 {
+			lines := strings.Split(strings.TrimSuffix(table, "\n"), "\n")
+			for i, l := range lines {
+				if r := []rune(l); len(r) >= width {
+					lines[i] = string(r[:width-1])
+				}
+			}
+			table = strings.Join(lines, "\n") + "\n"
+		}
+	}
+	p.drawn = strings.Count(table, "\n")
+	b.WriteString(table)
 	p.out.Write(b.Bytes())
 }
 
