@@ -1,6 +1,7 @@
 package executor
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -12,11 +13,14 @@ import (
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/kubexec/kubexec"
+	"github.com/kubexec/kubexec/logs"
 	"github.com/kubexec/kubexec/podtemplate"
 	"github.com/kubexec/kubexec/watch"
+	"github.com/kubexec/kubexec/xcom"
 )
 
 // Config configures an executor. The zero value is valid: every field has a
@@ -58,6 +62,18 @@ type Config struct {
 	// executor applies kubexec's metadata again after Build, so a builder
 	// made for another executor id cannot mislabel pods.
 	Builder podtemplate.Builder
+
+	// LogArchiver archives an attempt's logs after its result is saved and
+	// before its pod is released or deleted (logs.Service implements it);
+	// the tracking finalizer keeps the pod until the archive is complete.
+	// Default: none (logs go with the pod).
+	LogArchiver logs.Archiver
+	// XCom reads an attempt's small result value before its result is
+	// saved, and puts the value's reference in Result.XComRef
+	// (*xcom.Collector implements it; add xcom.Middleware to the Builder).
+	// A value that is too large, not JSON or missing when required fails
+	// the attempt with the value's error as its message. Default: none.
+	XCom XComCollector
 
 	// GC is what happens to a pod after its result is saved.
 	// Default: delete on success, keep on failure, no delay.
@@ -101,6 +117,17 @@ type Config struct {
 	// Metrics receives the executor's measurements. Default NopMetrics.
 	Metrics Metrics
 }
+
+// XComCollector reads the XCom value of an ended attempt; *xcom.Collector
+// implements it. Collect returns the value's reference, "" for none, a
+// *xcom.ValueError for a value that is wrong (final), or another error (to
+// be retried). It is called from the result workers, never twice at once
+// for the same attempt.
+type XComCollector interface {
+	Collect(ctx context.Context, pod *corev1.Pod, key kubexec.TaskKey) (string, error)
+}
+
+var _ XComCollector = (*xcom.Collector)(nil)
 
 // GCPolicy says what happens to a pod once its result is saved. Kept pods
 // get the done label (kubexec.LabelDone) so watches and lists skip them.

@@ -19,6 +19,7 @@ import (
 	"github.com/kubexec/kubexec/adoption"
 	"github.com/kubexec/kubexec/podtemplate"
 	"github.com/kubexec/kubexec/watch"
+	"github.com/kubexec/kubexec/xcom"
 )
 
 // Errors callers branch on, with errors.Is.
@@ -123,6 +124,14 @@ type attempt struct {
 	podGone    bool   // there is no pod to release
 	released   bool   // finalizer removed (and done label set)
 	deleteAt   time.Time
+	// archived: the logs are in the LogArchiver.
+	archived bool
+	// XCom: xcomWaiting asks the result worker to collect the value while
+	// the sidecar keeps the pod running; xcomDone holds the answer.
+	xcomWaiting bool
+	xcomDone    bool
+	xcomRef     string
+	xcomErr     *xcom.ValueError
 	// verifyGone: the watch reported the pod deleted before a result was
 	// known: find out whether it vanished or was adopted by another
 	// executor.

@@ -2,6 +2,7 @@ package executor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/kubexec/kubexec"
 	"github.com/kubexec/kubexec/watch"
+	"github.com/kubexec/kubexec/xcom"
 )
 
 // releasedMemory bounds how long a released pod is remembered if the watch
@@ -45,6 +47,10 @@ func (e *Kubernetes) observe(pod *corev1.Pod) {
 	a.namespace, a.podName, a.podUID, a.lastPod = pod.Namespace, pod.Name, pod.UID, pod
 	a.verifyGone = false
 	e.classifyLocked(a, pod, time.Now())
+	if a.result == nil && e.cfg.XCom != nil && !a.xcomDone && xcom.Waiting(pod) {
+		a.xcomWaiting = true
+		e.results.Add(key)
+	}
 	e.reportSlotsLocked()
 }
 
@@ -184,7 +190,13 @@ func (e *Kubernetes) finish(ctx context.Context, key kubexec.TaskKey) error {
 		return e.verifyGone(ctx, key, ns, name, uid, last)
 	}
 	if a.result == nil {
+		collect, pod := a.xcomWaiting, a.lastPod
 		e.mu.Unlock()
+		if collect {
+			// The main container ended and the xcom sidecar keeps the
+			// pod running: read the value, which stops the sidecar.
+			return e.collectXCom(ctx, a, pod)
+		}
 		return nil
 	}
 	if a.phase == phaseLaunching {
@@ -193,10 +205,18 @@ func (e *Kubernetes) finish(ctx context.Context, key kubexec.TaskKey) error {
 		e.mu.Unlock()
 		return nil
 	}
-	r, saved, resultAt := *a.result, a.saved, a.resultAt
+	saved, hasPod, pod := a.saved, !a.podGone && a.podName != "", a.lastPod
 	e.mu.Unlock()
 
 	if !saved {
+		if e.cfg.XCom != nil && hasPod && pod != nil {
+			if err := e.collectXCom(ctx, a, pod); err != nil {
+				return err
+			}
+		}
+		e.mu.Lock()
+		r, resultAt := *a.result, a.resultAt
+		e.mu.Unlock()
 		if err := e.store.SaveResult(ctx, r); err != nil {
 			return fmt.Errorf("StateStore.SaveResult: %w", err)
 		}
@@ -206,7 +226,62 @@ func (e *Kubernetes) finish(ctx context.Context, key kubexec.TaskKey) error {
 		e.mu.Unlock()
 		e.log.Debug("result saved", "task", key, "reason", r.Reason)
 	}
+	if e.cfg.LogArchiver != nil && hasPod && pod != nil {
+		e.mu.Lock()
+		archived := a.archived
+		e.mu.Unlock()
+		if !archived {
+			// Before the pod may go: the tracking finalizer holds it until
+			// the archive is complete, so a crash only archives again.
+			if err := e.cfg.LogArchiver.Archive(ctx, pod, key); err != nil {
+				return fmt.Errorf("archive logs: %w", err)
+			}
+			e.mu.Lock()
+			a.archived = true
+			e.mu.Unlock()
+		}
+	}
 	return e.release(ctx, a)
+}
+
+// collectXCom reads the attempt's XCom value once and records its
+// reference in the result (or, for a value that is wrong, fails the
+// result with the value's error). Errors other than a wrong value are
+// retried by the caller.
+func (e *Kubernetes) collectXCom(ctx context.Context, a *attempt, pod *corev1.Pod) error {
+	e.mu.Lock()
+	done, ref := a.xcomDone, a.xcomRef
+	e.mu.Unlock()
+	if !done {
+		var err error
+		ref, err = e.cfg.XCom.Collect(ctx, pod, a.key)
+		var valueErr *xcom.ValueError
+		switch {
+		case errors.As(err, &valueErr):
+			e.mu.Lock()
+			a.xcomDone, a.xcomErr = true, valueErr
+			e.mu.Unlock()
+		case err != nil:
+			return fmt.Errorf("collect xcom: %w", err)
+		default:
+			e.mu.Lock()
+			a.xcomDone, a.xcomRef = true, ref
+			e.mu.Unlock()
+		}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	a.xcomWaiting = false
+	if a.result != nil && !a.saved {
+		a.result.XComRef = a.xcomRef
+		if a.xcomErr != nil && a.result.Reason == kubexec.ReasonSucceeded {
+			// The task ran but its value is unusable: a failure of the
+			// task, never a silent drop.
+			a.result.Reason, a.result.State = kubexec.ReasonFailed, kubexec.StateFailed
+			a.result.Message = "the task succeeded but its XCom value is unusable: " + a.xcomErr.Error()
+		}
+	}
+	return nil
 }
 
 // release removes the tracking finalizer of a saved attempt's pod, then

@@ -1,0 +1,76 @@
+package executor_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kubexec/kubexec"
+	"github.com/kubexec/kubexec/executor"
+	"github.com/kubexec/kubexec/logs"
+	"github.com/kubexec/kubexec/podtemplate"
+	"github.com/kubexec/kubexec/xcom"
+)
+
+// TestXComAndLogArchive: results carry their XCom value's reference, a
+// wrong value fails the attempt with its typed error, and logs are
+// archived before the pod is deleted, so they are readable afterwards.
+func TestXComAndLogArchive(t *testing.T) {
+	ctx := t.Context()
+	ns := cluster.NewNamespace(t, "xcom", nil)
+	cfg := testConfig(ns)
+	template := podtemplate.DefaultTemplate()
+	uid := int64(1000)
+	template.Spec.SecurityContext.RunAsUser = &uid
+	builder, err := podtemplate.New(template, podtemplate.Config{
+		ExecutorID: cfg.ExecutorID, Namespace: ns,
+		Middleware: []podtemplate.Middleware{xcom.Middleware(xcom.PodConfig{Channel: xcom.ChannelTerminationMessage})},
+	})
+	require.NoError(t, err)
+	cfg.Builder = builder
+	backend := &xcom.MemoryBackend{}
+	collector, err := xcom.NewCollector(cluster.Client(), cluster.RESTConfig(), backend, xcom.Config{})
+	require.NoError(t, err)
+	cfg.XCom = collector
+	sink, err := logs.NewFileSink(t.TempDir())
+	require.NoError(t, err)
+	logService, err := logs.New(cluster.Client(), sink, logs.Config{Namespace: ns})
+	require.NoError(t, err)
+	cfg.LogArchiver = logService
+
+	store := executor.NewMemoryStore()
+	e := startExecutor(t, cluster.RESTConfig(), store, cfg)
+	good, bad := key("xcom", 1), key("xcom", 2)
+	require.NoError(t, e.Queue(shell(good, `echo "computing"; echo '{"rows": 42}' > "$`+xcom.EnvPath+`"`)))
+	require.NoError(t, e.Queue(shell(bad, `echo 'not json' > "$`+xcom.EnvPath+`"`)))
+	drive(t, e, 2*time.Minute, "results", func() bool { return len(store.Results()) == 2 })
+
+	got := resultsByKey(store)
+	require.Equal(t, kubexec.ReasonSucceeded, got[good].Reason, "%+v", got[good])
+	require.NotEmpty(t, got[good].XComRef)
+	value, err := backend.Get(ctx, got[good].XComRef)
+	require.NoError(t, err)
+	require.JSONEq(t, `{"rows": 42}`, string(value))
+
+	require.Equal(t, kubexec.ReasonFailed, got[bad].Reason, "%+v", got[bad])
+	require.Contains(t, got[bad].Message, "XCom value")
+	require.Empty(t, got[bad].XComRef)
+
+	// The succeeded pod is deleted; its logs come from the archive.
+	name, err := kubexec.PodName(good)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		_, err := cluster.Client().CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		return apierrors.IsNotFound(err)
+	}, time.Minute, 100*time.Millisecond)
+	var lines []string
+	for line, err := range logService.Lines(ctx, good, logs.Options{Namespace: ns}) {
+		require.NoError(t, err)
+		lines = append(lines, line.Text)
+	}
+	require.Contains(t, strings.Join(lines, "\n"), "computing")
+}
