@@ -60,7 +60,7 @@ func runNode(ctx context.Context, cfg *config, client kubernetes.Interface, name
 	defer p.shutdown()
 
 	pc, err := node.NewPodController(node.PodControllerConfig{
-		PodClient:         &statusPatcher{PodsGetter: client.CoreV1(), pods: podInformer.Lister()},
+		PodClient:         &statusPatcher{PodsGetter: client.CoreV1()},
 		PodInformer:       podInformer,
 		EventRecorder:     recorder,
 		Provider:          p,

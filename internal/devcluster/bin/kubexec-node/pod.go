@@ -66,6 +66,7 @@ type podRuntime struct {
 	release      bool   // delete the pod from the API once its final status is there
 	cleanup      bool   // the pod is gone from the API: remove its folder when done
 	graceTimer   *time.Timer
+	killAt       time.Time // when graceTimer fires
 	deadline     *time.Timer
 	lastVolMsg   string
 
@@ -774,6 +775,7 @@ func (r *podRuntime) terminate(grace time.Duration, why string, release, cleanup
 				names = append(names, c.spec.Name)
 			}
 		}
+		r.killAt = time.Now().Add(grace)
 		r.graceTimer = time.AfterFunc(grace, r.killAll)
 		r.mu.Unlock()
 		for _, n := range names {
@@ -783,8 +785,10 @@ func (r *podRuntime) terminate(grace time.Duration, why string, release, cleanup
 		r.kick()
 		return
 	}
-	if why == stopDeleted && r.stopReason != stopDeleted && r.stopReason != stopDeadline {
-		r.stopReason = why
+	// A shorter grace period (a second delete, a force delete) wins.
+	if killAt := time.Now().Add(grace); !r.killed && killAt.Before(r.killAt) {
+		r.killAt = killAt
+		r.graceTimer.Reset(grace)
 	}
 	r.mu.Unlock()
 }

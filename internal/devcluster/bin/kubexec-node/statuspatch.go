@@ -11,7 +11,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/strategicpatch"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
-	corev1listers "k8s.io/client-go/listers/core/v1"
 )
 
 // statusPatcher is the pod client given to virtual-kubelet's pod controller.
@@ -26,26 +25,23 @@ import (
 // readiness gates) are kept as they are.
 type statusPatcher struct {
 	corev1client.PodsGetter
-	pods corev1listers.PodLister
 }
 
 func (s *statusPatcher) Pods(namespace string) corev1client.PodInterface {
-	return &podStatusPatcher{PodInterface: s.PodsGetter.Pods(namespace), namespace: namespace, pods: s.pods}
+	return &podStatusPatcher{PodInterface: s.PodsGetter.Pods(namespace)}
 }
 
 type podStatusPatcher struct {
 	corev1client.PodInterface
-	namespace string
-	pods      corev1listers.PodLister
 }
 
 func (p *podStatusPatcher) UpdateStatus(ctx context.Context, pod *corev1.Pod, _ metav1.UpdateOptions) (*corev1.Pod, error) {
-	current, err := p.pods.Pods(p.namespace).Get(pod.Name)
+	// The patch is a diff against the base: the base must be the status
+	// as it is now, not as an informer last saw it, or a field that changed
+	// since would not be in the diff.
+	current, err := p.Get(ctx, pod.Name, metav1.GetOptions{})
 	if err != nil {
-		current, err = p.Get(ctx, pod.Name, metav1.GetOptions{})
-		if err != nil {
-			return nil, err
-		}
+		return nil, err
 	}
 	if pod.UID != "" && current.UID != pod.UID {
 		return nil, apierrors.NewNotFound(corev1.Resource("pods"), pod.Name)
