@@ -18,7 +18,7 @@ up)
 	fi
 	(cd "$root" && go build -o _output/bin/devcluster ./internal/devcluster/cmd/devcluster)
 	rm -f "$state/cluster/ready"
-	nohup "$root/_output/bin/devcluster" up --dir "$state/cluster" --nodes "${NODES:-0}" \
+	nohup "$root/_output/bin/devcluster" up --dir "$state/cluster" --nodes "${NODES:-1}" \
 		>"$state/devcluster.log" 2>&1 </dev/null &
 	echo $! >"$pidfile"
 	for _ in $(seq 1 1800); do

@@ -51,7 +51,7 @@ func usage() {
 func commonFlags(name string) (*flag.FlagSet, *devcluster.Options) {
 	opts := &devcluster.Options{Logf: log.Printf}
 	fs := flag.NewFlagSet(name, flag.ExitOnError)
-	fs.IntVar(&opts.Nodes, "nodes", 0, "number of process nodes")
+	fs.IntVar(&opts.Nodes, "nodes", 1, "number of process nodes")
 	fs.StringVar(&opts.BinDir, "bin", "", "folder of the dev cluster binaries (default: _output/bin in the module root)")
 	return fs, opts
 }
