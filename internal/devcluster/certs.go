@@ -23,7 +23,7 @@ type pki struct {
 	caKey  crypto.Signer
 
 	// Paths of the PEM files.
-	caCertFile, caKeyFile         string
+	caCertFile, caKeyFile           string
 	servingCertFile, servingKeyFile string
 	adminCertFile, adminKeyFile     string
 	saKeyFile, saPubFile            string
