@@ -98,8 +98,7 @@ type Classification struct {
 	StartedAt time.Time
 	// FinishedAt is when the attempt ended: Container's finish time, else
 	// the latest finish time of the containers if they all terminated, else
-	// now. Set only when
-	// Phase is PhaseTerminal; never before StartedAt.
+	// now. Set only when Phase is PhaseTerminal; never before StartedAt.
 	FinishedAt time.Time
 }
 

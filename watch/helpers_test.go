@@ -412,12 +412,15 @@ type tap struct {
 
 // podRequest is one pod list or watch request that went through a tap.
 type podRequest struct {
-	kind string // "list", "watch", or "stream" (a watch with sendInitialEvents: a streaming list)
-	rv   string // its resourceVersion parameter
+	kind   string // "list", "watch", or "stream" (a watch with sendInitialEvents: a streaming list)
+	rv     string // its resourceVersion parameter
+	status int    // the HTTP status of the response; 0 if none came
 }
 
-// relist reports whether the request fetched the whole state.
-func (r podRequest) relist() bool { return r.kind != "watch" }
+// relist reports whether the request fetched the whole state: a list or a
+// streaming list that the API server answered (one that was refused, with
+// 429 say, and retried fetched nothing).
+func (r podRequest) relist() bool { return r.kind != "watch" && r.status == http.StatusOK }
 
 // newTapClient returns a client of the cluster whose requests go through a
 // new tap, with QPS and Burst raised well above the tests' needs.
@@ -468,6 +471,7 @@ var errRefused = &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("c
 func (tp *tap) RoundTrip(req *http.Request) (*http.Response, error) {
 	q := req.URL.Query()
 	isWatch := q.Get("watch") == "true" || q.Get("watch") == "1"
+	index := -1
 	tp.mu.Lock()
 	if tp.down {
 		tp.mu.Unlock()
@@ -482,9 +486,15 @@ func (tp *tap) RoundTrip(req *http.Request) (*http.Response, error) {
 			r.kind = "watch"
 		}
 		tp.requests = append(tp.requests, r)
+		index = len(tp.requests) - 1
 	}
 	tp.mu.Unlock()
 	resp, err := tp.base.RoundTrip(req)
+	if index >= 0 && err == nil {
+		tp.mu.Lock()
+		tp.requests[index].status = resp.StatusCode
+		tp.mu.Unlock()
+	}
 	if err != nil || !isWatch {
 		return resp, err
 	}
