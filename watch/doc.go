@@ -41,7 +41,9 @@
 //     restart, a 429 or 5xx, a stream that breaks mid-event — is reopened
 //     from the last resourceVersion received (events and bookmarks), with
 //     jittered exponential backoff from 0.5 s to 30 s on errors. Nothing is
-//     listed again and nothing is delivered twice.
+//     listed again and nothing is delivered twice. (A restarted API server
+//     with its watch cache on cannot serve resourceVersions from before its
+//     start and answers 410: see below.)
 //   - Dead connections: a watch request that the server has not ended
 //     Config.ClientTimeout after its own timeout is abandoned and reopened,
 //     so a connection that died without a word costs at most
