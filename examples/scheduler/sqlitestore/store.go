@@ -1,6 +1,7 @@
 // Package sqlitestore is the example scheduler's database: one SQLite file
 // (modernc.org/sqlite, pure Go, WAL mode) that holds the runs, their tasks
-// and attempts, and the results the executor saves.
+// and attempts, the results the executor saves, and the attempts' XCom
+// values (XComBackend).
 //
 // Store implements executor.StateStore and executor.ResultLoader: the
 // executor's result goroutines call SaveResult as pods end; it returns once
@@ -113,6 +114,17 @@ CREATE TABLE IF NOT EXISTS results (
 	xcom_ref    TEXT NOT NULL,
 	saved_at    INTEGER NOT NULL,
 	PRIMARY KEY (workflow, task, run, map_index, attempt)
+);
+CREATE TABLE IF NOT EXISTS xcom (
+	id          INTEGER PRIMARY KEY,
+	workflow    TEXT NOT NULL,
+	task        TEXT NOT NULL,
+	run         TEXT NOT NULL,
+	map_index   INTEGER NOT NULL,
+	attempt     INTEGER NOT NULL,
+	value       TEXT NOT NULL,
+	saved_at    INTEGER NOT NULL,
+	UNIQUE (workflow, task, run, map_index, attempt)
 );
 `
 
