@@ -95,7 +95,7 @@ type Config struct {
 	LeaseNamespace string
 	// LeaseDuration, RenewDeadline and RetryPeriod time this instance's
 	// Lease, with client-go's rules (LeaseDuration > RenewDeadline > 1.2 ×
-	// RetryPeriod). Defaults 15s, 10s, 2s.
+	// RetryPeriod). Defaults 15s, 10s, 2s (filled in by adoption.LeaseConfig).
 	LeaseDuration time.Duration
 	RenewDeadline time.Duration
 	RetryPeriod   time.Duration
@@ -180,15 +180,6 @@ func (c Config) withDefaults() Config {
 	}
 	if c.LeaseNamespace == "" {
 		c.LeaseNamespace = c.Namespace
-	}
-	if c.LeaseDuration == 0 {
-		c.LeaseDuration = 15 * time.Second
-	}
-	if c.RenewDeadline == 0 {
-		c.RenewDeadline = 10 * time.Second
-	}
-	if c.RetryPeriod == 0 {
-		c.RetryPeriod = 2 * time.Second
 	}
 	if c.SweepInterval == 0 {
 		c.SweepInterval = 30 * time.Second
