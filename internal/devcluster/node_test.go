@@ -402,9 +402,9 @@ func testPodLogs(t *testing.T, c *Cluster) {
 
 	// sinceSeconds while a pod writes: an old line is left out, the ticks
 	// of the last seconds are in.
-	createPod(t, c, ns, shPod("ticker", `echo old; sleep 6; while true; do echo tick; sleep 0.2; done`))
+	createPod(t, c, ns, shPod("ticker", `echo old; sleep 10; while true; do echo tick; sleep 0.2; done`))
 	waitLogs(t, c, ns, "ticker", "main", "tick")
-	recent := podLogs(t, c, ns, "ticker", &corev1.PodLogOptions{SinceSeconds: new(int64(3))})
+	recent := podLogs(t, c, ns, "ticker", &corev1.PodLogOptions{SinceSeconds: new(int64(5))})
 	require.NotContains(t, recent, "old")
 	require.Contains(t, recent, "tick")
 }
@@ -724,8 +724,16 @@ func TestNodeAgentKilled(t *testing.T) {
 	pod.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "beat", MountPath: "/beat"}}
 	pod.Spec.NodeSelector = map[string]string{corev1.LabelHostname: "node-0"}
 	createPod(t, c, ns, pod)
+	// A pod that ended before the agent died: its log outlives the agent.
+	ended := shPod("ended", "echo finished before")
+	ended.Spec.NodeSelector = pod.Spec.NodeSelector
+	ended.Finalizers = []string{finalizer}
+	createPod(t, c, ns, ended)
+	waitPod(t, c, ns, "ended", 2*time.Minute, "a terminal phase", terminal)
 	t.Cleanup(func() {
-		_, _ = pods.Patch(context.Background(), "victim", types.JSONPatchType, []byte(`[{"op":"remove","path":"/metadata/finalizers"}]`), metav1.PatchOptions{})
+		for _, name := range []string{"victim", "ended"} {
+			_, _ = pods.Patch(context.Background(), name, types.JSONPatchType, []byte(`[{"op":"remove","path":"/metadata/finalizers"}]`), metav1.PatchOptions{})
+		}
 	})
 	waitPod(t, c, ns, "victim", 2*time.Minute, "phase Running", running)
 	heartbeat := func() string {
@@ -767,6 +775,7 @@ func TestNodeAgentKilled(t *testing.T) {
 	require.Equal(t, int32(137), cs.State.Terminated.ExitCode)
 	require.NotNil(t, condition(p, corev1.DisruptionTarget), "the agent dropped the eviction's condition\n%s", podSummary(p))
 	require.Equal(t, "alive\n", podLogs(t, c, ns, "victim", &corev1.PodLogOptions{}))
+	require.Equal(t, "finished before\n", podLogs(t, c, ns, "ended", &corev1.PodLogOptions{}))
 
 	_, err = pods.Patch(ctx, "victim", types.JSONPatchType, []byte(`[{"op":"remove","path":"/metadata/finalizers"}]`), metav1.PatchOptions{})
 	require.NoError(t, err)

@@ -169,7 +169,6 @@ func ranBefore(pod *corev1.Pod) bool {
 // the ones that were running, as the kubelet does for containers it cannot
 // find: ContainerStatusUnknown, exit code 137.
 func (r *podRuntime) markLost(pod *corev1.Pod) {
-	r.log.Info("the pod ran under an earlier agent and its processes are gone: marking it failed")
 	byName := map[string]corev1.ContainerStatus{}
 	for _, list := range [][]corev1.ContainerStatus{pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses} {
 		for _, cs := range list {
@@ -312,6 +311,7 @@ func (r *podRuntime) sleep(d time.Duration) bool {
 func (r *podRuntime) run() {
 	defer r.finish()
 	if r.lost {
+		r.log.Info("the pod ran under an earlier agent and its processes are gone: marking it failed")
 		return
 	}
 	r.armDeadline()

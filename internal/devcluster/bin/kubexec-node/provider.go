@@ -229,7 +229,13 @@ func (p *provider) shutdown() {
 func (p *provider) GetContainerLogs(ctx context.Context, namespace, podName, containerName string, opts api.ContainerLogOpts) (io.ReadCloser, error) {
 	r := p.runtime(namespace, podName)
 	if r == nil {
-		return nil, errdefs.NotFoundf("pod %q cannot be found - no logs available", podName)
+		// A pod that ended under an earlier agent: its logs are on disk.
+		pod, err := p.pods.Pods(namespace).Get(podName)
+		if err != nil {
+			return nil, errdefs.NotFoundf("pod %q cannot be found - no logs available", podName)
+		}
+		r = newPodRuntime(p, pod)
+		r.finished = true
 	}
 	return r.logs(ctx, containerName, opts)
 }
