@@ -369,7 +369,7 @@ func (c *Collector) stopSidecar(ctx context.Context, pod *corev1.Pod, sidecar, f
 		return fmt.Errorf("xcom: stop the sidecar of pod %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
 	if code != 0 {
-		c.cfg.Logger.WarnContext(ctx, "the xcom sidecar did not take the stop signal", "pod", pod.Namespace+"/"+pod.Name, "code", code, "stderr", stderr.String())
+		return fmt.Errorf("xcom: stop the sidecar of pod %s/%s: the stop command exited with code %d: %s", pod.Namespace, pod.Name, code, strings.TrimSpace(stderr.String()))
 	}
 	return nil
 }

@@ -92,8 +92,10 @@ const (
 
 // sidecarScript keeps the sidecar alive until it is told to stop: it
 // records its process id in the shared folder ($1), and exits 0 on TERM.
+// Kubernetes expands a container's command, turning "$$" into "$": the
+// shell's "$$" is written "$$$$".
 const sidecarScript = `trap 'exit 0' TERM INT
-echo $$ > "$1/` + pidFile + `"
+echo $$$$ > "$1/` + pidFile + `"
 while :; do sleep 1 & wait $!; done`
 
 // PodConfig configures Middleware. The zero PodConfig is valid.
