@@ -214,6 +214,10 @@ func TestNode(t *testing.T) {
 		t.Parallel()
 		testPodEmptyDir(t, c)
 	})
+	t.Run("SidecarStoppedAfterContainers", func(t *testing.T) {
+		t.Parallel()
+		testPodSidecar(t, c)
+	})
 	t.Run("EnvFromSecret", func(t *testing.T) {
 		t.Parallel()
 		testPodEnv(t, c)
@@ -454,6 +458,32 @@ func testPodEmptyDir(t *testing.T, c *Cluster) {
 	first, second := containerStatus(t, p, "first").State.Terminated, containerStatus(t, p, "second").State.Terminated
 	require.False(t, second.StartedAt.Before(&first.FinishedAt), "init containers ran at once")
 	require.Equal(t, "first\nsecond\nfrom-writer\n", podLogs(t, c, ns, "share", &corev1.PodLogOptions{Container: "reader"}))
+}
+
+func testPodSidecar(t *testing.T, c *Cluster) {
+	ns := c.NewNamespace(t, "sidecar", nil)
+	always := corev1.ContainerRestartPolicyAlways
+	mount := []corev1.VolumeMount{{Name: "shared", MountPath: "/shared"}}
+	pod := shPod("with-sidecar", `cat /shared/sidecar`)
+	pod.Spec.Volumes = []corev1.Volume{{Name: "shared", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+	pod.Spec.Containers[0].VolumeMounts = mount
+	pod.Spec.InitContainers = []corev1.Container{{
+		Name: "helper", Image: "debian:bookworm", RestartPolicy: &always, VolumeMounts: mount,
+		Command: []string{"sh", "-c", `trap 'echo stopping; exit 0' TERM; echo up > /shared/sidecar; while true; do sleep 0.2; done`},
+	}}
+	createPod(t, c, ns, pod)
+	// The sidecar started before the container and, unlike a plain init
+	// container, kept running: the container read what it wrote. Once the
+	// container is done, the sidecar is stopped and the pod completes.
+	p := waitPod(t, c, ns, "with-sidecar", 2*time.Minute, "a terminal phase", terminal)
+	require.Equal(t, corev1.PodSucceeded, p.Status.Phase, podSummary(p))
+	main, helper := containerStatus(t, p, "main").State.Terminated, containerStatus(t, p, "helper").State.Terminated
+	require.NotNil(t, main, podSummary(p))
+	require.NotNil(t, helper, podSummary(p))
+	require.Equal(t, int32(0), main.ExitCode)
+	require.False(t, helper.FinishedAt.Before(&main.FinishedAt), "the sidecar stopped before the container")
+	require.Equal(t, "up\n", podLogs(t, c, ns, "with-sidecar", &corev1.PodLogOptions{Container: "main"}))
+	require.Equal(t, "stopping\n", podLogs(t, c, ns, "with-sidecar", &corev1.PodLogOptions{Container: "helper"}))
 }
 
 func testPodEnv(t *testing.T, c *Cluster) {

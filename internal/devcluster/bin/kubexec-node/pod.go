@@ -69,6 +69,13 @@ type podRuntime struct {
 	killAt       time.Time // when graceTimer fires
 	deadline     *time.Timer
 	lastVolMsg   string
+	// Sidecars (init containers with restartPolicy Always) run until the
+	// containers are done, then get SIGTERM, and SIGKILL after the grace
+	// period.
+	sidecarsDone   bool
+	sidecarsKilled bool
+	sidecarTimer   *time.Timer
+	sidecarStop    chan struct{}
 
 	stopCh      chan struct{} // closed when stopping starts
 	done        chan struct{} // closed when the worker has returned
@@ -85,9 +92,10 @@ type condState struct {
 
 // ctr is one container of a pod. Its fields are guarded by podRuntime.mu.
 type ctr struct {
-	spec   corev1.Container
-	isInit bool
-	dir    string
+	spec    corev1.Container
+	isInit  bool
+	sidecar bool // an init container with restartPolicy Always
+	dir     string
 
 	state        corev1.ContainerState
 	lastState    corev1.ContainerState
@@ -109,18 +117,19 @@ type ctr struct {
 
 func newPodRuntime(p *provider, pod *corev1.Pod) *podRuntime {
 	r := &podRuntime{
-		p:         p,
-		key:       podKey(pod.Namespace, pod.Name),
-		uid:       pod.UID,
-		dir:       p.podDir(string(pod.UID)),
-		log:       p.log.With("pod", podKey(pod.Namespace, pod.Name)),
-		pod:       pod.DeepCopy(),
-		startTime: metav1.Now(),
-		conds:     map[corev1.PodConditionType]condState{},
-		stopCh:    make(chan struct{}),
-		done:      make(chan struct{}),
-		kickCh:    make(chan struct{}, 1),
-		forgotten: make(chan struct{}),
+		p:           p,
+		key:         podKey(pod.Namespace, pod.Name),
+		uid:         pod.UID,
+		dir:         p.podDir(string(pod.UID)),
+		log:         p.log.With("pod", podKey(pod.Namespace, pod.Name)),
+		pod:         pod.DeepCopy(),
+		startTime:   metav1.Now(),
+		conds:       map[corev1.PodConditionType]condState{},
+		stopCh:      make(chan struct{}),
+		sidecarStop: make(chan struct{}),
+		done:        make(chan struct{}),
+		kickCh:      make(chan struct{}, 1),
+		forgotten:   make(chan struct{}),
 	}
 	if pod.Status.StartTime != nil {
 		r.startTime = *pod.Status.StartTime
@@ -144,11 +153,12 @@ func (r *podRuntime) newCtr(c corev1.Container, isInit bool, pod *corev1.Pod) *c
 		reason = "PodInitializing"
 	}
 	return &ctr{
-		spec:   c,
-		isInit: isInit,
-		dir:    filepath.Join(r.dir, "containers", c.Name),
-		state:  corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason}},
-		image:  imageCheck{ref: c.Image},
+		spec:    c,
+		isInit:  isInit,
+		sidecar: isInit && c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways,
+		dir:     filepath.Join(r.dir, "containers", c.Name),
+		state:   corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason}},
+		image:   imageCheck{ref: c.Image},
 	}
 }
 
@@ -308,6 +318,32 @@ func (r *podRuntime) sleep(d time.Duration) bool {
 	}
 }
 
+// ended reports whether c must not run again: the pod is stopping, or c is
+// a sidecar and the containers are done.
+func (r *podRuntime) ended(c *ctr) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stopping || (c.sidecar && r.sidecarsDone)
+}
+
+// sleepFor is sleep for container c: a sidecar also wakes when the
+// containers are done.
+func (r *podRuntime) sleepFor(c *ctr, d time.Duration) bool {
+	if !c.sidecar {
+		return r.sleep(d)
+	}
+	t := time.NewTimer(max(d, 0))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return !r.ended(c)
+	case <-r.stopCh:
+		return false
+	case <-r.sidecarStop:
+		return false
+	}
+}
+
 func (r *podRuntime) run() {
 	defer r.finish()
 	if r.lost {
@@ -319,7 +355,19 @@ func (r *podRuntime) run() {
 	if !ok {
 		return
 	}
+	var sidecars sync.WaitGroup
+	defer func() {
+		r.stopSidecars()
+		sidecars.Wait()
+	}()
 	for _, c := range r.initCs {
+		if c.sidecar {
+			sidecars.Go(func() { r.runContainer(c, vols) })
+			if !r.waitStarted(c) {
+				return
+			}
+			continue
+		}
 		if !r.runContainer(c, vols) {
 			return
 		}
@@ -329,6 +377,56 @@ func (r *podRuntime) run() {
 		wg.Go(func() { r.runContainer(c, vols) })
 	}
 	wg.Wait()
+}
+
+// waitStarted waits until sidecar c runs (true) or the pod stops (false).
+func (r *podRuntime) waitStarted(c *ctr) bool {
+	for {
+		r.mu.Lock()
+		started, stopping := c.state.Running != nil, r.stopping
+		r.mu.Unlock()
+		switch {
+		case started:
+			return true
+		case stopping:
+			return false
+		}
+		if !r.sleep(50 * time.Millisecond) {
+			return false
+		}
+	}
+}
+
+// stopSidecars ends the sidecars once the containers are done: SIGTERM,
+// then SIGKILL after the pod's termination grace period.
+func (r *podRuntime) stopSidecars() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.sidecarsDone {
+		return
+	}
+	r.sidecarsDone = true
+	close(r.sidecarStop)
+	signalled := false
+	for _, c := range r.initCs {
+		if c.sidecar && c.proc != nil {
+			c.proc.signal(syscall.SIGTERM)
+			signalled = true
+		}
+	}
+	if !signalled {
+		return
+	}
+	r.sidecarTimer = time.AfterFunc(gracePeriod(&corev1.Pod{Spec: r.pod.Spec}), func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.sidecarsKilled = true
+		for _, c := range r.initCs {
+			if c.sidecar && c.proc != nil {
+				c.proc.signal(syscall.SIGKILL)
+			}
+		}
+	})
 }
 
 // armDeadline (re)starts the activeDeadlineSeconds timer, counted from the
@@ -424,7 +522,7 @@ func (r *podRuntime) setWaiting(c *ctr, reason, msg string) bool {
 func (r *podRuntime) runContainer(c *ctr, vols map[string]volume) bool {
 	configDelay := configRetryDelay
 	for {
-		if r.isStopping() {
+		if r.ended(c) {
 			return false
 		}
 		pod := r.podCopy()
@@ -436,7 +534,7 @@ func (r *podRuntime) runContainer(c *ctr, vols map[string]volume) bool {
 				r.event(corev1.EventTypeWarning, "InspectFailed", "%s", img.invalid)
 				r.event(corev1.EventTypeWarning, "Failed", "Error: InvalidImageName")
 			}
-			if !r.sleep(invalidImageRetryDelay) {
+			if !r.sleepFor(c, invalidImageRetryDelay) {
 				return false
 			}
 			continue
@@ -446,7 +544,7 @@ func (r *podRuntime) runContainer(c *ctr, vols map[string]volume) bool {
 			r.setWaiting(c, "ErrImagePull", img.pullErr)
 			r.event(corev1.EventTypeWarning, "Failed", "%s", img.pullErr)
 			r.event(corev1.EventTypeWarning, "Failed", "Error: ErrImagePull")
-			if !r.sleep(imagePullAttemptLength) {
+			if !r.sleepFor(c, imagePullAttemptLength) {
 				return false
 			}
 			r.mu.Lock()
@@ -456,7 +554,7 @@ func (r *podRuntime) runContainer(c *ctr, vols map[string]volume) bool {
 			r.setWaiting(c, "ImagePullBackOff", fmt.Sprintf("Back-off pulling image %q: ErrImagePull: %s", c.spec.Image, img.pullErr))
 			r.event(corev1.EventTypeNormal, "BackOff", "Back-off pulling image %q", c.spec.Image)
 			r.event(corev1.EventTypeWarning, "Failed", "Error: ImagePullBackOff")
-			if !r.sleep(delay) {
+			if !r.sleepFor(c, delay) {
 				return false
 			}
 			continue
@@ -476,7 +574,7 @@ func (r *podRuntime) runContainer(c *ctr, vols map[string]volume) bool {
 			if r.setWaiting(c, "CreateContainerConfigError", err.Error()) {
 				r.event(corev1.EventTypeWarning, "Failed", "Error: %s", err.Error())
 			}
-			if !r.sleep(configDelay) {
+			if !r.sleepFor(c, configDelay) {
 				return false
 			}
 			configDelay = min(configDelay*2, 30*time.Second)
@@ -485,10 +583,10 @@ func (r *podRuntime) runContainer(c *ctr, vols map[string]volume) bool {
 		configDelay = configRetryDelay
 
 		code, started := r.startAndWait(pod, c, env, mounts, argv)
-		if !started && r.isStopping() {
+		if !started {
 			return false
 		}
-		if r.isStopping() || !shouldRestart(pod, c, code) {
+		if r.ended(c) || !shouldRestart(pod, c, code) {
 			return code == 0
 		}
 		r.mu.Lock()
@@ -501,7 +599,7 @@ func (r *podRuntime) runContainer(c *ctr, vols map[string]volume) bool {
 		if delay > 0 {
 			r.setWaiting(c, "CrashLoopBackOff", fmt.Sprintf("back-off %s restarting failed container=%s pod=%s_%s(%s)", delay, name, pod.Name, pod.Namespace, pod.UID))
 			r.event(corev1.EventTypeWarning, "BackOff", "Back-off restarting failed container %s in pod %s_%s(%s)", name, pod.Name, pod.Namespace, pod.UID)
-			if !r.sleep(delay) {
+			if !r.sleepFor(c, delay) {
 				return false
 			}
 		}
@@ -525,6 +623,9 @@ func shouldRestart(pod *corev1.Pod, c *ctr, code int32) bool {
 	policy := pod.Spec.RestartPolicy
 	if c.spec.RestartPolicy != nil {
 		policy = corev1.RestartPolicy(*c.spec.RestartPolicy)
+	}
+	if c.sidecar {
+		return true
 	}
 	if c.isInit {
 		return code != 0 && policy != corev1.RestartPolicyNever
@@ -583,7 +684,7 @@ func newContainerID() string {
 // false when the pod began stopping before the run could start.
 func (r *podRuntime) startAndWait(pod *corev1.Pod, c *ctr, env []string, mounts []mountSpec, argv []string) (code int32, started bool) {
 	r.mu.Lock()
-	if r.stopping {
+	if r.stopping || (c.sidecar && r.sidecarsDone) {
 		r.mu.Unlock()
 		return 0, false
 	}
@@ -687,9 +788,9 @@ func (r *podRuntime) startAndWait(pod *corev1.Pod, c *ctr, env []string, mounts 
 	c.uid, c.gid = uid, gid
 	c.state = corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: startedAt}}
 	switch {
-	case r.killed:
+	case r.killed, c.sidecar && r.sidecarsKilled:
 		proc.signal(syscall.SIGKILL)
-	case r.stopping:
+	case r.stopping, c.sidecar && r.sidecarsDone:
 		proc.signal(syscall.SIGTERM)
 	}
 	r.mu.Unlock()
@@ -814,6 +915,9 @@ func (r *podRuntime) finish() {
 	}
 	if r.graceTimer != nil {
 		r.graceTimer.Stop()
+	}
+	if r.sidecarTimer != nil {
+		r.sidecarTimer.Stop()
 	}
 	doCleanup, doRelease := r.cleanup, r.release
 	r.mu.Unlock()

@@ -31,7 +31,11 @@ func (r *podRuntime) statusLocked() corev1.PodStatus {
 	}
 	// The phase is terminal only once every process is gone: after that,
 	// virtual-kubelet writes no more status.
-	s.Phase = podPhase(&pod.Spec, s.InitContainerStatuses, s.ContainerStatuses, r.finished)
+	initialized := false
+	for _, c := range r.mainCs {
+		initialized = initialized || c.runs > 0
+	}
+	s.Phase = podPhase(&pod.Spec, s.InitContainerStatuses, s.ContainerStatuses, r.finished, initialized)
 	if !r.finished && (s.Phase == corev1.PodSucceeded || s.Phase == corev1.PodFailed) {
 		s.Phase = corev1.PodPending
 		for _, c := range r.mainCs {
@@ -103,8 +107,12 @@ func (r *podRuntime) initializedCondition(s *corev1.PodStatus) corev1.PodConditi
 		}
 	}
 	var incomplete []string
-	for _, cs := range s.InitContainerStatuses {
-		if !cs.Ready {
+	for i, cs := range s.InitContainerStatuses {
+		done := cs.Ready
+		if r.initCs[i].sidecar {
+			done = cs.Started != nil && *cs.Started
+		}
+		if !done {
 			incomplete = append(incomplete, cs.Name)
 		}
 	}
@@ -123,6 +131,11 @@ func (r *podRuntime) containersReadyCondition(s *corev1.PodStatus) corev1.PodCon
 		return r.condition(corev1.ContainersReady, corev1.ConditionFalse, "PodFailed", "")
 	}
 	var unready []string
+	for i, cs := range s.InitContainerStatuses {
+		if r.initCs[i].sidecar && !cs.Ready {
+			unready = append(unready, cs.Name)
+		}
+	}
 	for _, cs := range s.ContainerStatuses {
 		if !cs.Ready {
 			unready = append(unready, cs.Name)
@@ -170,7 +183,7 @@ func (c *ctr) apiStatus() corev1.ContainerStatus {
 		ContainerID:          c.id,
 		Started:              &running,
 	}
-	if c.isInit {
+	if c.isInit && !c.sidecar {
 		cs.Ready = c.state.Terminated != nil && c.state.Terminated.ExitCode == 0
 	} else {
 		cs.Ready = running
@@ -178,10 +191,31 @@ func (c *ctr) apiStatus() corev1.ContainerStatus {
 	return cs
 }
 
-// podPhase is the kubelet's getPhase for pods without sidecar containers.
-func podPhase(spec *corev1.PodSpec, initStatuses, statuses []corev1.ContainerStatus, podIsTerminal bool) corev1.PodPhase {
-	pendingInit, failedInit := 0, 0
-	for _, cs := range initStatuses {
+// podPhase is the kubelet's getPhase: sidecars only keep a pod Pending
+// until they have started, and their exit codes do not count.
+func podPhase(spec *corev1.PodSpec, initStatuses, statuses []corev1.ContainerStatus, podIsTerminal, podHasInitialized bool) corev1.PodPhase {
+	pendingInit, failedInit, pendingSidecars := 0, 0, 0
+	var unknown, running, waiting, stopped, succeeded int
+	for i, cs := range initStatuses {
+		if c := spec.InitContainers[i]; c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+			switch {
+			case cs.State.Running != nil:
+				if cs.Started == nil || !*cs.Started {
+					pendingSidecars++
+				}
+				running++
+			case cs.State.Terminated != nil:
+			case cs.State.Waiting != nil:
+				if cs.LastTerminationState.Terminated == nil {
+					pendingSidecars++
+					waiting++
+				}
+			default:
+				pendingSidecars++
+				unknown++
+			}
+			continue
+		}
 		switch {
 		case cs.State.Running != nil:
 			pendingInit++
@@ -201,7 +235,6 @@ func podPhase(spec *corev1.PodSpec, initStatuses, statuses []corev1.ContainerSta
 			pendingInit++
 		}
 	}
-	var unknown, running, waiting, stopped, succeeded int
 	for _, cs := range statuses {
 		switch {
 		case cs.State.Running != nil:
@@ -225,7 +258,7 @@ func podPhase(spec *corev1.PodSpec, initStatuses, statuses []corev1.ContainerSta
 		return corev1.PodFailed
 	}
 	switch {
-	case pendingInit > 0, waiting > 0:
+	case pendingInit > 0, pendingSidecars > 0 && !podHasInitialized, waiting > 0:
 		return corev1.PodPending
 	case running > 0 && unknown == 0:
 		return corev1.PodRunning
