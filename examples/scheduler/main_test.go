@@ -95,7 +95,8 @@ func taskStates(t *testing.T, s *sqlitestore.Store, runID string) map[string]sql
 }
 
 // The sample workflow completes with the expected states and retries; its
-// override reaches the pod; status, logs, explain and cleanup work on it.
+// override reaches the pod; load's XCom value reaches report; status, logs,
+// explain and cleanup work on it.
 func TestSampleWorkflow(t *testing.T) {
 	e := newEnv(t, "sample")
 	ctx := t.Context()
@@ -110,7 +111,7 @@ func TestSampleWorkflow(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, sqlitestore.RunSucceeded, run.State)
 	states := taskStates(t, s, run.ID)
-	require.Len(t, states, 5)
+	require.Len(t, states, 6)
 	for id, task := range states {
 		require.Equal(t, sqlitestore.TaskSucceeded, task.State, id)
 		want := 1
@@ -131,6 +132,16 @@ func TestSampleWorkflow(t *testing.T) {
 	require.Equal(t, kubexec.ReasonFailed, b[0].Result.Reason)
 	require.Equal(t, int32(3), b[0].Result.ExitCode)
 	require.Equal(t, kubexec.ReasonSucceeded, b[1].Result.Reason)
+
+	// XCom: load's value is in the database, its result refers to it, and
+	// report received it (and checked it: it fails without a row count).
+	l, err := s.Attempts(ctx, "sample", run.ID, "load")
+	require.NoError(t, err)
+	require.Regexp(t, `^sqlite:xcom/\d+$`, l[0].Result.XComRef)
+	value, err := s.XCom().Get(ctx, l[0].Result.XComRef)
+	require.NoError(t, err)
+	require.Equal(t, `{"rows": 42, "partitions": 3}`, string(value))
+	require.Empty(t, b[1].Result.XComRef, "a task that writes no value has none")
 
 	// The override: resources and env from the Secret the workflow declares.
 	secret, err := devCluster.Client().CoreV1().Secrets(e.ns).Get(ctx, "sample-api", metav1.GetOptions{})
@@ -159,6 +170,10 @@ func TestSampleWorkflow(t *testing.T) {
 	code, out, _ = e.main(ctx, "logs", "transform-c")
 	require.Equal(t, exitOK, code)
 	require.Contains(t, out, "transforming partition c with a 23-character API token")
+	code, out, _ = e.main(ctx, "logs", "report")
+	require.Equal(t, exitOK, code)
+	require.Contains(t, out, `load's XCom value: {"rows": 42, "partitions": 3}`)
+	require.Contains(t, out, "report: the run loaded 42 rows")
 	code, out, _ = e.main(ctx, "logs", "sample-1/transform-b", "--attempt", "1")
 	require.Equal(t, exitOK, code)
 	require.Contains(t, out, "partition b: the upstream API timed out (attempt 1)")
@@ -171,10 +186,10 @@ func TestSampleWorkflow(t *testing.T) {
 	// cleanup deletes the kept pods, after which their logs are gone.
 	code, out, _ = e.main(ctx, "cleanup", "--older-than", "0s", "--dry-run")
 	require.Equal(t, exitOK, code)
-	require.Contains(t, out, "Would delete 6 kept pods")
+	require.Contains(t, out, "Would delete 7 kept pods")
 	code, out, _ = e.main(ctx, "cleanup", "--older-than", "0s")
 	require.Equal(t, exitOK, code)
-	require.Contains(t, out, "Deleted 6 kept pods")
+	require.Contains(t, out, "Deleted 7 kept pods")
 	require.Eventually(t, func() bool {
 		_, err := devCluster.Client().CoreV1().Pods(e.ns).Get(ctx, c[0].PodName, metav1.GetOptions{})
 		return apierrors.IsNotFound(err)
@@ -248,7 +263,8 @@ func TestInvalidWorkflowFiles(t *testing.T) {
 }
 
 // A failing task fails the run, its downstream tasks are not run, and the
-// final table says why.
+// final table says why. A task whose XCom value a downstream task reads
+// fails when it writes none, or one that is not JSON.
 func TestFailureStopsDownstream(t *testing.T) {
 	e := newEnv(t, "failing")
 	ctx := t.Context()
@@ -262,6 +278,14 @@ tasks:
   command: [sh, -c, "true"]
 - id: independent
   command: [sh, -c, "true"]
+- id: silent
+  command: [sh, -c, "echo no value written"]
+- id: garbled
+  command: [sh, -c, 'echo "rows: 42" > "$KUBEXEC_XCOM_PATH"']
+- id: reader
+  dependsOn: [silent, garbled]
+  xcomInputs: {A: silent, B: garbled}
+  command: [sh, -c, "true"]
 `)
 	code, out, _ := e.main(ctx, "--plain", "run", wf)
 	require.Equal(t, exitFailed, code)
@@ -273,6 +297,13 @@ tasks:
 	states := taskStates(t, e.store(), "failing-1")
 	require.Equal(t, sqlitestore.TaskSucceeded, states["independent"].State)
 	require.Equal(t, sqlitestore.TaskUpstreamFailed, states["after"].State)
+
+	require.Equal(t, sqlitestore.TaskFailed, states["silent"].State)
+	require.Contains(t, states["silent"].Message, "XCom value")
+	require.Contains(t, out, "silent: attempt 1 failed (the task succeeded but its XCom value is unusable")
+	require.Equal(t, sqlitestore.TaskFailed, states["garbled"].State)
+	require.Contains(t, states["garbled"].Message, "XCom value")
+	require.Equal(t, sqlitestore.TaskUpstreamFailed, states["reader"].State)
 }
 
 // cancel from another process ends a running run: its running attempt is

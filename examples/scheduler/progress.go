@@ -344,7 +344,14 @@ func writeRunTable(ctx context.Context, w io.Writer, store *sqlitestore.Store, c
 				notes = append(notes, fmt.Sprintf("%s: %s", t.TaskID, t.Message))
 			}
 		}
-		if t.State == sqlitestore.TaskFailed && t.Reason.Hint() != "" {
+		// A failure with exit code 0 is not the code's (e.g. an unusable
+		// XCom value): its message says what to do, not the Reason's hint.
+		codeFailed := true
+		if n := len(attempts); n > 0 && attempts[n-1].Result != nil {
+			r := attempts[n-1].Result
+			codeFailed = r.Reason != kubexec.ReasonFailed || r.ExitCode != 0
+		}
+		if t.State == sqlitestore.TaskFailed && t.Reason.Hint() != "" && codeFailed {
 			notes = append(notes, fmt.Sprintf("%s: what to do: %s", t.TaskID, t.Reason.Hint()))
 		}
 	}
@@ -359,7 +366,7 @@ func writeRunTable(ctx context.Context, w io.Writer, store *sqlitestore.Store, c
 
 func describeResult(r kubexec.Result) string {
 	s := fmt.Sprintf("attempt %d ended %s", r.Key.Attempt, r.Reason)
-	if r.Reason == kubexec.ReasonFailed {
+	if r.Reason == kubexec.ReasonFailed && r.ExitCode != 0 {
 		s += fmt.Sprintf(" (exit code %d", r.ExitCode)
 		if r.Container != "" {
 			s += " in container " + r.Container

@@ -23,6 +23,7 @@ import (
 	"github.com/kubexec/kubexec/examples/scheduler/workflow"
 	"github.com/kubexec/kubexec/executor"
 	"github.com/kubexec/kubexec/podtemplate"
+	"github.com/kubexec/kubexec/xcom"
 )
 
 // cmdRun starts a run of the workflow in file and drives it to the end.
@@ -166,7 +167,10 @@ func namespaceFor(o *options, wf *workflow.Workflow) string {
 
 // newBuilder returns the pod builder: the base template (--pod-template,
 // or kubexec's restricted default running as uid 65534), with each task's
-// timeout as the pod's deadline.
+// timeout as the pod's deadline, and the XCom channel: each task may write
+// one JSON value to the file named by $KUBEXEC_XCOM_PATH, its termination
+// message unless its pod override chooses the sidecar channel
+// (annotation xcom.kubexec.io/channel: sidecar).
 func newBuilder(o *options, wf *workflow.Workflow, execID, ns string) (podtemplate.Builder, error) {
 	var base *corev1.Pod
 	if o.podTemplate != "" {
@@ -185,7 +189,11 @@ func newBuilder(o *options, wf *workflow.Workflow, execID, ns string) (podtempla
 	return podtemplate.New(base, podtemplate.Config{
 		ExecutorID: execID,
 		Namespace:  ns,
-		Middleware: []podtemplate.Middleware{driver.DeadlineMiddleware(wf)},
+		Middleware: []podtemplate.Middleware{
+			driver.DeadlineMiddleware(wf),
+			driver.RequireXComMiddleware(wf),
+			xcom.Middleware(xcom.PodConfig{Channel: xcom.ChannelTerminationMessage}),
+		},
 	})
 }
 
@@ -258,6 +266,13 @@ func drive(ctx context.Context, o *options, store *sqlitestore.Store, cl *cluste
 		GC:          executor.GCPolicy{KeepOnSuccess: o.keepPods},
 		Logger:      o.logger,
 	}
+	// XCom values go to the database, next to the results that refer to
+	// them.
+	collector, err := xcom.NewCollector(cl.client, cl.rest, store.XCom(), xcom.Config{Logger: o.logger})
+	if err != nil {
+		return exitFailed, err
+	}
+	cfg.XCom = collector
 	if o.metricsAddr != "" {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -17,6 +17,14 @@
 //     again, and otherwise the executor creates the pod, whose name is
 //     derived from the attempt, so a pod that already exists is adopted,
 //     never duplicated.
+//
+// XCom: the executor's xcom.Collector stores each attempt's value in the
+// store (sqlitestore.XComBackend) and its reference in the attempt's
+// result, before the result is saved. A task with xcomInputs gets, at each
+// launch, the values of its upstream tasks' succeeded attempts through
+// xcom.Pass; RequireXComMiddleware makes those upstream tasks fail when
+// they produce no value, so that a missing value is reported where it
+// should have been written.
 package driver
 
 import (
@@ -26,6 +34,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sort"
 	"strconv"
 	"time"
 
@@ -36,6 +45,7 @@ import (
 	"github.com/kubexec/kubexec/examples/scheduler/workflow"
 	"github.com/kubexec/kubexec/executor"
 	"github.com/kubexec/kubexec/podtemplate"
+	"github.com/kubexec/kubexec/xcom"
 )
 
 // Executor is the part of executor.Executor the scheduler uses.
@@ -64,6 +74,9 @@ type Config struct {
 	Workflow *workflow.Workflow
 	// RunID is the run to drive. Required.
 	RunID string
+	// XCom holds the attempts' XCom values, for tasks with xcomInputs.
+	// Default: Store.XCom().
+	XCom xcom.Backend
 	// Tick is the longest wait between two steps (results wake the loop
 	// at once). Default 1s.
 	Tick time.Duration
@@ -97,6 +110,9 @@ func New(cfg Config) (*Scheduler, error) {
 		return nil, errors.New("driver: Config.Workflow is nil")
 	case cfg.RunID == "":
 		return nil, errors.New("driver: Config.RunID is empty")
+	}
+	if cfg.XCom == nil {
+		cfg.XCom = cfg.Store.XCom()
 	}
 	if cfg.Tick <= 0 {
 		cfg.Tick = time.Second
@@ -135,6 +151,99 @@ func Spec(run sqlitestore.Run, t *workflow.Task, n int) podtemplate.TaskSpec {
 		Limits:    t.Limits,
 		Override:  t.Override,
 	}
+}
+
+// RequireXComMiddleware marks the pods of tasks whose XCom value a
+// downstream task reads (xcomInputs) with xcom.AnnotationRequired, so that
+// such a task fails when it succeeds without writing a value, unless the
+// pod already says otherwise (from a template or override).
+func RequireXComMiddleware(wf *workflow.Workflow) podtemplate.Middleware {
+	return func(ctx context.Context, pod *corev1.Pod) error {
+		key, err := kubexec.KeyFromObject(pod)
+		if err != nil {
+			return err
+		}
+		if key.WorkflowID != wf.ID || !wf.XComRead(key.TaskID) {
+			return nil
+		}
+		if _, ok := pod.Annotations[xcom.AnnotationRequired]; ok {
+			return nil
+		}
+		if pod.Annotations == nil {
+			pod.Annotations = map[string]string{}
+		}
+		pod.Annotations[xcom.AnnotationRequired] = "true"
+		return nil
+	}
+}
+
+// InputError says why a task cannot get one of its XCom inputs: the
+// upstream attempt produced no value, or its value is gone or too large to
+// pass. Launching again would not help: the task fails without running.
+type InputError struct {
+	// Env is the task's environment variable; Upstream the task whose
+	// value it should receive, and Attempt that task's succeeded attempt.
+	Env      string
+	Upstream string
+	Attempt  int
+	Err      error
+}
+
+func (e *InputError) Error() string {
+	return fmt.Sprintf("its input %s is the XCom value of %s (attempt %d): %v", e.Env, e.Upstream, e.Attempt, e.Err)
+}
+
+func (e *InputError) Unwrap() error { return e.Err }
+
+// spec returns the TaskSpec of attempt n of wt with its XCom inputs: each
+// variable of wt.XComInputs set to the JSON value of its upstream task's
+// succeeded attempt. The error is an *InputError when an input cannot be
+// had.
+func (s *Scheduler) spec(ctx context.Context, wt *workflow.Task, n int) (podtemplate.TaskSpec, error) {
+	spec := Spec(s.run, wt, n)
+	if len(wt.XComInputs) == 0 {
+		return spec, nil
+	}
+	envs := make([]string, 0, len(wt.XComInputs))
+	for env := range wt.XComInputs {
+		envs = append(envs, env)
+	}
+	sort.Strings(envs)
+	for _, env := range envs {
+		upID := wt.XComInputs[env]
+		up, err := s.store.GetTask(ctx, s.run.ID, upID)
+		if err != nil {
+			return spec, err
+		}
+		if up.State != sqlitestore.TaskSucceeded {
+			return spec, &InputError{Env: env, Upstream: upID, Attempt: up.Attempt, Err: fmt.Errorf("%s is %s, not succeeded", upID, up.State)}
+		}
+		r, ok, err := s.store.LoadResult(ctx, Key(s.run, upID, up.Attempt))
+		if err != nil {
+			return spec, err
+		}
+		if !ok || r.XComRef == "" {
+			return spec, &InputError{Env: env, Upstream: upID, Attempt: up.Attempt,
+				Err: fmt.Errorf("it produced none: the task must write one JSON value to the file named by $%s", xcom.EnvPath)}
+		}
+		err = xcom.Pass(ctx, s.cfg.XCom, &spec, xcom.Input{Ref: r.XComRef, Env: env})
+		if errors.Is(err, xcom.ErrNotFound) || errors.Is(err, xcom.ErrTooLarge) {
+			return spec, &InputError{Env: env, Upstream: upID, Attempt: up.Attempt, Err: err}
+		}
+		if err != nil {
+			return spec, fmt.Errorf("XCom input %s of %s: %w", env, wt.ID, err)
+		}
+	}
+	return spec, nil
+}
+
+// failInputs ends task t, whose XCom input cannot be had, without running
+// it.
+func (s *Scheduler) failInputs(ctx context.Context, t *sqlitestore.Task, ie *InputError, now time.Time) error {
+	t.State, t.Reason, t.FinishedAt = sqlitestore.TaskFailed, "", now
+	t.Message = "not run: " + ie.Error()
+	s.cfg.Notef("%s: %s", t.TaskID, t.Message)
+	return s.store.UpdateTask(ctx, *t)
 }
 
 // DeadlineMiddleware sets each pod's activeDeadlineSeconds from its task's
@@ -211,11 +320,22 @@ func (s *Scheduler) resume(ctx context.Context) error {
 		} else if ok {
 			continue // the loop reads it
 		}
-		spec := s.wf.Task(t.TaskID)
-		if spec == nil {
+		wt := s.wf.Task(t.TaskID)
+		if wt == nil {
 			return fmt.Errorf("run %s: task %q is not in its workflow definition", s.run.ID, t.TaskID)
 		}
-		err := s.exec.Queue(Spec(s.run, spec, t.Attempt))
+		spec, err := s.spec(ctx, wt, t.Attempt)
+		var ie *InputError
+		if errors.As(err, &ie) {
+			if err := s.failInputs(ctx, &t, ie, time.Now()); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("resume %s attempt %d: %w", t.TaskID, t.Attempt, err)
+		}
+		err = s.exec.Queue(spec)
 		switch {
 		case errors.Is(err, executor.ErrDuplicate):
 			s.cfg.Notef("%s: attempt %d: its pod was running before the restart; tracking it again", t.TaskID, t.Attempt)
@@ -384,9 +504,17 @@ func failedSummary(order []*workflow.Task, tasks map[string]*sqlitestore.Task) s
 	return fmt.Sprintf("tasks %v failed", failed)
 }
 
-// launch records attempt n of t, then hands it to the executor.
+// launch records attempt n of t, then hands it to the executor. A task
+// whose XCom inputs cannot be had fails without an attempt.
 func (s *Scheduler) launch(ctx context.Context, wt *workflow.Task, t *sqlitestore.Task, n int, now time.Time) error {
-	spec := Spec(s.run, wt, n)
+	spec, err := s.spec(ctx, wt, n)
+	var ie *InputError
+	if errors.As(err, &ie) {
+		return s.failInputs(ctx, t, ie, now)
+	}
+	if err != nil {
+		return err
+	}
 	podName, err := kubexec.PodName(spec.Key)
 	if err != nil {
 		return err

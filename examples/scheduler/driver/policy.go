@@ -91,15 +91,18 @@ func Describe(r kubexec.Result) string {
 	case kubexec.ReasonSucceeded:
 		return s + "succeeded"
 	case kubexec.ReasonFailed:
-		s += fmt.Sprintf("failed: exit code %d", r.ExitCode)
-		if r.Container != "" {
-			s += " in container " + r.Container
+		s += "failed"
+		if r.ExitCode != 0 { // 0: the code succeeded, e.g. its XCom value did not
+			s += fmt.Sprintf(": exit code %d", r.ExitCode)
+			if r.Container != "" {
+				s += " in container " + r.Container
+			}
 		}
 	default:
 		s += "ended " + string(r.Reason)
 	}
 	if r.Message != "" {
-		s += " (" + oneLine(r.Message, 160) + ")"
+		s += " (" + oneLine(r.Message, 400) + ")"
 	}
 	return s
 }

@@ -59,3 +59,11 @@ func TestDescribe(t *testing.T) {
 	r := kubexec.Result{Key: kubexec.TaskKey{Attempt: 2}, Reason: kubexec.ReasonFailed, ExitCode: 3, Container: "base", Message: "line one\nline two"}
 	require.Equal(t, "attempt 2 failed: exit code 3 in container base (line one line two)", driver.Describe(r))
 }
+
+// A task whose code succeeded but whose XCom value is unusable fails with
+// exit code 0: the message says why, not the exit code.
+func TestDescribeFailedWithoutExitCode(t *testing.T) {
+	t.Parallel()
+	r := kubexec.Result{Key: kubexec.TaskKey{Attempt: 1}, Reason: kubexec.ReasonFailed, Container: "base", Message: "the task succeeded but its XCom value is unusable"}
+	require.Equal(t, "attempt 1 failed (the task succeeded but its XCom value is unusable)", driver.Describe(r))
+}

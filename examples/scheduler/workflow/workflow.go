@@ -28,6 +28,16 @@
 //	      containers:
 //	      - name: base
 //	        envFrom: [{secretRef: {name: etl-credentials}}]
+//	- id: report
+//	  dependsOn: [load]
+//	  xcomInputs: {LOADED: load}   # load's XCom value, as JSON text, in $LOADED
+//	  command: [sh, -c, 'echo "$LOADED"']
+//
+// XCom: a task's small result is one JSON value that it writes to the file
+// named by $KUBEXEC_XCOM_PATH (its termination message, at most 4096
+// bytes; a pod override with the annotation xcom.kubexec.io/channel:
+// sidecar allows larger values). xcomInputs maps an environment variable to
+// a task in dependsOn; that task must then produce a value, or it fails.
 //
 // Parse checks everything that can be checked without a cluster, and
 // reports every problem it finds at once, each with the file, line, task
@@ -58,6 +68,10 @@ import (
 
 // ErrInvalid is wrapped by every error about a workflow file.
 var ErrInvalid = errors.New("invalid workflow")
+
+// ReservedEnvPrefix starts the environment variables that the scheduler and
+// kubexec set in every task (KUBEXEC_RUN, KUBEXEC_XCOM_PATH, ...).
+const ReservedEnvPrefix = "KUBEXEC_"
 
 // MaxRetryDelay caps the doubling retry delay.
 const MaxRetryDelay = time.Hour
@@ -108,8 +122,8 @@ type Task struct {
 	MaxSystemRetries int
 	// Timeout is the pod's activeDeadlineSeconds; 0 means none.
 	Timeout time.Duration
-	// XComInputs maps an environment variable to the upstream task whose
-	// XCom value it receives. See ErrXComUnavailable.
+	// XComInputs maps an environment variable of the task to the upstream
+	// task (one of DependsOn) whose XCom value, as JSON text, it receives.
 	XComInputs map[string]string
 	// Override is the task's podOverride.
 	Override podtemplate.Override
@@ -135,6 +149,19 @@ func (w *Workflow) Downstream(id string) []string {
 		}
 	}
 	return out
+}
+
+// XComRead reports whether a task reads id's XCom value (names it in its
+// xcomInputs): such a task must produce a value.
+func (w *Workflow) XComRead(id string) bool {
+	for _, t := range w.Tasks {
+		for _, up := range t.XComInputs {
+			if up == id {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Error is one problem in a workflow file.
@@ -196,11 +223,6 @@ func (e *ValidationError) Unwrap() []error {
 	}
 	return out
 }
-
-// ErrXComUnavailable says that XCom passing (xcomInputs) needs kubexec's
-// xcom package, which does not exist yet (issue 8). It is the seam where
-// the scheduler will resolve an upstream task's Result.XComRef.
-var ErrXComUnavailable = errors.New("passing XCom values between tasks needs kubexec's xcom package (issue 8), which this build does not have yet: remove xcomInputs for now")
 
 // Load reads and parses a workflow file.
 func Load(path string) (*Workflow, error) {
@@ -551,12 +573,15 @@ func (p *parser) build(doc *rawDoc) *Workflow {
 			for _, msg := range validation.IsEnvVarName(env) {
 				p.add(line, t.ID, "xcomInputs."+env, "%s", msg)
 			}
+			if strings.HasPrefix(env, ReservedEnvPrefix) {
+				p.add(line, t.ID, "xcomInputs."+env, "names starting with %s are the scheduler's: choose another name", ReservedEnvPrefix)
+			}
+			if slices.ContainsFunc(t.Env, func(e corev1.EnvVar) bool { return e.Name == env }) {
+				p.add(line, t.ID, "xcomInputs."+env, "is also set in env: use one or the other")
+			}
 			if !slices.Contains(t.DependsOn, up) {
 				p.add(line, t.ID, "xcomInputs."+env, "task %q is not in dependsOn: a task can only read the XCom of a task it depends on", up)
 			}
-		}
-		if len(t.XComInputs) > 0 {
-			p.add(p.line("tasks", item, "xcomInputs"), t.ID, "xcomInputs", "%v", ErrXComUnavailable)
 		}
 	}
 	if cycle := findCycle(w); cycle != nil {

@@ -57,6 +57,25 @@ tasks:
 	require.Equal(t, []workflow.Secret{{Name: "creds", StringData: map[string]string{"TOKEN": "abc"}}}, w.Secrets)
 }
 
+func TestParseXComInputs(t *testing.T) {
+	t.Parallel()
+	w, err := workflow.Parse("wf.yaml", []byte(`
+workflow: etl
+defaults: {image: busybox:1.36}
+tasks:
+- id: count
+- id: other
+- id: report
+  dependsOn: [count, other]
+  xcomInputs: {ROWS: count}
+`))
+	require.NoError(t, err)
+	require.Equal(t, map[string]string{"ROWS": "count"}, w.Task("report").XComInputs)
+	require.True(t, w.XComRead("count"))
+	require.False(t, w.XComRead("other"))
+	require.False(t, w.XComRead("report"))
+}
+
 func TestSampleWorkflowParses(t *testing.T) {
 	t.Parallel()
 	w, err := workflow.Load(filepath.Join("..", "workflows", "sample.yaml"))
@@ -154,9 +173,14 @@ func TestParseErrors(t *testing.T) {
 			`wf.yaml:4: secrets[0].stringData: is empty: give the secret at least one key`,
 		},
 	}, {
-		name: "xcom inputs wait for the xcom package",
-		yaml: "workflow: etl\ndefaults: {image: busybox}\ntasks:\n- id: a\n- id: b\n  dependsOn: [a]\n  xcomInputs: {ROWS: a}\n",
-		want: []string{`wf.yaml:7: task "b": xcomInputs: ` + workflow.ErrXComUnavailable.Error()},
+		name: "xcom inputs",
+		yaml: "workflow: etl\ndefaults: {image: busybox}\ntasks:\n- id: a\n- id: c\n- id: b\n  dependsOn: [a]\n  env: {ROWS: '1'}\n  xcomInputs:\n    ROWS: a\n    FROM_C: c\n    KUBEXEC_RUN: a\n    1X: a\n",
+		want: []string{
+			`wf.yaml:13: task "b": xcomInputs.1X: a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', and must not start with a digit (e.g. 'my.env-name',  or 'MY_ENV.NAME',  or 'MyEnvName1', regex used for validation is '[-._a-zA-Z][-._a-zA-Z0-9]*')`,
+			`wf.yaml:11: task "b": xcomInputs.FROM_C: task "c" is not in dependsOn: a task can only read the XCom of a task it depends on`,
+			`wf.yaml:12: task "b": xcomInputs.KUBEXEC_RUN: names starting with KUBEXEC_ are the scheduler's: choose another name`,
+			`wf.yaml:10: task "b": xcomInputs.ROWS: is also set in env: use one or the other`,
+		},
 	}}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
