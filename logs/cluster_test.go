@@ -474,3 +474,30 @@ func TestNotStarted(t *testing.T) {
 	deletePod(t, ns, pod.Name)
 	require.Empty(t, collect(t, svc, key, logs.Options{}))
 }
+
+// Lines longer than MaxLineBytes come in pieces, also across cut streams.
+// (Lines stay under 16 KiB, where runtimes split them into records of
+// their own.)
+func TestLongLinesInPieces(t *testing.T) {
+	t.Parallel()
+	ns := cluster.NewNamespace(t, "logs-long", nil)
+	key := testKey(t)
+	client, ct := cuttingClient(t, 6, 2500, 700, 4000)
+	svc, _ := newService(t, client, logs.Config{Namespace: ns, MaxLineBytes: 1024, PollInterval: 100 * time.Millisecond})
+	startPod(t, ns, key, `head -c 10000 /dev/zero | tr '\0' x; echo; echo after; head -c 3000 /dev/zero | tr '\0' y`)
+	var whole []string
+	mid := false
+	for l, err := range svc.Lines(t.Context(), key, logs.Options{Follow: true}) {
+		require.NoError(t, err)
+		require.LessOrEqual(t, len(l.Text), 1024)
+		if mid {
+			whole[len(whole)-1] += l.Text
+		} else {
+			whole = append(whole, l.Text)
+		}
+		mid = l.Partial
+	}
+	require.Equal(t, []string{strings.Repeat("x", 10000), "after", strings.Repeat("y", 3000)}, whole)
+	require.True(t, mid, "the log ends without a newline")
+	require.Positive(t, ct.done.Load())
+}

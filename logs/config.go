@@ -126,7 +126,8 @@ func (c Config) validate() error {
 // once.
 type Options struct {
 	// Namespace is the namespace of the attempt's pod. Default
-	// Config.Namespace.
+	// Config.Namespace. The archive is found by the key alone; the live
+	// pod only in this namespace.
 	Namespace string
 	// Container names the container to read. Default: the pod's default
 	// container (kubectl's default-container annotation, which

@@ -304,6 +304,11 @@ func (s *Service) readContainer(ctx context.Context, t target, pod *corev1.Pod, 
 			}
 			// A followed stream ended: the container ended, or something
 			// between here and the node closed the stream. Look.
+			if !progress {
+				if err := retry.wait(ctx, errors.New("the log stream keeps ending at once")); err != nil {
+					return fmt.Errorf("logs: read container %s of pod %s: %w", container, t, err)
+				}
+			}
 		} else {
 			_ = cur.end(false)
 			s.cfg.Logger.DebugContext(ctx, "log stream cut; resuming", "pod", t.String(), "container", container, "error", err)
