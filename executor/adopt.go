@@ -24,7 +24,10 @@ var ErrOwnerAlive = errors.New("executor: the pod's executor is alive")
 // expired, or the StateStore's Liveness says so): it is relabelled to this
 // executor with a metadata-only patch guarded by the pod's resourceVersion,
 // so two adopters cannot both win, and the watch then tracks it like any
-// other. Attempts with no pod are returned for the host to reset. Attempts
+// other. Attempts with no pod are returned for the host to reset, except
+// those whose result is saved already when the StateStore is a
+// ResultLoader (without one, the host checks its own records before
+// resetting: the adoption sweep may have saved a result meanwhile). Attempts
 // whose owner is alive are left alone and named in an error wrapping
 // ErrOwnerAlive.
 func (e *Kubernetes) Adopt(ctx context.Context, keys []kubexec.TaskKey) ([]kubexec.TaskKey, error) {
@@ -40,7 +43,11 @@ func (e *Kubernetes) Adopt(ctx context.Context, keys []kubexec.TaskKey) ([]kubex
 			return noPod, err
 		}
 		if pod == nil {
-			noPod = append(noPod, key)
+			if ended, err := e.endedWithoutPod(ctx, key); err != nil {
+				return noPod, err
+			} else if !ended {
+				noPod = append(noPod, key)
+			}
 			continue
 		}
 		owner := pod.Labels[kubexec.LabelExecutor]
@@ -67,6 +74,28 @@ func (e *Kubernetes) Adopt(ctx context.Context, keys []kubexec.TaskKey) ([]kubex
 		e.log.Info("adopted pod", "task", key, "pod", pod.Namespace+"/"+pod.Name, "from", owner)
 	}
 	return noPod, errors.Join(errs...)
+}
+
+// endedWithoutPod reports whether an attempt with no pod is nonetheless
+// accounted for: tracked by this executor (its result being saved), or,
+// when the StateStore is a ResultLoader, already saved (its pod released,
+// for example by the adoption sweep). Such attempts must not be reset.
+func (e *Kubernetes) endedWithoutPod(ctx context.Context, key kubexec.TaskKey) (bool, error) {
+	e.mu.Lock()
+	_, tracked := e.attempts[key]
+	e.mu.Unlock()
+	if tracked {
+		return true, nil
+	}
+	loader, ok := e.store.(ResultLoader)
+	if !ok {
+		return false, nil
+	}
+	_, saved, err := loader.LoadResult(ctx, key)
+	if err != nil {
+		return false, fmt.Errorf("executor: adopt %s: StateStore.LoadResult: %w", key, err)
+	}
+	return saved, nil
 }
 
 // findPod returns the attempt's pod, or nil when there is none.

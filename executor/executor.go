@@ -64,8 +64,9 @@ type Executor interface {
 	Sync(ctx context.Context) error
 	// Adopt takes over the pods of attempts launched by executor instances
 	// that are gone: each pod found is relabelled to this executor and
-	// tracked. It returns the attempts that have no pod, for the host to
-	// reset. It is idempotent and safe to call while running.
+	// tracked. It returns the attempts that have no pod and no saved
+	// result, for the host to reset. It is idempotent and safe to call
+	// while running.
 	Adopt(ctx context.Context, keys []kubexec.TaskKey) ([]kubexec.TaskKey, error)
 	// Revoke cancels an attempt: a queued one is dropped, a launched one's
 	// pod is deleted with Config.RevokeGracePeriod. Either way its result
