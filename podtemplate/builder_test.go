@@ -302,6 +302,17 @@ func TestOverrideFromPod(t *testing.T) {
 	require.Len(t, container(t, pod, "base").Env, 2)
 	require.Equal(t, map[string]string{"disk": "ssd"}, pod.Spec.NodeSelector)
 
+	// A pod that sets only annotations leaves the template's containers
+	// alone (unset typed fields must not become "remove").
+	o, err = podtemplate.OverrideFromPod(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{
+		Annotations: map[string]string{"team": "a"},
+	}})
+	require.NoError(t, err)
+	pod, err = tpl.Build(t.Context(), podtemplate.TaskSpec{Key: testKey, Override: o})
+	require.NoError(t, err)
+	require.Equal(t, "a", pod.Annotations["team"])
+	require.NotEmpty(t, container(t, pod, "base").Image)
+
 	o, err = podtemplate.OverrideFromPod(nil)
 	require.NoError(t, err)
 	require.True(t, o.IsZero())

@@ -206,11 +206,33 @@ func OverrideFromPod(pod *corev1.Pod) (Override, error) {
 	if meta, ok := patch["metadata"].(map[string]any); ok {
 		delete(meta, "creationTimestamp")
 	}
+	// A typed pod marshals unset fields without omitempty (such as
+	// spec.containers) as null, which a merge patch reads as "remove":
+	// unset must mean "leave alone".
+	dropNulls(patch)
 	b, err = json.Marshal(patch)
 	if err != nil {
 		return Override{}, &DecodeError{Source: "OverrideFromPod", Err: err, kind: ErrInvalidOverride}
 	}
 	return Override{source: "OverrideFromPod", patch: b}, nil
+}
+
+// dropNulls removes, recursively, the object fields whose value is null.
+func dropNulls(v any) {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, e := range v {
+			if e == nil {
+				delete(v, k)
+				continue
+			}
+			dropNulls(e)
+		}
+	case []any:
+		for _, e := range v {
+			dropNulls(e)
+		}
+	}
 }
 
 // singleDocument returns the only non-empty YAML document in data, nil if
