@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"slices"
 	"strings"
@@ -19,7 +18,6 @@ import (
 
 	"github.com/kubexec/kubexec"
 	"github.com/kubexec/kubexec/examples/scheduler/sqlitestore"
-	"github.com/kubexec/kubexec/podtemplate"
 )
 
 // openExisting opens the database for a command that only reads what runs
@@ -89,7 +87,7 @@ func cmdStatus(ctx context.Context, o *options, runID string) error {
 		default:
 			fmt.Fprint(o.stdout, "\n\n")
 		}
-		writeRunTable(ctx, o.stdout, store, nil, run)
+		writeRunTable(ctx, o.stdout, o.db, store, nil, run)
 		return nil
 	}
 	runs, err := store.ListRuns(ctx, 20, false)
@@ -131,55 +129,6 @@ func cmdStatus(ctx context.Context, o *options, runID string) error {
 			end.Sub(run.CreatedAt).Round(time.Second), strings.Join(parts, ", "), driver)
 	}
 	return tw.Flush()
-}
-
-// cmdLogs prints the logs of a task's attempt from its pod.
-func cmdLogs(ctx context.Context, o *options, ref string) error {
-	store, err := openExisting(ctx, o)
-	if err != nil {
-		return err
-	}
-	defer store.Close()
-	run, task, err := resolveTask(ctx, store, ref)
-	if err != nil {
-		return err
-	}
-	a, err := pickAttempt(ctx, store, run, task, o.attempt)
-	if err != nil {
-		return err
-	}
-	if o.kubeconfig == "" {
-		return fmt.Errorf("the logs of %s/%s attempt %d are in its pod %s/%s: %w", run.ID, task.TaskID, a.Attempt, a.Namespace, a.PodName, errNoCluster)
-	}
-	cl, err := connect(ctx, o, false)
-	if err != nil {
-		return err
-	}
-	if cl.id != run.Cluster {
-		return fmt.Errorf("run %s ran on another cluster (kube-system uid %s, not %s): pass the --kubeconfig of that cluster", run.ID, run.Cluster, cl.id)
-	}
-	pod, err := cl.client.CoreV1().Pods(a.Namespace).Get(ctx, a.PodName, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return fmt.Errorf("the pod %s/%s of %s/%s attempt %d is gone (deleted after it succeeded, by `scheduler cleanup`, or by someone else), and its logs went with it: kubexec does not archive logs yet (issue 8)",
-			a.Namespace, a.PodName, run.ID, task.TaskID, a.Attempt)
-	}
-	if err != nil {
-		return err
-	}
-	container := pod.Annotations[podtemplate.DefaultContainerAnnotation]
-	if container == "" {
-		container = podtemplate.DefaultMainContainer
-	}
-	stream, err := cl.client.CoreV1().Pods(a.Namespace).GetLogs(a.PodName, &corev1.PodLogOptions{Container: container, Follow: o.follow}).Stream(ctx)
-	if err != nil {
-		return fmt.Errorf("logs of pod %s/%s (phase %s): %w; `scheduler explain %s/%s` says why", a.Namespace, a.PodName, pod.Status.Phase, err, run.ID, task.TaskID)
-	}
-	defer stream.Close()
-	_, err = io.Copy(o.stdout, stream)
-	if ctx.Err() != nil {
-		return nil
-	}
-	return err
 }
 
 // pickAttempt returns attempt n of task (the latest when n is 0).

@@ -15,8 +15,10 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 
 	"github.com/kubexec/kubexec"
+	"github.com/kubexec/kubexec/examples/scheduler/driver"
 	"github.com/kubexec/kubexec/examples/scheduler/sqlitestore"
 	"github.com/kubexec/kubexec/examples/scheduler/workflow"
+	"github.com/kubexec/kubexec/logs"
 )
 
 // cmdExplain says why a task is where it is, in words a person can act on:
@@ -76,7 +78,7 @@ func cmdExplain(ctx context.Context, o *options, ref string) error {
 	}
 	if task.State.Terminal() && task.Reason != "" && task.Reason != kubexec.ReasonSucceeded {
 		fmt.Fprintf(w, "  Reason %s: retryable=%t, platform failure=%t.\n", task.Reason, task.Reason.Retryable(), task.Reason.SystemFailure())
-		if h := task.Reason.Hint(); h != "" {
+		if h := task.Reason.Hint(); h != "" && hintApplies(attempts) {
 			todo = append(todo, h)
 		}
 	}
@@ -96,6 +98,9 @@ func cmdExplain(ctx context.Context, o *options, ref string) error {
 			return err
 		}
 	}
+	if path := archivedLogs(o, run, a); path != "" {
+		fmt.Fprintf(w, "  Logs of attempt %d: archived in %s (`scheduler logs %s/%s --attempt %d`).\n", a.Attempt, path, run.ID, task.TaskID, a.Attempt)
+	}
 	if o.kubeconfig == "" {
 		fmt.Fprintln(w, "\nThe pod, its events, quota and permissions: not shown, no --kubeconfig given (the embedded dev cluster lives only while `run` runs).")
 		printTodo(w, todo)
@@ -113,7 +118,12 @@ func cmdExplain(ctx context.Context, o *options, ref string) error {
 	switch {
 	case apierrors.IsNotFound(err):
 		if a.Result != nil {
-			fmt.Fprintln(w, "  It is gone: deleted after its result was saved (success, or `scheduler cleanup`), so are its logs.")
+			fmt.Fprint(w, "  It is gone: deleted after its result was saved (success, or `scheduler cleanup`)")
+			if archivedLogs(o, run, a) != "" {
+				fmt.Fprintln(w, "; its logs are archived (above).")
+			} else {
+				fmt.Fprintln(w, "; its logs were not archived.")
+			}
 		} else {
 			fmt.Fprintln(w, "  It does not exist: the executor has not created it yet.")
 			todo = append(todo, explainNoPod(ctx, w, cl, a.Namespace)...)
@@ -216,6 +226,15 @@ func explainPod(w io.Writer, pod *corev1.Pod) []string {
 		}
 	}
 	return todo
+}
+
+// archivedLogs returns the file of attempt a's log archive, or "".
+func archivedLogs(o *options, run sqlitestore.Run, a sqlitestore.Attempt) string {
+	sink, err := logs.NewFileSink(logDir(o.db))
+	if err != nil {
+		return ""
+	}
+	return archivePath(sink, driver.Key(run, a.TaskID, a.Attempt))
 }
 
 // explainEvents prints the pod's latest Events.

@@ -16,9 +16,10 @@
 //
 // With no --kubeconfig, run starts the dev cluster (etcd, kube-apiserver,
 // kube-scheduler, kube-controller-manager and a process node, built with
-// `make devcluster`) and stops it on exit; its pods go with it. Give
-// --kubeconfig to use any cluster, for example one started with
-// `make cluster-up`, so that runs, logs and pods outlive the scheduler.
+// `make devcluster`) and stops it on exit; its pods go with it, but their
+// logs are archived next to the database. Give --kubeconfig to use any
+// cluster, for example one started with `make cluster-up`, so that runs
+// and pods outlive the scheduler.
 package main
 
 import (
@@ -79,7 +80,7 @@ Commands:
   run FILE             start a run of the workflow in FILE and follow it to the end
   resume [RUN]         continue an unfinished run (default: the latest)
   status [RUN]         list the latest runs, or show one run's tasks
-  logs TASK            print a task's logs (--follow, --attempt N)
+  logs TASK            print a task's logs, live or archived (--follow, --attempt N)
   cancel RUN|TASK      cancel a run, or one task of a run
   cleanup              delete kept pods whose results are saved (--older-than, --dry-run)
   explain TASK         say why a task is where it is, and what to do about it
@@ -98,7 +99,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this `address` (a bare :port listens on loopback only)")
 	fs.IntVar(&o.parallelism, "parallelism", 16, "most task attempts running at once")
 	fs.StringVar(&o.podTemplate, "pod-template", "", "base pod template `file` (YAML, kind Pod or PodTemplate, main container \"base\"); default: kubexec's restricted template running as uid 65534")
-	fs.BoolVar(&o.keepPods, "keep-pods", true, "keep succeeded pods (labelled done) so logs and explain work after the run, until cleanup; failed pods are always kept")
+	fs.BoolVar(&o.keepPods, "keep-pods", false, "keep succeeded pods (labelled done) until cleanup, e.g. for explain; by default they are deleted once their result is saved and their logs archived (failed pods are always kept)")
 	fs.BoolVar(&o.verbose, "v", false, "log what the executor does, to stderr")
 	fs.BoolVar(&o.plain, "plain", false, "print one line per event even on a terminal")
 	fs.BoolVar(&o.follow, "follow", false, "logs: keep streaming while the task runs")

@@ -7,7 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +24,7 @@ import (
 	"github.com/kubexec/kubexec"
 	"github.com/kubexec/kubexec/examples/scheduler/sqlitestore"
 	"github.com/kubexec/kubexec/internal/devcluster"
+	"github.com/kubexec/kubexec/logs"
 )
 
 // The tests run against one real dev cluster (control plane and a process
@@ -94,12 +97,54 @@ func taskStates(t *testing.T, s *sqlitestore.Store, runID string) map[string]sql
 	return out
 }
 
+// recordPods keeps the last version of each pod seen in namespace ns from
+// now on, so that a test can look at pods deleted since.
+func recordPods(t *testing.T, ns string) func(name string) *corev1.Pod {
+	w, err := devCluster.Client().CoreV1().Pods(ns).Watch(t.Context(), metav1.ListOptions{})
+	require.NoError(t, err)
+	var mu sync.Mutex
+	seen := map[string]*corev1.Pod{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ev := range w.ResultChan() {
+			if pod, ok := ev.Object.(*corev1.Pod); ok {
+				mu.Lock()
+				seen[pod.Name] = pod
+				mu.Unlock()
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		w.Stop()
+		<-done
+	})
+	return func(name string) *corev1.Pod {
+		mu.Lock()
+		defer mu.Unlock()
+		return seen[name]
+	}
+}
+
+// podNames lists the pods in namespace ns.
+func podNames(t *testing.T, ns string) []string {
+	pods, err := devCluster.Client().CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{})
+	require.NoError(t, err)
+	var names []string
+	for _, p := range pods.Items {
+		names = append(names, p.Name)
+	}
+	return names
+}
+
 // The sample workflow completes with the expected states and retries; its
-// override reaches the pod; load's XCom value reaches report; status, logs,
-// explain and cleanup work on it.
+// override reaches the pod; load's XCom value reaches report; succeeded
+// pods are deleted and failed ones kept; status, logs (live, and archived
+// once the pod is gone), explain and cleanup work on it.
 func TestSampleWorkflow(t *testing.T) {
 	e := newEnv(t, "sample")
 	ctx := t.Context()
+	seenPod := recordPods(t, e.ns)
 	code, out, _ := e.main(ctx, "run", filepath.Join("workflows", "sample.yaml"))
 	require.Equal(t, exitOK, code)
 	require.Contains(t, out, "Run sample-1 succeeded")
@@ -126,6 +171,9 @@ func TestSampleWorkflow(t *testing.T) {
 		for _, a := range attempts {
 			require.NotNil(t, a.Result, "%s attempt %d has a result", id, a.Attempt)
 		}
+		// The final table says where the logs are: every attempt's are
+		// archived before its pod may go.
+		require.Regexp(t, regexp.QuoteMeta(id)+`\s+succeeded\s+\d\s+\S+\s+Succeeded\s+`+regexp.QuoteMeta(logDir(e.db))+`/`+regexp.QuoteMeta(attempts[want-1].PodName)+`-[0-9a-f]+\.log\n`, out)
 	}
 	b, err := s.Attempts(ctx, "sample", run.ID, "transform-b")
 	require.NoError(t, err)
@@ -142,23 +190,38 @@ func TestSampleWorkflow(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, `{"rows": 42, "partitions": 3}`, string(value))
 	require.Empty(t, b[1].Result.XComRef, "a task that writes no value has none")
+	r, err := s.Attempts(ctx, "sample", run.ID, "report")
+	require.NoError(t, err)
+	reportPod := seenPod(r[0].PodName)
+	require.NotNil(t, reportPod)
+	require.Contains(t, reportPod.Spec.Containers[0].Env, corev1.EnvVar{Name: "LOADED", Value: `{"rows": 42, "partitions": 3}`})
+	require.Equal(t, "true", seenPod(l[0].PodName).Annotations["xcom.kubexec.io/required"], "report reads load's value: load must produce one")
 
-	// The override: resources and env from the Secret the workflow declares.
+	// Succeeded pods are deleted once their logs are archived; the failed
+	// attempt's pod is kept, released.
+	require.Eventually(t, func() bool {
+		return slices.Equal(podNames(t, e.ns), []string{b[0].PodName})
+	}, time.Minute, 200*time.Millisecond, "pods left: %v", podNames(t, e.ns))
+	kept, err := devCluster.Client().CoreV1().Pods(e.ns).Get(ctx, b[0].PodName, metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Equal(t, kubexec.DoneValue, kept.Labels[kubexec.LabelDone])
+	require.NotContains(t, kept.Finalizers, kubexec.FinalizerResultTracking)
+
+	// The override: resources and env from the Secret the workflow
+	// declares, as the pod ran.
 	secret, err := devCluster.Client().CoreV1().Secrets(e.ns).Get(ctx, "sample-api", metav1.GetOptions{})
 	require.NoError(t, err)
 	require.Equal(t, "sample-token-not-secret", string(secret.Data["API_TOKEN"]))
 	c, err := s.Attempts(ctx, "sample", run.ID, "transform-c")
 	require.NoError(t, err)
-	pod, err := devCluster.Client().CoreV1().Pods(e.ns).Get(ctx, c[0].PodName, metav1.GetOptions{})
-	require.NoError(t, err, "succeeded pods are kept until cleanup")
+	pod := seenPod(c[0].PodName)
+	require.NotNil(t, pod)
 	base := pod.Spec.Containers[0]
 	require.Equal(t, "base", base.Name)
 	require.True(t, base.Resources.Requests.Cpu().Equal(resource.MustParse("100m")))
 	require.True(t, base.Resources.Limits.Memory().Equal(resource.MustParse("64Mi")))
 	require.Equal(t, "sample-api", base.EnvFrom[0].SecretRef.Name)
 	require.Equal(t, int64(120), *pod.Spec.ActiveDeadlineSeconds, "the task's timeout is the pod's deadline")
-	require.Equal(t, kubexec.DoneValue, pod.Labels[kubexec.LabelDone])
-	require.NotContains(t, pod.Finalizers, kubexec.FinalizerResultTracking)
 
 	// status, logs, explain.
 	code, out, _ = e.main(ctx, "status")
@@ -167,36 +230,35 @@ func TestSampleWorkflow(t *testing.T) {
 	code, out, _ = e.main(ctx, "status", "sample-1")
 	require.Equal(t, exitOK, code)
 	require.Regexp(t, `load\s+succeeded\s+1`, out)
-	code, out, _ = e.main(ctx, "logs", "transform-c")
+	code, out, _ = e.main(ctx, "logs", "transform-c") // its pod is gone: from the archive
 	require.Equal(t, exitOK, code)
 	require.Contains(t, out, "transforming partition c with a 23-character API token")
 	code, out, _ = e.main(ctx, "logs", "report")
 	require.Equal(t, exitOK, code)
 	require.Contains(t, out, `load's XCom value: {"rows": 42, "partitions": 3}`)
 	require.Contains(t, out, "report: the run loaded 42 rows")
-	code, out, _ = e.main(ctx, "logs", "sample-1/transform-b", "--attempt", "1")
+	code, live, _ := e.main(ctx, "logs", "sample-1/transform-b", "--attempt", "1") // its pod is kept: live
 	require.Equal(t, exitOK, code)
-	require.Contains(t, out, "partition b: the upstream API timed out (attempt 1)")
+	require.Contains(t, live, "partition b: the upstream API timed out (attempt 1)")
 	code, out, _ = e.main(ctx, "explain", "transform-b")
 	require.Equal(t, exitOK, code)
 	require.Contains(t, out, "attempt 1: pod "+e.ns+"/"+b[0].PodName)
-	require.Contains(t, out, "container base: terminated, Completed, exit code 0")
+	require.Contains(t, out, "Logs of attempt 2: archived in "+logDir(e.db)+"/"+b[1].PodName)
+	require.Contains(t, out, "It is gone: deleted after its result was saved (success, or `scheduler cleanup`); its logs are archived (above).")
 	require.Contains(t, out, "permissions: this identity may do all the executor needs")
 
-	// cleanup deletes the kept pods, after which their logs are gone.
+	// cleanup deletes the kept pod; its logs then come from the archive,
+	// the same as from the pod.
 	code, out, _ = e.main(ctx, "cleanup", "--older-than", "0s", "--dry-run")
 	require.Equal(t, exitOK, code)
-	require.Contains(t, out, "Would delete 7 kept pods")
+	require.Contains(t, out, "Would delete 1 kept pods")
 	code, out, _ = e.main(ctx, "cleanup", "--older-than", "0s")
 	require.Equal(t, exitOK, code)
-	require.Contains(t, out, "Deleted 7 kept pods")
-	require.Eventually(t, func() bool {
-		_, err := devCluster.Client().CoreV1().Pods(e.ns).Get(ctx, c[0].PodName, metav1.GetOptions{})
-		return apierrors.IsNotFound(err)
-	}, time.Minute, 200*time.Millisecond)
-	code, _, errOut := e.main(ctx, "logs", "transform-c")
-	require.Equal(t, exitFailed, code)
-	require.Contains(t, errOut, "is gone")
+	require.Contains(t, out, "Deleted 1 kept pods")
+	require.Eventually(t, func() bool { return len(podNames(t, e.ns)) == 0 }, time.Minute, 200*time.Millisecond)
+	code, out, _ = e.main(ctx, "logs", "sample-1/transform-b", "--attempt", "1")
+	require.Equal(t, exitOK, code)
+	require.Equal(t, live, out)
 }
 
 // A task override that the API server rejects is reported before anything
@@ -441,11 +503,91 @@ func TestKillAndResume(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, task.Attempt, n, "%s: one saved result per attempt", id)
 	}
-	// Every pod was released: no tracking finalizer is left.
-	pods, err := devCluster.Client().CoreV1().Pods(e.ns).List(ctx, metav1.ListOptions{})
+	// Every attempt's logs were archived, also of those that ended while
+	// no scheduler ran; every pod was released: the succeeded ones are
+	// deleted, the failed one kept without the tracking finalizer.
+	sink, err := logs.NewFileSink(logDir(e.db))
 	require.NoError(t, err)
-	require.Len(t, pods.Items, 7, "one kept pod per attempt")
-	for _, p := range pods.Items {
-		require.NotContains(t, p.Finalizers, kubexec.FinalizerResultTracking, p.Name)
+	for _, line := range want {
+		id, n, _ := strings.Cut(line, "#")
+		attempt, err := strconv.Atoi(n)
+		require.NoError(t, err)
+		key := kubexec.TaskKey{WorkflowID: "kill", TaskID: id, RunID: "kill-1", MapIndex: kubexec.NotMapped, Attempt: attempt}
+		require.NotEmpty(t, archivePath(sink, key), "the logs of %s are archived", line)
 	}
+	flaky, err := kubexec.PodName(kubexec.TaskKey{WorkflowID: "kill", TaskID: "flaky", RunID: "kill-1", MapIndex: kubexec.NotMapped, Attempt: 1})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		return slices.Equal(podNames(t, e.ns), []string{flaky})
+	}, time.Minute, 200*time.Millisecond, "pods left: %v", podNames(t, e.ns))
+	pod, err := devCluster.Client().CoreV1().Pods(e.ns).Get(ctx, flaky, metav1.GetOptions{})
+	require.NoError(t, err)
+	require.NotContains(t, pod.Finalizers, kubexec.FinalizerResultTracking)
+}
+
+// logs follows a running task live, and keeps serving its logs from the
+// archive once its pod was deleted: with the cluster, and without one.
+func TestLogsLiveThenArchived(t *testing.T) {
+	e := newEnv(t, "logs")
+	ctx := t.Context()
+	wf := e.writeWorkflow(`workflow: talk
+defaults: {image: busybox:1.36}
+tasks:
+- id: talk
+  command: [sh, -c, 'for i in 1 2 3 4 5 6; do echo "line $i"; sleep 0.5; done; echo done >&2']
+`)
+	var wg sync.WaitGroup
+	var code int
+	var out string
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		code, out, _ = e.main(ctx, "--plain", "run", wf)
+	}()
+	name, err := kubexec.PodName(kubexec.TaskKey{WorkflowID: "talk", TaskID: "talk", RunID: "talk-1", MapIndex: kubexec.NotMapped, Attempt: 1})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		pod, err := devCluster.Client().CoreV1().Pods(e.ns).Get(ctx, name, metav1.GetOptions{})
+		return err == nil && pod.Status.Phase == corev1.PodRunning
+	}, 2*time.Minute, 100*time.Millisecond)
+
+	// Live: --follow returns once the task has ended, with every line.
+	fcode, followed, _ := e.main(ctx, "logs", "talk", "--follow")
+	require.Equal(t, exitOK, fcode)
+	want := "line 1\nline 2\nline 3\nline 4\nline 5\nline 6\ndone\n"
+	require.Equal(t, want, followed)
+
+	wg.Wait()
+	require.Equal(t, exitOK, code)
+	require.Contains(t, out, "Run talk-1 succeeded")
+	sink, err := logs.NewFileSink(logDir(e.db))
+	require.NoError(t, err)
+	archive := archivePath(sink, kubexec.TaskKey{WorkflowID: "talk", TaskID: "talk", RunID: "talk-1", MapIndex: kubexec.NotMapped, Attempt: 1})
+	require.NotEmpty(t, archive)
+	require.Regexp(t, `talk\s+succeeded\s+1\s+\S+\s+Succeeded\s+`+regexp.QuoteMeta(archive)+"\n", out, "the final table says where the logs are")
+
+	// The succeeded pod is deleted; its logs are served from the archive.
+	require.Eventually(t, func() bool {
+		_, err := devCluster.Client().CoreV1().Pods(e.ns).Get(ctx, name, metav1.GetOptions{})
+		return apierrors.IsNotFound(err)
+	}, time.Minute, 200*time.Millisecond)
+	lcode, archived, _ := e.main(ctx, "logs", "talk-1/talk")
+	require.Equal(t, exitOK, lcode)
+	require.Equal(t, want, archived)
+	lcode, archived, _ = e.main(ctx, "logs", "talk", "--follow")
+	require.Equal(t, exitOK, lcode)
+	require.Equal(t, want, archived)
+
+	// Without a cluster only the archive is read, and that is enough.
+	var stdout, stderr bytes.Buffer
+	lcode = Main(ctx, []string{"--db", e.db, "logs", "talk"}, &stdout, &stderr)
+	require.Equal(t, exitOK, lcode, stderr.String())
+	require.Equal(t, want, stdout.String())
+
+	// A task whose logs were never archived says so.
+	require.NoError(t, os.Remove(archive))
+	lcode, _, errOut := e.main(ctx, "logs", "talk")
+	require.Equal(t, exitFailed, lcode)
+	require.Contains(t, errOut, "is gone (deleted after it ended")
+	require.Contains(t, errOut, "its logs were not archived")
 }

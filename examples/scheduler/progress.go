@@ -13,15 +13,16 @@ import (
 
 	"golang.org/x/term"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
 	listersv1 "k8s.io/client-go/listers/core/v1"
 
 	"github.com/kubexec/kubexec"
+	"github.com/kubexec/kubexec/examples/scheduler/driver"
 	"github.com/kubexec/kubexec/examples/scheduler/sqlitestore"
 	"github.com/kubexec/kubexec/examples/scheduler/workflow"
+	"github.com/kubexec/kubexec/logs"
 )
 
 // progress shows a run while it goes: on a terminal a table redrawn in
@@ -279,7 +280,7 @@ func (p *progress) clear() {
 // reason and where its logs are; then notes on retries and failures.
 func printFinal(ctx context.Context, o *options, store *sqlitestore.Store, cl *cluster, wf *workflow.Workflow, run sqlitestore.Run) {
 	fmt.Fprintln(o.stdout)
-	writeRunTable(ctx, o.stdout, store, cl, run)
+	writeRunTable(ctx, o.stdout, o.db, store, cl, run)
 	fmt.Fprintln(o.stdout)
 	end := run.FinishedAt
 	if end.IsZero() {
@@ -288,18 +289,27 @@ func printFinal(ctx context.Context, o *options, store *sqlitestore.Store, cl *c
 	fmt.Fprintf(o.stdout, "Run %s %s in %s: %s\n", run.ID, run.State, end.Sub(run.CreatedAt).Round(100*time.Millisecond), run.Message)
 	switch {
 	case cl != nil && cl.dev != nil:
-		fmt.Fprintln(o.stdout, "Logs: the pods ran on the embedded dev cluster, which stops now; run with --kubeconfig to keep them for `scheduler logs`.")
+		fmt.Fprintf(o.stdout, "Logs: `scheduler logs %s/TASK` reads them from the archives in %s; the embedded dev cluster stops now, taking its pods with it.\n", run.ID, logDir(o.db))
+	case o.keepPods:
+		fmt.Fprintf(o.stdout, "Logs: `scheduler logs %s/TASK`, from the pod while it exists (pods in namespace %s are kept until `scheduler cleanup`), else from the archive in %s.\n", run.ID, run.Namespace, logDir(o.db))
 	default:
-		fmt.Fprintf(o.stdout, "Logs: scheduler logs %s/TASK (pods in namespace %s are kept until `scheduler cleanup`).\n", run.ID, run.Namespace)
+		fmt.Fprintf(o.stdout, "Logs: `scheduler logs %s/TASK`, from the pod while it exists (failed pods in namespace %s are kept until `scheduler cleanup`), else from the archive in %s.\n", run.ID, run.Namespace, logDir(o.db))
 	}
 }
 
-// writeRunTable writes the table of run's tasks. With a cluster, the LOGS
-// column says whether each pod still exists.
-func writeRunTable(ctx context.Context, w io.Writer, store *sqlitestore.Store, cl *cluster, run sqlitestore.Run) {
+// writeRunTable writes the table of run's tasks. The LOGS column says
+// where the logs of each task's latest attempt are: its archive (in the
+// log folder of the database db), else its pod; with a cluster, whether
+// that pod still exists.
+func writeRunTable(ctx context.Context, w io.Writer, db string, store *sqlitestore.Store, cl *cluster, run sqlitestore.Run) {
 	tasks, err := store.Tasks(ctx, run.ID)
 	if err != nil {
 		fmt.Fprintf(w, "cannot read the run's tasks: %v\n", err)
+		return
+	}
+	sink, err := logs.NewFileSink(logDir(db))
+	if err != nil {
+		fmt.Fprintf(w, "cannot open the log archives: %v\n", err)
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -319,18 +329,12 @@ func writeRunTable(ctx context.Context, w io.Writer, store *sqlitestore.Store, c
 		if reason == "" {
 			reason = "-"
 		}
-		logs := "-"
+		where := "-"
 		if n := len(attempts); n > 0 {
 			last := attempts[n-1]
-			logs = "pod/" + last.PodName
-			if cl != nil && cl.dev == nil {
-				_, err := cl.client.CoreV1().Pods(last.Namespace).Get(ctx, last.PodName, metav1.GetOptions{})
-				if apierrors.IsNotFound(err) {
-					logs = "gone (pod deleted)"
-				}
-			}
+			where = logsWhere(ctx, sink, cl, driver.Key(run, t.TaskID, last.Attempt), last)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", t.TaskID, t.State, len(attempts), dur, reason, logs)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", t.TaskID, t.State, len(attempts), dur, reason, where)
 		for i, a := range attempts {
 			// The last attempt's outcome is in the task's message below.
 			last := i == len(attempts)-1 && t.State.Terminal() && t.State != sqlitestore.TaskSucceeded
@@ -344,14 +348,7 @@ func writeRunTable(ctx context.Context, w io.Writer, store *sqlitestore.Store, c
 				notes = append(notes, fmt.Sprintf("%s: %s", t.TaskID, t.Message))
 			}
 		}
-		// A failure with exit code 0 is not the code's (e.g. an unusable
-		// XCom value): its message says what to do, not the Reason's hint.
-		codeFailed := true
-		if n := len(attempts); n > 0 && attempts[n-1].Result != nil {
-			r := attempts[n-1].Result
-			codeFailed = r.Reason != kubexec.ReasonFailed || r.ExitCode != 0
-		}
-		if t.State == sqlitestore.TaskFailed && t.Reason.Hint() != "" && codeFailed {
+		if t.State == sqlitestore.TaskFailed && t.Reason.Hint() != "" && hintApplies(attempts) {
 			notes = append(notes, fmt.Sprintf("%s: what to do: %s", t.TaskID, t.Reason.Hint()))
 		}
 	}
@@ -362,6 +359,17 @@ func writeRunTable(ctx context.Context, w io.Writer, store *sqlitestore.Store, c
 			fmt.Fprintln(w, "  "+n)
 		}
 	}
+}
+
+// hintApplies reports whether the Reason's hint fits the latest of
+// attempts: a failure with exit code 0 is not the code's (e.g. its XCom
+// value was unusable), and its message says what to do instead.
+func hintApplies(attempts []sqlitestore.Attempt) bool {
+	if n := len(attempts); n > 0 && attempts[n-1].Result != nil {
+		r := attempts[n-1].Result
+		return r.Reason != kubexec.ReasonFailed || r.ExitCode != 0
+	}
+	return true
 }
 
 func describeResult(r kubexec.Result) string {

@@ -263,8 +263,11 @@ func drive(ctx context.Context, o *options, store *sqlitestore.Store, cl *cluste
 		Namespace:   run.Namespace,
 		Parallelism: o.parallelism,
 		Builder:     builder,
-		GC:          executor.GCPolicy{KeepOnSuccess: o.keepPods},
-		Logger:      o.logger,
+		// Succeeded pods are deleted (their logs are archived first),
+		// failed ones kept for explain until cleanup; --keep-pods keeps
+		// all.
+		GC:     executor.GCPolicy{KeepOnSuccess: o.keepPods},
+		Logger: o.logger,
 	}
 	// XCom values go to the database, next to the results that refer to
 	// them.
@@ -273,6 +276,12 @@ func drive(ctx context.Context, o *options, store *sqlitestore.Store, cl *cluste
 		return exitFailed, err
 	}
 	cfg.XCom = collector
+	// Logs are archived before pods go, so they outlive them.
+	logService, _, err := newLogs(o, cl.client, run.Namespace)
+	if err != nil {
+		return exitFailed, err
+	}
+	cfg.LogArchiver = logService
 	if o.metricsAddr != "" {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -295,13 +304,18 @@ func drive(ctx context.Context, o *options, store *sqlitestore.Store, cl *cluste
 	if err := exec.Start(ctx); err != nil {
 		return exitFailed, err
 	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	// stopExecutor waits for the results of ended attempts to be saved,
+	// their logs archived and their pods released, within a bound. It is
+	// called before the final table, so that the table says where each
+	// attempt's logs are; later calls do nothing.
+	stopExecutor := func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if err := exec.Stop(sctx); err != nil {
 			fmt.Fprintf(o.stderr, "scheduler: %v\n", err)
 		}
-	}()
+	}
+	defer stopExecutor()
 
 	prog := newProgress(o, store, cl, wf, run)
 	d, err := driver.New(driver.Config{Store: store, Executor: exec, Workflow: wf, RunID: run.ID, Notef: prog.Notef, Logger: o.logger})
@@ -317,6 +331,7 @@ func drive(ctx context.Context, o *options, store *sqlitestore.Store, cl *cluste
 	final, runErr := d.Run(ctx)
 	stopProgress()
 	<-progressDone
+	stopExecutor()
 
 	if runErr != nil {
 		if ctx.Err() == nil {
