@@ -159,7 +159,7 @@ func podState(pod *corev1.Pod) (string, string) {
 	case corev1.PodRunning:
 		return "running", "on " + pod.Spec.NodeName
 	case corev1.PodSucceeded, corev1.PodFailed:
-		return "finishing", "pod " + strings.ToLower(string(pod.Status.Phase)) + ", saving the result"
+		return "finishing", "pod " + strings.ToLower(string(pod.Status.Phase)) + ", saving the result and logs"
 	}
 	for _, cs := range append(append([]corev1.ContainerStatus{}, pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...) {
 		if w := cs.State.Waiting; w != nil && w.Reason != "" {
