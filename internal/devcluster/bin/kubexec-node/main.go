@@ -5,9 +5,18 @@
 // together, each in a private mount, PID and UTS namespace whose root is the
 // host's with the pod's volumes bind-mounted at their mount paths.
 //
-// It must run as root (mount namespaces, bind mounts, cgroups). Every process
-// it starts gets SIGKILL when the agent dies, and as PID 1 of its own PID
-// namespace takes its whole process tree with it.
+// It must run as root (mount namespaces, bind mounts, cgroups), and needs
+// nsenter (util-linux) for pods/exec. Every process it starts gets SIGKILL
+// when the agent dies, and as PID 1 of its own PID namespace takes its
+// whole process tree with it.
+//
+// What it does not do: pull images (a container runs the host's programs;
+// image references are only checked, see image.go), probes (a running
+// container is ready), networking (containers share the host network and
+// report the node's address as pod IP), ports, attach, port-forward, TTYs
+// for exec, volumes other than emptyDir, configMap, secret, downwardAPI,
+// projected and hostPath (they make the containers wait with
+// CreateContainerConfigError), and CPU limits.
 //
 // Usage:
 //
@@ -27,7 +36,6 @@ import (
 	"os"
 	"os/signal"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -240,5 +248,3 @@ func run(ctx context.Context, cfg *config) error {
 	}
 	return err
 }
-
-func itoa(i int) string { return strconv.Itoa(i) }
