@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +21,7 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/flowcontrol"
 
 	"github.com/kubexec/kubexec"
 	"github.com/kubexec/kubexec/executor"
@@ -186,7 +189,8 @@ func waitDone(b *testing.B, what string, clock *taskClock, n int, tick func()) t
 			b.Fatalf("%s: %d of %d tasks done after %s", what, clock.doneCount(), n, e2eTimeout)
 		}
 		if time.Since(lastLog) > 30*time.Second {
-			b.Logf("%s: %d of %d tasks done after %s", what, clock.doneCount(), n, time.Since(clock.start).Round(time.Second))
+			// Progress goes to stderr: a benchmark's log keeps 10 lines.
+			fmt.Fprintf(os.Stderr, "%s: %d of %d tasks done after %s\n", what, clock.doneCount(), n, time.Since(clock.start).Round(time.Second))
 			lastLog = time.Now()
 		}
 		if tick != nil {
@@ -269,7 +273,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 	require.NoError(b, err)
 
 	for b.Loop() {
-		kx, rec := runKubexec(b, client, n)
+		kx, rec, meter := runKubexec(b, client, n)
 		jobs := runJobs(b, client, n)
 		af16 := runAirflowLike(b, client, n, 16)
 		af1 := runAirflowLike(b, client, n1, 1)
@@ -302,6 +306,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 			fmt.Fprintf(&sb, "%-22s %6d %9.1f %14.2f %15.2f %14.2f %14.3f\n", r.name, r.tasks, r.makespan.Seconds(),
 				s[0].Seconds(), s[1].Seconds(), s[2].Seconds(), s[3].Seconds())
 		}
+		sb.WriteString(meter.summary())
 		b.Log(sb.String())
 	}
 }
@@ -323,7 +328,7 @@ func (s timedStore) SaveResult(ctx context.Context, r kubexec.Result) error {
 	return err
 }
 
-func runKubexec(b *testing.B, client kubernetes.Interface, n int) (e2eRun, *recorder) {
+func runKubexec(b *testing.B, client kubernetes.Interface, n int) (e2eRun, *recorder, *apiMeter) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ns := e2eNamespace(b, "e2e-kubexec")
@@ -343,7 +348,11 @@ func runKubexec(b *testing.B, client kubernetes.Interface, n int) (e2eRun, *reco
 	cfg.Classify = watch.ClassifyOptions{}
 	cfg.Metrics = rec
 	krc := cluster.RESTConfig()
-	krc.QPS, krc.Burst = 0, 0 // kubexec's ClientQPS/ClientBurst defaults
+	// kubexec's ClientQPS/ClientBurst defaults (50, 100), as the token
+	// bucket client-go would make of them, observed.
+	meter := newAPIMeter(50, 100)
+	krc.QPS, krc.Burst, krc.RateLimiter = 0, 0, meter
+	krc.Wrap(meter.wrap)
 	store := executor.NewMemoryStore()
 	e, err := executor.New(krc, timedStore{store, clock}, cfg)
 	require.NoError(b, err)
@@ -372,7 +381,7 @@ func runKubexec(b *testing.B, client kubernetes.Interface, n int) (e2eRun, *reco
 	stopCancel()
 	cancel()
 	dropNamespace(b, client, ns)
-	return run, rec
+	return run, rec, meter
 }
 
 func runJobs(b *testing.B, client kubernetes.Interface, n int) e2eRun {
@@ -523,4 +532,107 @@ func runAirflowLike(b *testing.B, client kubernetes.Interface, n, batch int) e2e
 	cancel()
 	dropNamespace(b, client, ns)
 	return run
+}
+
+// apiMeter observes kubexec's REST client: how long each request waited for
+// the client-side token bucket, and how long the API server took to answer,
+// by verb. It behaves as the token bucket client-go makes from QPS and
+// Burst.
+type apiMeter struct {
+	flowcontrol.RateLimiter
+	qps   float32
+	burst int
+
+	mu      sync.Mutex
+	waits   []time.Duration
+	latency map[string][]time.Duration // "patch pods" -> server round trips
+}
+
+func newAPIMeter(qps float32, burst int) *apiMeter {
+	return &apiMeter{
+		RateLimiter: flowcontrol.NewTokenBucketRateLimiter(qps, burst),
+		qps:         qps, burst: burst,
+		latency: map[string][]time.Duration{},
+	}
+}
+
+// Wait is what client-go calls before each request.
+func (m *apiMeter) Wait(ctx context.Context) error {
+	start := time.Now()
+	err := m.RateLimiter.Wait(ctx)
+	m.mu.Lock()
+	m.waits = append(m.waits, time.Since(start))
+	m.mu.Unlock()
+	return err
+}
+
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+func (m *apiMeter) wrap(rt http.RoundTripper) http.RoundTripper {
+	return roundTripperFunc(func(r *http.Request) (*http.Response, error) {
+		start := time.Now()
+		resp, err := rt.RoundTrip(r)
+		if verb := apiVerb(r); verb != "" {
+			m.mu.Lock()
+			m.latency[verb] = append(m.latency[verb], time.Since(start))
+			m.mu.Unlock()
+		}
+		return resp, err
+	})
+}
+
+// apiVerb names a request "verb resource", or "" for a watch (its round
+// trip lasts as long as the watch).
+func apiVerb(r *http.Request) string {
+	if r.URL.Query().Get("watch") == "true" {
+		return ""
+	}
+	// /api/v1/namespaces/NS/RESOURCE[/NAME[/SUBRESOURCE]]
+	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
+	resource, named := "", false
+	for i, p := range parts {
+		if p == "namespaces" && i+2 < len(parts) {
+			resource, named = parts[i+2], i+3 < len(parts)
+			break
+		}
+	}
+	if resource == "" {
+		resource = parts[len(parts)-1]
+	}
+	verb := strings.ToLower(r.Method)
+	switch {
+	case r.Method == http.MethodPost:
+		verb = "create"
+	case r.Method == http.MethodGet && !named:
+		verb = "list"
+	}
+	return verb + " " + resource
+}
+
+// summary is two lines: the token bucket's waits and the API server's
+// answers, by verb.
+func (m *apiMeter) summary() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var sb strings.Builder
+	var waited time.Duration
+	for _, w := range m.waits {
+		waited += w
+	}
+	fmt.Fprintf(&sb, "kubexec client token bucket (%.0f/s, burst %d; creates also paced at 20/s burst 30): %d requests, waits p50 %s p99 %s max %s, %s waited in all\n",
+		m.qps, m.burst, len(m.waits), percentile(m.waits, 0.5).Round(time.Millisecond), percentile(m.waits, 0.99).Round(time.Millisecond),
+		percentile(m.waits, 1).Round(time.Millisecond), waited.Round(time.Second))
+	verbs := make([]string, 0, len(m.latency))
+	for v := range m.latency {
+		verbs = append(verbs, v)
+	}
+	slices.Sort(verbs)
+	sb.WriteString("kubexec API server round trips:")
+	for _, v := range verbs {
+		l := m.latency[v]
+		fmt.Fprintf(&sb, " %s %d (p50 %s, p99 %s);", v, len(l), percentile(l, 0.5).Round(time.Millisecond), percentile(l, 0.99).Round(time.Millisecond))
+	}
+	return strings.TrimSuffix(sb.String(), ";")
 }

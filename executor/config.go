@@ -104,8 +104,9 @@ type Config struct {
 	// Default 30s.
 	SweepInterval time.Duration
 
-	// ResultWorkers is the number of goroutines that save results and
-	// release pods. Default 8.
+	// ResultWorkers is the number of goroutines that save results, and
+	// also the number that release pods once their results are saved.
+	// Default 8.
 	ResultWorkers int
 	// ResyncInterval is how often pending attempts are classified again
 	// for time-based outcomes (pending and queued timeouts) without a pod

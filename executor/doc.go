@@ -21,40 +21,44 @@
 //
 // # An attempt's life
 //
-//		Queue ─▶ queued ─▶ launching ─▶ pending ─▶ running ─▶ result known ─▶ saved ─▶ released
-//		            ▲          │
-//		            └──────────┘  quota (403), throttled (429), 5xx, connection errors
+//	Queue ─▶ queued ─▶ launching ─▶ pending ─▶ running ─▶ result known ─▶ saved ─▶ released
+//	            ▲          │
+//	            └──────────┘  quota (403), throttled (429), 5xx, connection errors
 //
-//	  - Queue never calls the API server. Heartbeat moves queued attempts to
-//	    launching, oldest first, up to Parallelism minus running; creates run on
-//	    CreateConcurrency goroutines, paced by a token bucket (CreateQPS,
-//	    CreateBurst), with client-go's own retries off so that the executor's
-//	    flow control decides: a 429 pauses every create for its Retry-After; a
-//	    quota refusal keeps the attempt queued and backs its namespace off
-//	    (1 s doubling to 1 min); 5xx and connection errors retry the attempt
-//	    with backoff; 400, 422, 404, other 403s and build errors end it as
-//	    LaunchRejected, a system failure that must not consume the task's
-//	    retries. A create that finds the attempt's pod already there (the pod
-//	    name is derived from the key) tracks that pod.
-//	  - Every pod carries the tracking finalizer kubexec.FinalizerResultTracking
-//	    from creation. The watch (package watch) reports pod changes; package
-//	    watch's Classify decides when an attempt has ended and why. A pod
-//	    deleted by someone else, evicted or on a lost node is held by the
-//	    finalizer and ends as DeletedExternally or Disrupted.
-//	  - The result workers (ResultWorkers goroutines) call SaveResult, retrying
-//	    with backoff on error; only after it returns nil do they remove the
-//	    finalizer and, per GCPolicy, delete the pod or label it done. A crash at
-//	    any point leaves the finalizer in place: the next Start with the same
-//	    ExecutorID finds the pod, saves its result again (idempotently) and
-//	    releases it.
-//	  - Attempts queued longer than QueuedTimeout end as QueuedTimeout; pods
-//	    pending past the classification's timeouts end with their Reason and
-//	    are deleted.
+// Step by step:
+//
+//   - Queue never calls the API server. Heartbeat moves queued attempts to
+//     launching, oldest first, up to Parallelism minus running; creates run on
+//     CreateConcurrency goroutines, paced by a token bucket (CreateQPS,
+//     CreateBurst), with client-go's own retries off so that the executor's
+//     flow control decides: a 429 pauses every create for its Retry-After; a
+//     quota refusal keeps the attempt queued and backs its namespace off
+//     (1 s doubling to 1 min); 5xx and connection errors retry the attempt
+//     with backoff; 400, 422, 404, other 403s and build errors end it as
+//     LaunchRejected, a system failure that must not consume the task's
+//     retries. A create that finds the attempt's pod already there (the pod
+//     name is derived from the key) tracks that pod.
+//   - Every pod carries the tracking finalizer kubexec.FinalizerResultTracking
+//     from creation. The watch (package watch) reports pod changes; package
+//     watch's Classify decides when an attempt has ended and why. A pod
+//     deleted by someone else, evicted or on a lost node is held by the
+//     finalizer and ends as DeletedExternally or Disrupted.
+//   - The result workers (ResultWorkers goroutines) call SaveResult, retrying
+//     with backoff on error. Only after it returns nil do the release workers
+//     (as many again, so that saving never waits behind API calls) archive
+//     the logs, remove the finalizer and, per GCPolicy, delete the pod or
+//     label it done. A crash at any point leaves the finalizer in place: the
+//     next Start with the same ExecutorID finds the pod, saves its result
+//     again (idempotently) and releases it.
+//   - Attempts queued longer than QueuedTimeout end as QueuedTimeout; pods
+//     pending past the classification's timeouts end with their Reason and
+//     are deleted.
 //
 // # Goroutines
 //
 // SaveResult is called from the result workers, concurrently for different
-// attempts and never concurrently for the same one. Metrics methods are
+// attempts and never concurrently for the same one; Config.XCom and
+// Config.LogArchiver follow the same rule. Metrics methods are
 // called from every goroutine. All Executor methods are safe for concurrent
 // use.
 //

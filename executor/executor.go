@@ -153,7 +153,8 @@ type Kubernetes struct {
 	sweeper  *adoption.Sweeper
 
 	createLimiter flowcontrol.RateLimiter
-	results       workqueue.TypedRateLimitingInterface[kubexec.TaskKey]
+	results       workqueue.TypedRateLimitingInterface[kubexec.TaskKey] // attempts to save
+	releases      workqueue.TypedRateLimitingInterface[kubexec.TaskKey] // saved attempts whose pods to release
 	watcher       *watch.Watcher
 
 	mu       sync.Mutex
@@ -242,6 +243,9 @@ func New(restConfig *rest.Config, store StateStore, cfg Config) (*Kubernetes, er
 		results: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[kubexec.TaskKey](100*time.Millisecond, 30*time.Second),
 			workqueue.TypedRateLimitingQueueConfig[kubexec.TaskKey]{Name: "kubexec-results"}),
+		releases: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.NewTypedItemExponentialFailureRateLimiter[kubexec.TaskKey](100*time.Millisecond, 30*time.Second),
+			workqueue.TypedRateLimitingQueueConfig[kubexec.TaskKey]{Name: "kubexec-releases"}),
 		attempts:  map[kubexec.TaskKey]*attempt{},
 		released:  map[types.UID]time.Time{},
 		nsBackoff: map[string]backoffState{},
@@ -305,7 +309,8 @@ func (e *Kubernetes) Start(ctx context.Context) error {
 		return fmt.Errorf("executor: waiting for the pod watch to sync: %w", err)
 	}
 	for range e.cfg.ResultWorkers {
-		e.goRun(e.resultWorker)
+		e.goRun(func() { e.worker(e.results, "saving a result", e.finish) })
+		e.goRun(func() { e.worker(e.releases, "releasing a pod", e.releaseStep) })
 	}
 	for range e.cfg.CreateConcurrency {
 		e.launchWG.Add(1)
@@ -347,6 +352,7 @@ func (e *Kubernetes) Stop(ctx context.Context) error {
 	if !started {
 		e.cancel()
 		e.results.ShutDown()
+		e.releases.ShutDown()
 		return nil
 	}
 	// In-flight creates finish; what they created is tracked.
@@ -364,6 +370,7 @@ func (e *Kubernetes) Stop(ctx context.Context) error {
 	}
 	e.cancel()
 	e.results.ShutDown()
+	e.releases.ShutDown()
 	e.wg.Wait()
 	e.log.Info("executor stopped")
 	return err

@@ -282,7 +282,7 @@ func (e *Kubernetes) tracked(key kubexec.TaskKey, pod *corev1.Pod, outcome Launc
 		// Revoked while the create was in flight: release the new pod.
 		a.result.PodName, a.result.Namespace = pod.Name, pod.Namespace
 		a.podGone = false
-		e.results.Add(key)
+		e.enqueueLocked(a)
 	}
 	e.reportSlotsLocked()
 }
@@ -302,7 +302,7 @@ func (e *Kubernetes) rejectLaunch(key kubexec.TaskKey, queuedAt time.Time, msg s
 	if a.result == nil {
 		e.setResultLocked(a, e.newResultLocked(a, kubexec.ReasonLaunchRejected, msg))
 	} else {
-		e.results.Add(key)
+		e.enqueueLocked(a)
 	}
 }
 

@@ -11,6 +11,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"k8s.io/client-go/util/workqueue"
+
 	"github.com/kubexec/kubexec"
 	"github.com/kubexec/kubexec/watch"
 	"github.com/kubexec/kubexec/xcom"
@@ -143,7 +145,7 @@ func (e *Kubernetes) resync(retryNow bool) {
 		switch {
 		case a.result != nil:
 			if retryNow {
-				e.results.Add(a.key)
+				e.enqueueLocked(a)
 			}
 		case a.phase == phaseQueued && now.Sub(a.queuedAt) > e.cfg.QueuedTimeout:
 			a.podGone = true
@@ -157,21 +159,32 @@ func (e *Kubernetes) resync(retryNow bool) {
 	}
 }
 
-// resultWorker saves results and releases pods until the executor stops.
-func (e *Kubernetes) resultWorker() {
+// worker runs step for the keys of queue until the queue shuts down,
+// retrying a failed step with the queue's backoff.
+func (e *Kubernetes) worker(queue workqueue.TypedRateLimitingInterface[kubexec.TaskKey], what string, step func(context.Context, kubexec.TaskKey) error) {
 	for {
-		key, shutdown := e.results.Get()
+		key, shutdown := queue.Get()
 		if shutdown {
 			return
 		}
-		err := e.finish(e.ctx, key)
+		err := step(e.ctx, key)
 		if err != nil && e.ctx.Err() == nil {
-			e.log.Warn("finishing an attempt failed; retrying", "task", key, "err", err)
-			e.results.AddRateLimited(key)
+			e.log.Warn(what+" failed; retrying", "task", key, "err", err)
+			queue.AddRateLimited(key)
 		} else {
-			e.results.Forget(key)
+			queue.Forget(key)
 		}
-		e.results.Done(key)
+		queue.Done(key)
+	}
+}
+
+// enqueueLocked hands a to the workers its state needs: the result
+// workers until its result is saved, the release workers after.
+func (e *Kubernetes) enqueueLocked(a *attempt) {
+	if a.saved {
+		e.releases.Add(a.key)
+	} else {
+		e.results.Add(a.key)
 	}
 }
 
@@ -226,20 +239,32 @@ func (e *Kubernetes) finish(ctx context.Context, key kubexec.TaskKey) error {
 		e.mu.Unlock()
 		e.log.Debug("result saved", "task", key, "reason", r.Reason)
 	}
-	if e.cfg.LogArchiver != nil && hasPod && pod != nil {
-		e.mu.Lock()
-		archived := a.archived
+	// Releasing takes API calls (and maybe a log archive): other results
+	// are not kept waiting behind it.
+	e.releases.Add(key)
+	return nil
+}
+
+// releaseStep archives a saved attempt's logs and releases its pod, on a
+// release worker.
+func (e *Kubernetes) releaseStep(ctx context.Context, key kubexec.TaskKey) error {
+	e.mu.Lock()
+	a, ok := e.attempts[key]
+	if !ok || !a.saved {
 		e.mu.Unlock()
-		if !archived {
-			// Before the pod may go: the tracking finalizer holds it until
-			// the archive is complete, so a crash only archives again.
-			if err := e.cfg.LogArchiver.Archive(ctx, pod, key); err != nil {
-				return fmt.Errorf("archive logs: %w", err)
-			}
-			e.mu.Lock()
-			a.archived = true
-			e.mu.Unlock()
+		return nil
+	}
+	hasPod, pod, archived := !a.podGone && a.podName != "", a.lastPod, a.archived
+	e.mu.Unlock()
+	if e.cfg.LogArchiver != nil && hasPod && pod != nil && !archived {
+		// Before the pod may go: the tracking finalizer holds it until
+		// the archive is complete, so a crash only archives again.
+		if err := e.cfg.LogArchiver.Archive(ctx, pod, key); err != nil {
+			return fmt.Errorf("archive logs: %w", err)
 		}
+		e.mu.Lock()
+		a.archived = true
+		e.mu.Unlock()
 	}
 	return e.release(ctx, a)
 }
@@ -314,7 +339,7 @@ func (e *Kubernetes) release(ctx context.Context, a *attempt) error {
 		}
 		if del {
 			if wait := time.Until(deleteAt); wait > 0 {
-				e.results.AddAfter(a.key, wait)
+				e.releases.AddAfter(a.key, wait)
 				return nil
 			}
 			opts := metav1.DeleteOptions{GracePeriodSeconds: grace}
