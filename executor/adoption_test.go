@@ -299,3 +299,49 @@ func TestHighAvailability(t *testing.T) {
 	require.Less(t, adoptedAfter, cfgA.LeaseDuration+2*cfgA.SweepInterval+5*time.Second)
 	t.Logf("A's pods adopted %s after it died (lease %s); %d owner changes, all A -> B", adoptedAfter.Round(time.Millisecond), cfgA.LeaseDuration, len(changes))
 }
+
+// hostLiveness is a StateStore that also says who is alive (the optional
+// adoption.Liveness capability): here, everyone but the executors in dead.
+type hostLiveness struct {
+	*executor.MemoryStore
+	mu   sync.Mutex
+	dead map[string]bool
+}
+
+func (s *hostLiveness) Alive(_ context.Context, id string) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.dead[id], nil
+}
+
+// TestHostSuppliedLiveness: a StateStore that implements adoption.Liveness
+// decides who is alive instead of the Leases.
+func TestHostSuppliedLiveness(t *testing.T) {
+	ctx := t.Context()
+	ns := cluster.NewNamespace(t, "liveness", nil)
+	cfgA, cfgB := testConfig(ns), testConfig(ns)
+	store := &hostLiveness{MemoryStore: executor.NewMemoryStore(), dead: map[string]bool{}}
+	a := startExecutor(t, cluster.RESTConfig(), store, cfgA)
+	b := startExecutor(t, cluster.RESTConfig(), store, cfgB)
+	k := key("liveness", 1)
+	require.NoError(t, a.Queue(shell(k, "sleep 5")))
+	drive(t, a, time.Minute, "A launched", func() bool { return a.Stats().Running == 1 })
+
+	_, err := b.Adopt(ctx, []kubexec.TaskKey{k})
+	require.ErrorIs(t, err, executor.ErrOwnerAlive)
+
+	// The host says A is gone, though A's Lease is fresh: B adopts at once.
+	store.mu.Lock()
+	store.dead[cfgA.ExecutorID] = true
+	store.mu.Unlock()
+	noPod, err := b.Adopt(ctx, []kubexec.TaskKey{k})
+	require.NoError(t, err)
+	require.Empty(t, noPod)
+	name, err := kubexec.PodName(k)
+	require.NoError(t, err)
+	pod, err := cluster.Client().CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Equal(t, cfgB.ExecutorID, pod.Labels[kubexec.LabelExecutor])
+	drive(t, b, time.Minute, "result", func() bool { return len(store.Results()) == 1 })
+	require.Equal(t, kubexec.ReasonSucceeded, store.Results()[0].Reason)
+}
