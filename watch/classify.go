@@ -24,12 +24,21 @@ type ClassifyOptions struct {
 	// Unschedulable. It is counted from the condition's last transition.
 	// A negative value fails at once. Default: 5m.
 	PendingTimeout time.Duration
+	// StartTimeout is how long a scheduled pod may stay Pending without any
+	// container starting, while nothing else classifies it (containers
+	// waiting in ContainerCreating or PodInitializing: a volume that
+	// cannot be mounted, a missing ConfigMap or claim), before the attempt
+	// fails with ConfigError instead of staying pending forever. It is
+	// counted from the PodScheduled condition's last transition. A
+	// negative value fails at once. Default: 10m.
+	StartTimeout time.Duration
 }
 
 // Defaults of ClassifyOptions.
 const (
 	DefaultImagePullGrace = 3 * time.Minute
 	DefaultPendingTimeout = 5 * time.Minute
+	DefaultStartTimeout   = 10 * time.Minute
 )
 
 func (o ClassifyOptions) withDefaults() ClassifyOptions {
@@ -38,6 +47,9 @@ func (o ClassifyOptions) withDefaults() ClassifyOptions {
 	}
 	if o.PendingTimeout == 0 {
 		o.PendingTimeout = DefaultPendingTimeout
+	}
+	if o.StartTimeout == 0 {
+		o.StartTimeout = DefaultStartTimeout
 	}
 	return o
 }
@@ -383,9 +395,42 @@ func classifyWaiting(pod *corev1.Pod, now time.Time, opts ClassifyOptions) (Clas
 
 // classifyPending: the pod has not started. Only a lasting Unschedulable
 // condition ends it; a scheduling gate is deliberate and never times out.
+// classifyNotStarted classifies a scheduled, pending pod that nothing else
+// classified: it fails once it has waited StartTimeout with no container
+// ever started.
+func classifyNotStarted(pod *corev1.Pod, scheduled *corev1.PodCondition, now time.Time, opts ClassifyOptions) Classification {
+	c := Classification{Phase: PhasePending}
+	waiting := ""
+	for _, ref := range orderedStatuses(pod) {
+		st := ref.status
+		if st.State.Running != nil || st.State.Terminated != nil || st.LastTerminationState.Terminated != nil {
+			return c // something started: not stuck before its start
+		}
+		if w := st.State.Waiting; w != nil && waiting == "" {
+			waiting = fmt.Sprintf("%s %q is waiting: %s", ref.kind, ref.name, reasonAndMessage(w.Reason, w.Message))
+		}
+	}
+	if waiting == "" {
+		waiting = "no container has started"
+	}
+	since := scheduled.LastTransitionTime.Time
+	if since.IsZero() || now.Sub(since) < opts.StartTimeout {
+		c.Message = fmt.Sprintf("the pod is on node %s; %s; the attempt fails if no container starts within %s",
+			pod.Spec.NodeName, waiting, opts.StartTimeout)
+		return c
+	}
+	return terminal(kubexec.ReasonConfigError, now, Classification{
+		Message: fmt.Sprintf("no container of the pod started within %s of it being scheduled on node %s: %s; "+
+			"check the pod's volumes (ConfigMaps, Secrets, claims) and the node's Events for the pod", opts.StartTimeout, pod.Spec.NodeName, waiting),
+	})
+}
+
 func classifyPending(pod *corev1.Pod, now time.Time, opts ClassifyOptions) Classification {
 	c := Classification{Phase: PhasePending}
 	cond := podCondition(pod, corev1.PodScheduled)
+	if cond != nil && cond.Status == corev1.ConditionTrue {
+		return classifyNotStarted(pod, cond, now, opts)
+	}
 	if cond == nil || cond.Status != corev1.ConditionFalse {
 		return c
 	}

@@ -103,6 +103,10 @@
 //	PodScheduled=False, reason Unschedulable, for longer   Unschedulable     yes
 //	  than PendingTimeout (default 5m), with the
 //	  scheduler's message
+//	PodScheduled=True, phase Pending, no container ever    ConfigError       no
+//	  started (ContainerCreating, PodInitializing: a
+//	  volume that never mounts) for longer than
+//	  StartTimeout (default 10m)
 //	anything else (scheduling gates included)              pending
 //
 // [ClassifyDeleted] classifies a pod that is being deleted or has vanished,
