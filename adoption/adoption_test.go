@@ -116,6 +116,17 @@ func TestLeaseLiveness(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, alive)
 
+	// A Lease last renewed long ago is dead at once, for a new observer.
+	fresh := NewLeaseLiveness(client, ns)
+	fresh.now = func() time.Time { return time.Now().Add(7 * time.Second) }
+	alive, err = fresh.Alive(ctx, "alive-1")
+	require.NoError(t, err)
+	require.False(t, alive, "renewed more than two durations ago")
+	fresh.now = time.Now
+	alive, err = fresh.Alive(ctx, "alive-1")
+	require.NoError(t, err)
+	require.True(t, alive)
+
 	// Run keeps it renewed.
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})

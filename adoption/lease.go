@@ -235,12 +235,18 @@ var (
 	_ Liveness = (*LeaseLiveness)(nil)
 )
 
-// LeaseLiveness decides liveness from the instances' Leases without trusting
-// their clocks: an instance is dead when its Lease is missing, or when this
-// observer has seen its renewTime unchanged for longer than the Lease's
-// duration (as client-go's leader election does). A Lease seen for the
-// first time counts as alive until it has gone unrenewed for a full
-// duration of this observer's time.
+// LeaseLiveness decides liveness from the instances' Leases without relying
+// on their clocks: an instance is dead when its Lease is missing, or when
+// this observer has seen its renewTime unchanged for longer than the
+// Lease's duration (as client-go's leader election does). A Lease seen for
+// the first time counts as alive until it has gone unrenewed for a full
+// duration of this observer's time, unless its renewTime is more than two
+// durations old by this observer's clock (a holder whose clock is behind by
+// up to one duration is still judged correctly): then it is dead at once,
+// so that an instance that crashed long ago is adopted without a wait.
+//
+// Every instance that may adopt from another must keep its Lease in the
+// same namespace: a Lease that is not found counts as dead.
 type LeaseLiveness struct {
 	client    kubernetes.Interface
 	namespace string
@@ -284,6 +290,11 @@ func (l *LeaseLiveness) Alive(ctx context.Context, id string) (bool, error) {
 		duration = time.Duration(*lease.Spec.LeaseDurationSeconds) * time.Second
 	}
 	now := l.now()
+	if !renew.IsZero() && now.Sub(renew) > 2*duration {
+		// Long expired even if the holder's clock were a whole duration
+		// behind this one: dead without waiting to observe it.
+		return false, nil
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	obs, ok := l.observed[id]

@@ -29,7 +29,10 @@ var ErrOwnerAlive = errors.New("executor: the pod's executor is alive")
 // ResultLoader (without one, the host checks its own records before
 // resetting: the adoption sweep may have saved a result meanwhile). Attempts
 // whose owner is alive are left alone and named in an error wrapping
-// ErrOwnerAlive.
+// ErrOwnerAlive. A Lease renewed recently by its holder's clock, but no
+// longer renewed, counts as alive until this executor has seen it unrenewed
+// for the Lease's duration (adoption.LeaseLiveness): a host that gets
+// ErrOwnerAlive right after a crash calls Adopt again after that time.
 func (e *Kubernetes) Adopt(ctx context.Context, keys []kubexec.TaskKey) ([]kubexec.TaskKey, error) {
 	if err := e.checkRunning(); err != nil {
 		return nil, err

@@ -91,7 +91,9 @@ type Config struct {
 	Classify watch.ClassifyOptions
 
 	// LeaseNamespace holds the Leases by which executor instances show
-	// they are alive (see package adoption). Default: Namespace.
+	// they are alive (see package adoption). Every instance that may adopt
+	// from another must use the same LeaseNamespace: a Lease that is not
+	// found counts as dead. Default: Namespace.
 	LeaseNamespace string
 	// LeaseDuration, RenewDeadline and RetryPeriod time this instance's
 	// Lease, with client-go's rules (LeaseDuration > RenewDeadline > 1.2 ×

@@ -125,6 +125,9 @@ type attempt struct {
 	podGone    bool   // there is no pod to release
 	released   bool   // finalizer removed (and done label set)
 	deleteAt   time.Time
+	// maybeCreated: a create failed after it was sent, so the pod
+	// (podName) may exist although no create succeeded.
+	maybeCreated bool
 	// archived: the logs are in the LogArchiver.
 	archived bool
 	// XCom: xcomWaiting asks the result worker to collect the value while
@@ -308,6 +311,13 @@ func (e *Kubernetes) Start(ctx context.Context) error {
 		e.wg.Wait()
 		return fmt.Errorf("executor: waiting for the pod watch to sync: %w", err)
 	}
+	// Workers start under the lock, so that a Stop that ran meanwhile is
+	// seen and a Stop that comes later waits for them.
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.stopped {
+		return ErrStopped
+	}
 	for range e.cfg.ResultWorkers {
 		e.goRun(func() { e.worker(e.results, "saving a result", e.finish) })
 		e.goRun(func() { e.worker(e.releases, "releasing a pod", e.releaseStep) })
@@ -355,8 +365,16 @@ func (e *Kubernetes) Stop(ctx context.Context) error {
 		e.releases.ShutDown()
 		return nil
 	}
-	// In-flight creates finish; what they created is tracked.
-	e.launchWG.Wait()
+	// In-flight creates finish (what they created is tracked), unless ctx
+	// ends first: then they are cancelled.
+	launched := make(chan struct{})
+	go func() { e.launchWG.Wait(); close(launched) }()
+	select {
+	case <-launched:
+	case <-ctx.Done():
+		e.cancel()
+		<-launched
+	}
 	// Save what can be saved while ctx allows.
 	var err error
 	for e.pendingResults() > 0 {
@@ -475,6 +493,9 @@ func (e *Kubernetes) reportSlotsLocked() {
 func (e *Kubernetes) Revoke(ctx context.Context, key kubexec.TaskKey) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.stopped {
+		return ErrStopped
+	}
 	a, ok := e.attempts[key]
 	if !ok {
 		return fmt.Errorf("%w: %s", ErrUnknownAttempt, key)
@@ -486,7 +507,8 @@ func (e *Kubernetes) Revoke(ctx context.Context, key kubexec.TaskKey) error {
 	r := e.newResultLocked(a, kubexec.ReasonRevoked, "the host revoked the attempt")
 	switch a.phase {
 	case phaseQueued:
-		a.podGone = true
+		a.grace = &grace
+		e.unlaunchedLocked(a)
 	case phaseLaunching, phaseLaunched:
 		// A create in flight: launch() sees the result and releases the
 		// pod it made.

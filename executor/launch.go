@@ -72,9 +72,32 @@ func (e *Kubernetes) launchReady() {
 // happen.
 func (e *Kubernetes) requeueLocked(a *attempt, notBefore time.Time) {
 	a.phase = phaseQueued
+	if a.result != nil {
+		// Revoked (or timed out) while its create was in flight: nothing
+		// more to launch; finish it.
+		e.unlaunchedLocked(a)
+		e.enqueueLocked(a)
+		e.reportSlotsLocked()
+		return
+	}
 	a.notBefore = notBefore
 	e.queue = append(e.queue, a.key)
 	e.reportSlotsLocked()
+}
+
+// unlaunchedLocked records what an attempt that ends before a create
+// succeeded leaves behind: no pod, unless an earlier create's outcome was
+// unknown (an error after the request was sent), in which case the pod of
+// that name is deleted if it exists.
+func (e *Kubernetes) unlaunchedLocked(a *attempt) {
+	if a.maybeCreated {
+		a.podGone, a.releasePod = false, true
+		if a.result != nil {
+			a.result.PodName, a.result.Namespace = a.podName, a.namespace
+		}
+		return
+	}
+	a.podGone = true
 }
 
 // launch builds and creates the pod of one attempt, on a launch worker.
@@ -87,8 +110,8 @@ func (e *Kubernetes) launch(key kubexec.TaskKey) {
 	}
 	if a.result != nil { // revoked before the create
 		a.phase = phaseQueued
-		a.podGone = true
-		e.results.Add(key)
+		e.unlaunchedLocked(a)
+		e.enqueueLocked(a)
 		e.mu.Unlock()
 		return
 	}
@@ -216,6 +239,10 @@ func (e *Kubernetes) handleCreate(key kubexec.TaskKey, pod, created *corev1.Pod,
 		e.mu.Lock()
 		if a, ok := e.attempts[key]; ok && a.phase == phaseLaunching {
 			a.failures++
+			// The server may have created the pod before the error: if the
+			// attempt ends before a later create finds it, it is deleted.
+			a.maybeCreated = true
+			a.namespace, a.podName = pod.Namespace, pod.Name
 			d := min(createBackoffMin<<min(a.failures-1, 10), createBackoffMax)
 			e.requeueLocked(a, now.Add(jitter(d)))
 		}
@@ -278,11 +305,21 @@ func (e *Kubernetes) tracked(key kubexec.TaskKey, pod *corev1.Pod, outcome Launc
 		a.phase = phaseLaunched
 		a.namespace, a.podName, a.podUID = pod.Namespace, pod.Name, pod.UID
 	}
-	if a.result != nil {
+	if a.lastPod == nil {
+		a.lastPod = pod
+	}
+	// A create that succeeds resets its namespace's quota backoff.
+	delete(e.nsBackoff, pod.Namespace)
+	switch {
+	case a.result != nil:
 		// Revoked while the create was in flight: release the new pod.
 		a.result.PodName, a.result.Namespace = pod.Name, pod.Namespace
 		a.podGone = false
 		e.enqueueLocked(a)
+	case pod.Labels[kubexec.LabelDone] == kubexec.DoneValue:
+		// Queued again after its pod was kept (labelled done): the watch
+		// no longer delivers that pod, so decide from it now.
+		e.classifyLocked(a, pod, time.Now())
 	}
 	e.reportSlotsLocked()
 }
@@ -298,7 +335,7 @@ func (e *Kubernetes) rejectLaunch(key kubexec.TaskKey, queuedAt time.Time, msg s
 	}
 	e.log.Warn("launch rejected", "task", key, "reason", msg)
 	a.phase = phaseQueued
-	a.podGone = true
+	e.unlaunchedLocked(a)
 	if a.result == nil {
 		e.setResultLocked(a, e.newResultLocked(a, kubexec.ReasonLaunchRejected, msg))
 	} else {
@@ -321,8 +358,9 @@ func isQuotaExceeded(err error) bool {
 }
 
 // isTransient reports errors worth retrying: 5xx, server timeouts, 409
-// conflicts other than AlreadyExists, and errors below HTTP (connection
-// refused or reset, timeouts).
+// conflicts other than AlreadyExists, 401 (expired credentials are
+// refreshed), and errors below HTTP (connection refused or reset,
+// timeouts).
 func isTransient(err error) bool {
 	if errors.Is(err, context.Canceled) {
 		return true
@@ -333,7 +371,8 @@ func isTransient(err error) bool {
 	}
 	code := status.Status().Code
 	return code >= 500 || apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) ||
-		(apierrors.IsConflict(err) && !apierrors.IsAlreadyExists(err))
+		(apierrors.IsConflict(err) && !apierrors.IsAlreadyExists(err)) ||
+		apierrors.IsUnauthorized(err) // credentials being rotated
 }
 
 // launchRejectedMessage says what the API server refused and what to do.

@@ -59,6 +59,9 @@ func (e *Kubernetes) observe(pod *corev1.Pod) {
 // classifyLocked decides whether a's pod has ended and, if so, records the
 // result.
 func (e *Kubernetes) classifyLocked(a *attempt, pod *corev1.Pod, now time.Time) {
+	// The pod the result is read from is the one XCom and the log archive
+	// read too (the watch's cache may be ahead of the events delivered).
+	a.lastPod = pod
 	c := watch.Classify(pod, now, e.cfg.Classify)
 	if pod.DeletionTimestamp != nil && !(c.Phase == watch.PhaseTerminal && c.Reason == kubexec.ReasonSucceeded) {
 		// Someone else deleted it (we only delete after a result): the
@@ -148,7 +151,7 @@ func (e *Kubernetes) resync(retryNow bool) {
 				e.enqueueLocked(a)
 			}
 		case a.phase == phaseQueued && now.Sub(a.queuedAt) > e.cfg.QueuedTimeout:
-			a.podGone = true
+			e.unlaunchedLocked(a)
 			e.setResultLocked(a, e.newResultLocked(a, kubexec.ReasonQueuedTimeout,
 				fmt.Sprintf("the attempt was not launched within %s of being queued", e.cfg.QueuedTimeout)))
 		case a.phase == phaseLaunched && e.watcher != nil:
@@ -320,35 +323,42 @@ func (e *Kubernetes) release(ctx context.Context, a *attempt) error {
 
 	if !gone {
 		del := force || (succeeded && !e.cfg.GC.KeepOnSuccess) || (!succeeded && e.cfg.GC.DeleteOnFailure)
+		delayed := del && !force && e.cfg.GC.Delay > 0
+		if del && !delayed && !released {
+			// Delete before the finalizer goes: a crash in between leaves
+			// a terminating pod that still holds the finalizer (a restart
+			// releases it again), never a pod that nobody tracks.
+			if err := e.deletePod(ctx, ns, name, uid, grace); err != nil {
+				return err
+			}
+		}
 		if !released {
 			// Done label and finalizer removal in one patch: the pod leaves
 			// the watch and is no longer held.
 			patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%q},"$deleteFromPrimitiveList/finalizers":[%q]}}`,
 				kubexec.LabelDone, kubexec.DoneValue, kubexec.FinalizerResultTracking)
-			_, err := e.client.CoreV1().Pods(ns).Patch(ctx, name, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{})
+			p, err := e.client.CoreV1().Pods(ns).Patch(ctx, name, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{})
 			if err != nil && !apierrors.IsNotFound(err) {
 				return fmt.Errorf("release pod %s/%s: %w", ns, name, err)
 			}
+			if err == nil && uid == "" {
+				uid = p.UID // a pod whose create outcome was unknown
+			}
 			e.mu.Lock()
-			a.released = true
-			if del && !force && e.cfg.GC.Delay > 0 {
+			a.released, a.podUID = true, uid
+			if delayed {
 				a.deleteAt = time.Now().Add(e.cfg.GC.Delay)
 				deleteAt = a.deleteAt
 			}
 			e.mu.Unlock()
 		}
-		if del {
+		if delayed {
 			if wait := time.Until(deleteAt); wait > 0 {
 				e.releases.AddAfter(a.key, wait)
 				return nil
 			}
-			opts := metav1.DeleteOptions{GracePeriodSeconds: grace}
-			if uid != "" {
-				opts.Preconditions = &metav1.Preconditions{UID: &uid}
-			}
-			err := e.client.CoreV1().Pods(ns).Delete(ctx, name, opts)
-			if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
-				return fmt.Errorf("delete pod %s/%s: %w", ns, name, err)
+			if err := e.deletePod(ctx, ns, name, uid, grace); err != nil {
+				return err
 			}
 		}
 	}
@@ -361,6 +371,20 @@ func (e *Kubernetes) release(ctx context.Context, a *attempt) error {
 	}
 	e.reportSlotsLocked()
 	e.mu.Unlock()
+	return nil
+}
+
+// deletePod deletes the pod, guarded by its UID when known. A pod already
+// gone, or replaced by another of the same name, is not an error.
+func (e *Kubernetes) deletePod(ctx context.Context, ns, name string, uid types.UID, grace *int64) error {
+	opts := metav1.DeleteOptions{GracePeriodSeconds: grace}
+	if uid != "" {
+		opts.Preconditions = &metav1.Preconditions{UID: &uid}
+	}
+	err := e.client.CoreV1().Pods(ns).Delete(ctx, name, opts)
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		return fmt.Errorf("delete pod %s/%s: %w", ns, name, err)
+	}
 	return nil
 }
 
