@@ -3,7 +3,7 @@ GO ?= go
 BIN := $(CURDIR)/_output/bin
 export KUBEXEC_DEVCLUSTER_BIN := $(BIN)
 
-.PHONY: run test devcluster vet cluster-up cluster-down fmt
+.PHONY: run test devcluster vet cluster-up cluster-down fmt bench
 
 ## run: build the dev cluster, then run the example scheduler's sample
 ## workflow on it (the scheduler starts the dev cluster, follows the run,
@@ -15,6 +15,12 @@ run: devcluster
 test: devcluster vet
 	$(GO) test -race -count=1 -timeout 30m ./...
 	cd examples/scheduler && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 30m ./...
+
+## bench: build the dev cluster, then run the benchmarks of issue 10
+## (launch, end to end, watch, adoption, memory, crash; ~15 min on two
+## cores) and write BENCHMARKS.md from their output.
+bench: devcluster
+	$(GO) run ./internal/bench -go $(GO) -out BENCHMARKS.md -dir _output/bench
 
 ## devcluster: build etcd, kube-apiserver, kube-controller-manager,
 ## kube-scheduler and the process node into _output/bin (cold: ~5-10 min).
