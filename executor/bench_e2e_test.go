@@ -301,6 +301,8 @@ func BenchmarkEndToEnd(b *testing.B) {
 		af1 := runAirflowLike(b, client, n1, 1)
 
 		kxLat := kx.latencies()
+		b.ReportMetric(float64(n), "tasks")
+		b.ReportMetric(float64(n1), "airflow1-tasks")
 		b.ReportMetric(kx.makespan.Seconds(), "kubexec-makespan-s")
 		b.ReportMetric(jobs.makespan.Seconds(), "jobs-makespan-s")
 		b.ReportMetric(kx.makespan.Seconds()/jobs.makespan.Seconds(), "makespan-vs-jobs")

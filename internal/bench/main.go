@@ -77,12 +77,12 @@ func groups(dir string) []group {
 			args:    []string{"-run", "^$", "-bench", "^BenchmarkEndToEnd$", "-benchtime=1x", "-timeout", "30m", "-cpuprofile", dir + "/e2e.cpu.pprof", "-o", dir + "/executor.test", "./executor/"},
 			profile: dir + "/e2e.cpu.pprof",
 			figures: []figure{
-				{"kubexec makespan, 1,000 tasks", "BenchmarkEndToEnd", "kubexec-makespan-s", "%.1f s", "", nil},
-				{"batch/v1 Jobs makespan, 1,000 tasks", "BenchmarkEndToEnd", "jobs-makespan-s", "%.1f s", "", nil},
+				{"kubexec makespan, {tasks} tasks", "BenchmarkEndToEnd", "kubexec-makespan-s", "%.1f s", "", nil},
+				{"batch/v1 Jobs makespan, {tasks} tasks", "BenchmarkEndToEnd", "jobs-makespan-s", "%.1f s", "", nil},
 				{"kubexec / Jobs makespan", "BenchmarkEndToEnd", "makespan-vs-jobs", "%.3f", "< 1 (kubexec below the Job controller)", func(v float64) bool { return v < 1 }},
-				{"Airflow-like, batch 16, makespan, 1,000 tasks", "BenchmarkEndToEnd", "airflow16-makespan-s", "%.1f s", "", nil},
-				{"Airflow-like, batch 1, per task (measured on 100 tasks)", "BenchmarkEndToEnd", "airflow1-s/task", "%.3f s", "", nil},
-				{"Airflow-like, batch 1, makespan for 1,000 tasks (EXTRAPOLATED from the 100)", "BenchmarkEndToEnd", "airflow1-makespan-extrapolated-s", "%.0f s", "", nil},
+				{"Airflow-like, batch 16, makespan, {tasks} tasks", "BenchmarkEndToEnd", "airflow16-makespan-s", "%.1f s", "", nil},
+				{"Airflow-like, batch 1, per task (measured on {airflow1-tasks} tasks)", "BenchmarkEndToEnd", "airflow1-s/task", "%.3f s", "", nil},
+				{"Airflow-like, batch 1, makespan for {tasks} tasks (EXTRAPOLATED from the {airflow1-tasks}, not measured)", "BenchmarkEndToEnd", "airflow1-makespan-extrapolated-s", "%.0f s", "", nil},
 				{"kubexec pod ended -> result saved, p50", "BenchmarkEndToEnd", "kubexec-end-to-saved-p50-ms", "%.1f ms", "", nil},
 				{"kubexec pod ended -> result saved, p99", "BenchmarkEndToEnd", "kubexec-end-to-saved-p99-ms", "%.1f ms", "< 100 ms", func(v float64) bool { return v < 100 }},
 				{"kubexec's own metric, end observed -> SaveResult returned, p50", "BenchmarkEndToEnd", "kubexec-observed-to-saved-p50-ms", "%.1f ms", "", nil},
@@ -130,11 +130,11 @@ func groups(dir string) []group {
 			title: "5. Memory of an idle executor",
 			args:  []string{"-run", "^$", "-bench", "^BenchmarkIdleRSS10k$", "-benchtime=1x", "./internal/bench/rss/"},
 			figures: []figure{
-				{"RSS of an idle executor tracking 10,000 running pods", "BenchmarkIdleRSS10k", "rss-MiB", "%.1f MiB", "", nil},
+				{"RSS of an idle executor tracking {tracked-pods} running pods", "BenchmarkIdleRSS10k", "rss-MiB", "%.1f MiB", "", nil},
 				{"same process's peak RSS (VmHWM, includes the first list)", "BenchmarkIdleRSS10k", "peak-rss-MiB", "%.1f MiB", "", nil},
 				{"its live Go heap", "BenchmarkIdleRSS10k", "go-live-heap-MiB", "%.1f MiB", "", nil},
 				{"RSS of the same executor tracking 0 pods", "BenchmarkIdleRSS10k", "rss-0-pods-MiB", "%.1f MiB", "", nil},
-				{"RSS per tracked pod ((10k - 0) / 10,000)", "BenchmarkIdleRSS10k", "rss-B/pod", "%.0f B", "", nil},
+				{"RSS per tracked pod (difference / {tracked-pods})", "BenchmarkIdleRSS10k", "rss-B/pod", "%.0f B", "", nil},
 			},
 			about: "The executor runs in a child process (the test binary re-executed) with kubexec's defaults; after it synced and idled 15 s (Heartbeat once per second) the parent reads VmRSS from /proc/PID/status. " +
 				"The 10,000 pods are built by kubexec's own builder for this executor's id (command, env, resources, tracking finalizer) but no node runs them: their scheduler name matches no scheduler, and their status is set through the pods/status subresource to what a kubelet reports for a running pod (phase Running, a running container, conditions, IPs). " +
@@ -372,7 +372,7 @@ func render(results []result, goCmd string, started time.Time, loadBefore string
 					groupMissed = true
 				}
 			}
-			fmt.Fprintf(&b, "| %s: %s | %s | %s | %s | `%s` |\n", r.g.title, f.name, value, target, met, r.command)
+			fmt.Fprintf(&b, "| %s: %s | %s | %s | %s | `%s` |\n", r.g.title, sizes(f.name, r.values), value, target, met, r.command)
 		}
 		if groupMissed {
 			missed = append(missed, r)
@@ -411,6 +411,25 @@ func render(results []result, goCmd string, started time.Time, loadBefore string
 		}
 	}
 	return b.String()
+}
+
+var sizeRef = regexp.MustCompile(`\{([a-z0-9-]+)\}`)
+
+// sizes replaces {unit} in a figure's name with that measured value (the
+// benchmarks report their sizes, which environment variables can change),
+// written with thousands separators.
+func sizes(name string, values map[string]float64) string {
+	return sizeRef.ReplaceAllStringFunc(name, func(ref string) string {
+		v, ok := values[ref[1:len(ref)-1]]
+		if !ok {
+			return "?"
+		}
+		digits := strconv.FormatInt(int64(v), 10)
+		for i := len(digits) - 3; i > 0; i -= 3 {
+			digits = digits[:i] + "," + digits[i:]
+		}
+		return digits
+	})
 }
 
 func tail(path string, n int) string {
