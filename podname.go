@@ -3,6 +3,8 @@ package kubexec
 import (
 	"crypto/sha256"
 	"encoding/base32"
+	"encoding/hex"
+	"encoding/json"
 	"strconv"
 	"strings"
 )
@@ -79,4 +81,21 @@ func dnsSlug(s string) string {
 		dash = true
 	}
 	return b.String()
+}
+
+// UniqueName returns a name for key's attempt that is safe in file names
+// and storage keys, readable (it starts with PodName(key)) and distinct for
+// distinct keys (it ends with 16 hex characters of the SHA-256 of the whole
+// key). Log archives and XCom values are stored under it.
+func UniqueName(key TaskKey) (string, error) {
+	name, err := PodName(key)
+	if err != nil {
+		return "", err
+	}
+	b, err := json.Marshal(key)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(b)
+	return name + "-" + hex.EncodeToString(sum[:8]), nil
 }

@@ -89,3 +89,31 @@ func requireValidPodName(t testing.TB, name string) {
 	require.LessOrEqual(t, len(name), 63, name)
 	require.Empty(t, validation.IsDNS1123Label(name), name)
 }
+
+func TestUniqueName(t *testing.T) {
+	t.Parallel()
+	a := kubexec.TaskKey{WorkflowID: "etl", TaskID: "load", RunID: "r1", MapIndex: kubexec.NotMapped, Attempt: 1}
+	b := a
+	b.RunID = "r2"
+	na, err := kubexec.UniqueName(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nb, err := kubexec.UniqueName(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod, _ := kubexec.PodName(a)
+	if !strings.HasPrefix(na, pod+"-") || len(na) != len(pod)+17 {
+		t.Fatalf("kubexec.UniqueName(a) = %q, want %q and 16 hex characters", na, pod)
+	}
+	if na == nb {
+		t.Fatalf("distinct keys share the name %q", na)
+	}
+	if again, _ := kubexec.UniqueName(a); again != na {
+		t.Fatalf("not deterministic: %q then %q", na, again)
+	}
+	if _, err := kubexec.UniqueName(kubexec.TaskKey{}); err == nil {
+		t.Fatal("an invalid key must be an error")
+	}
+}

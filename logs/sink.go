@@ -2,9 +2,6 @@ package logs
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -72,16 +69,11 @@ func NewFileSink(dir string) (*FileSink, error) {
 // attempt's pod name followed by a hash of the whole key, in the sink's
 // folder.
 func (s *FileSink) Path(key kubexec.TaskKey) (string, error) {
-	name, err := kubexec.PodName(key)
+	name, err := kubexec.UniqueName(key)
 	if err != nil {
 		return "", err
 	}
-	b, err := json.Marshal(key)
-	if err != nil {
-		return "", err
-	}
-	sum := sha256.Sum256(b)
-	return filepath.Join(s.dir, name+"-"+hex.EncodeToString(sum[:8])+".log"), nil
+	return filepath.Join(s.dir, name+".log"), nil
 }
 
 // Create implements LogSink.

@@ -2,8 +2,6 @@ package xcom
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,21 +32,6 @@ type Backend interface {
 	Get(ctx context.Context, ref string) (json.RawMessage, error)
 }
 
-// storageName names key's value in MemoryBackend and FileBackend: its pod
-// name (readable) and a hash of the whole key (unique).
-func storageName(key kubexec.TaskKey) (string, error) {
-	name, err := kubexec.PodName(key)
-	if err != nil {
-		return "", err
-	}
-	b, err := json.Marshal(key)
-	if err != nil {
-		return "", err
-	}
-	sum := sha256.Sum256(b)
-	return name + "-" + hex.EncodeToString(sum[:8]), nil
-}
-
 // MemoryBackend is a Backend that keeps values in memory, for tests and
 // examples. Its references look like "memory:<name>". The zero value is
 // ready to use.
@@ -72,7 +55,7 @@ func (b *MemoryBackend) Put(ctx context.Context, key kubexec.TaskKey, value json
 	if err := ctx.Err(); err != nil {
 		return "", err
 	}
-	name, err := storageName(key)
+	name, err := kubexec.UniqueName(key)
 	if err != nil {
 		return "", err
 	}
@@ -132,7 +115,7 @@ func (b *FileBackend) Put(ctx context.Context, key kubexec.TaskKey, value json.R
 	if err := ctx.Err(); err != nil {
 		return "", err
 	}
-	name, err := storageName(key)
+	name, err := kubexec.UniqueName(key)
 	if err != nil {
 		return "", err
 	}
