@@ -20,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 )
 
 var cluster *Cluster
@@ -149,13 +150,22 @@ func TestSchedulerBindsPodToNode(t *testing.T) {
 		corev1.ResourceMemory: resource.MustParse("8Gi"),
 		corev1.ResourcePods:   resource.MustParse("10"),
 	}
-	node.Status.Capacity = capacity
-	node.Status.Allocatable = capacity
-	node.Status.Conditions = []corev1.NodeCondition{{
-		Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
-		LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now(),
-	}}
-	_, err = nodes.UpdateStatus(ctx, node, metav1.UpdateOptions{})
+	// The node lifecycle controller may change the new node meanwhile:
+	// read it again on a conflict.
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		current, err := nodes.Get(ctx, node.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		current.Status.Capacity = capacity
+		current.Status.Allocatable = capacity
+		current.Status.Conditions = []corev1.NodeCondition{{
+			Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
+			LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now(),
+		}}
+		_, err = nodes.UpdateStatus(ctx, current, metav1.UpdateOptions{})
+		return err
+	})
 	require.NoError(t, err)
 
 	ns := cluster.NewNamespace(t, "schedule", nil)
