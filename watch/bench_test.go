@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/kubexec/kubexec"
+	"github.com/kubexec/kubexec/internal/parallel"
 )
 
 // benchPods is the number of pods BenchmarkWatch10k watches.
@@ -107,7 +108,7 @@ func createBenchPods(n int) (benchFixture, error) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	start := time.Now()
-	err = parallel(n, 32, func(i int) error {
+	err = parallel.Do(n, 32, func(i int) error {
 		pod, err := benchPod(f.executorID, i)
 		if err == nil {
 			_, err = client.CoreV1().Pods(ns.Name).Create(ctx, pod, metav1.CreateOptions{})
@@ -231,7 +232,7 @@ func measureUpdates(b *testing.B, client kubernetes.Interface, f benchFixture, h
 	base := h.total()
 	patch := fmt.Appendf(nil, `{"metadata":{"labels":{"bench-round":%q}}}`, fmt.Sprint(time.Now().UnixNano()))
 	start := time.Now()
-	err := parallel(n, 32, func(i int) error {
+	err := parallel.Do(n, 32, func(i int) error {
 		pod, err := benchPod(f.executorID, i)
 		if err == nil {
 			_, err = client.CoreV1().Pods(f.namespace).Patch(context.Background(), pod.Name, types.MergePatchType, patch, metav1.PatchOptions{})

@@ -83,31 +83,6 @@ func taskMetadata(executorID string, key kubexec.TaskKey) (labels, annotations m
 	return labels, annotations, err
 }
 
-// parallel calls fn(i) for i in 0..n-1 from workers goroutines and returns
-// the first error.
-func parallel(n, workers int, fn func(i int) error) error {
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, workers)
-	for range workers {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				if err := fn(i); err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	return <-errs
-}
-
 // podsOfNewExecutor makes a namespace on c, whose name starts with prefix,
 // and n pods p00, p01, ... in it of a new executor id. It returns c's
 // client, the namespace and the executor id.

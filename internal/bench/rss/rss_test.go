@@ -27,6 +27,7 @@ import (
 	"github.com/kubexec/kubexec"
 	"github.com/kubexec/kubexec/executor"
 	"github.com/kubexec/kubexec/internal/devcluster"
+	"github.com/kubexec/kubexec/internal/parallel"
 	"github.com/kubexec/kubexec/podtemplate"
 )
 
@@ -117,7 +118,7 @@ func createRunningPods(b *testing.B, client kubernetes.Interface, ns, id string,
 	require.NoError(b, err)
 	ctx := context.Background()
 	startedAt := metav1.Now()
-	err = parallel(n, 32, func(i int) error {
+	err = parallel.Do(n, 32, func(i int) error {
 		spec := podtemplate.TaskSpec{
 			Key: kubexec.TaskKey{WorkflowID: "nightly-etl", TaskID: fmt.Sprintf("load_partition_%05d", i),
 				RunID: "scheduled__2026-03-01T00:00:00+00:00", MapIndex: kubexec.NotMapped, Attempt: 1},
@@ -312,31 +313,6 @@ func TestIdleExecutorChild(t *testing.T) {
 	mu.Lock()
 	fmt.Println("stopped")
 	mu.Unlock()
-}
-
-// parallel calls fn(0..n-1) on workers goroutines and returns the first
-// error.
-func parallel(n, workers int, fn func(i int) error) error {
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, workers)
-	for range workers {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				if err := fn(i); err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	return <-errs
 }
 
 // heapInUse is the live Go heap after a full collection (the RSS was read
