@@ -199,8 +199,12 @@ func Classify(pod *corev1.Pod, now time.Time, opts ClassifyOptions) Classificati
 
 // ClassifyDeleted classifies the attempt of a pod that is being deleted
 // (it has a deletionTimestamp) or has vanished; pod is its last known state,
-// or nil when even that is unknown. A pod that had already succeeded or
-// failed keeps that outcome. Otherwise the attempt failed with
+// or nil when even that is unknown. A pod that had already succeeded keeps
+// that outcome, and so does one that failed by itself: a container failed
+// before the deletion was requested. A pod that failed only because the
+// deletion stopped its containers (the node marks it Failed once they are
+// killed, which an executor that was not running, or a watch that relisted,
+// sees before it sees the deletion) is classified by cause. Otherwise the attempt failed with
 // ReasonDisrupted when the pod carries the DisruptionTarget condition or
 // its node was lost (eviction, preemption, taint manager, pod garbage
 // collector), and with ReasonDeletedExternally in every other case. Both
@@ -211,10 +215,10 @@ func ClassifyDeleted(pod *corev1.Pod, now time.Time) Classification {
 			Message: "the pod vanished and its last state is unknown; find out what deletes pods in its namespace",
 		})
 	}
-	switch pod.Status.Phase {
-	case corev1.PodSucceeded:
+	switch {
+	case pod.Status.Phase == corev1.PodSucceeded:
 		return classifySucceeded(pod, now)
-	case corev1.PodFailed:
+	case pod.Status.Phase == corev1.PodFailed && !killedByDeletion(pod):
 		return classifyFailed(pod, now)
 	}
 	if c, ok := classifyDisruption(pod, now); ok {
@@ -236,6 +240,48 @@ func ClassifyDeleted(pod *corev1.Pod, now time.Time) Classification {
 	c.FinishedAt = endedAt(pod)
 	return terminal(kubexec.ReasonDeletedExternally, now, c)
 }
+
+// killedByDeletion reports whether a failed pod failed because it was
+// deleted rather than by itself: no container (sidecars aside: the kubelet
+// stops them last, so their exits are a consequence) failed before the
+// deletion was requested. The request time is the deletionTimestamp minus
+// deletionGracePeriodSeconds (a shorter grace given later moves both by the
+// same amount, so their difference stays the time of the first request).
+// Timestamps have a resolution of one second, so a container that failed
+// by itself in the same second as the request counts as killed by it. A
+// terminated container with no finish time failed by itself unless its
+// exit code is that of SIGTERM or SIGKILL.
+func killedByDeletion(pod *corev1.Pod) bool {
+	if pod.DeletionTimestamp == nil {
+		return false
+	}
+	requested := pod.DeletionTimestamp.Time
+	if g := pod.DeletionGracePeriodSeconds; g != nil {
+		requested = requested.Add(-time.Duration(*g) * time.Second)
+	}
+	requested = requested.Truncate(time.Second)
+	for _, ref := range orderedStatuses(pod) {
+		t := ref.status.State.Terminated
+		if ref.kind == "sidecar container" || t == nil || t.ExitCode == 0 {
+			continue
+		}
+		switch {
+		case t.FinishedAt.IsZero():
+			if t.ExitCode != exitSIGTERM && t.ExitCode != exitSIGKILL {
+				return false
+			}
+		case t.FinishedAt.Time.Truncate(time.Second).Before(requested):
+			return false
+		}
+	}
+	return true
+}
+
+// Exit codes of a container stopped by a signal (128 + the signal).
+const (
+	exitSIGTERM = 143
+	exitSIGKILL = 137
+)
 
 // classifySucceeded: every container exited 0. The main container decides.
 func classifySucceeded(pod *corev1.Pod, now time.Time) Classification {

@@ -67,6 +67,15 @@ func deleting(d time.Duration) func(*corev1.Pod) {
 	return func(p *corev1.Pod) { t := at(d); p.DeletionTimestamp = &t }
 }
 
+// deletedWithGrace is a deletion requested at d with a grace period: the
+// deletionTimestamp is d plus the grace.
+func deletedWithGrace(d time.Duration, grace int64) func(*corev1.Pod) {
+	return func(p *corev1.Pod) {
+		t := at(d + time.Duration(grace)*time.Second)
+		p.DeletionTimestamp, p.DeletionGracePeriodSeconds = &t, &grace
+	}
+}
+
 // status appends a container status; init selects the init statuses.
 func status(init bool, s corev1.ContainerStatus) func(*corev1.Pod) {
 	return func(p *corev1.Pod) {
@@ -537,6 +546,56 @@ func TestClassifyDeleted(t *testing.T) {
 			pod:   testPod(phase(corev1.PodSucceeded), status(false, exited("base", 0, "Completed", time.Minute, 2*time.Minute))),
 			phase: PhaseTerminal, reason: kubexec.ReasonSucceeded, container: "base",
 			startedAt: t0.Add(time.Minute), finishedAt: t0.Add(2 * time.Minute),
+		},
+		{
+			name: "killed by a deletion with a grace period, seen after the node marked it failed",
+			pod: testPod(phase(corev1.PodFailed), deletedWithGrace(3*time.Minute, 30),
+				status(false, exited("base", 137, "Error", time.Minute, 3*time.Minute+20*time.Second))),
+			phase: PhaseTerminal, reason: kubexec.ReasonDeletedExternally, message: []string{"was deleted while it was running"},
+			startedAt: t0.Add(time.Minute),
+		},
+		{
+			name: "force-deleted, the containers killed in the same second",
+			pod: testPod(phase(corev1.PodFailed), deletedWithGrace(3*time.Minute+400*time.Millisecond, 0),
+				status(false, exited("base", 143, "Error", time.Minute, 3*time.Minute))),
+			phase: PhaseTerminal, reason: kubexec.ReasonDeletedExternally,
+			startedAt: t0.Add(time.Minute),
+		},
+		{
+			name: "a grace period shortened later keeps the first request time",
+			pod: testPod(phase(corev1.PodFailed), deletedWithGrace(3*time.Minute, 5),
+				status(false, exited("base", 137, "Error", time.Minute, 3*time.Minute+2*time.Second))),
+			phase: PhaseTerminal, reason: kubexec.ReasonDeletedExternally,
+			startedAt: t0.Add(time.Minute),
+		},
+		{
+			name: "killed by the deletion, with no finish time and the kill's exit code",
+			pod: testPod(phase(corev1.PodFailed), deletedWithGrace(3*time.Minute, 0),
+				status(false, corev1.ContainerStatus{Name: "base", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 137, Reason: "ContainerStatusUnknown"}}})),
+			phase: PhaseTerminal, reason: kubexec.ReasonDeletedExternally,
+		},
+		{
+			name: "failed by itself before the deletion, its sidecar stopped by it",
+			pod: testPod(phase(corev1.PodFailed), deletedWithGrace(3*time.Minute, 30),
+				status(false, exited("base", 3, "Error", time.Minute, 2*time.Minute)),
+				status(true, exited("proxy", 137, "Error", 0, 3*time.Minute+time.Second))),
+			phase: PhaseTerminal, reason: kubexec.ReasonFailed, container: "base", exitCode: 3,
+			startedAt: t0.Add(time.Minute), finishedAt: t0.Add(2 * time.Minute),
+		},
+		{
+			name: "OOM killed before the deletion",
+			pod: testPod(phase(corev1.PodFailed), deletedWithGrace(3*time.Minute, 30),
+				status(false, exited("base", 137, "OOMKilled", time.Minute, 2*time.Minute))),
+			phase: PhaseTerminal, reason: kubexec.ReasonOOMKilled, container: "base", exitCode: 137,
+			startedAt: t0.Add(time.Minute), finishedAt: t0.Add(2 * time.Minute),
+		},
+		{
+			name: "evicted: the deletion carries the disruption condition",
+			pod: testPod(phase(corev1.PodFailed), deletedWithGrace(3*time.Minute, 30),
+				status(false, exited("base", 137, "Error", time.Minute, 3*time.Minute+5*time.Second)),
+				condition(corev1.DisruptionTarget, corev1.ConditionTrue, "EvictionByEvictionAPI", "Eviction API: evicting", 3*time.Minute)),
+			phase: PhaseTerminal, reason: kubexec.ReasonDisrupted,
+			startedAt: t0.Add(time.Minute),
 		},
 		{
 			name:  "it had failed",
