@@ -110,8 +110,11 @@
 //	anything else (scheduling gates included)              pending
 //
 // [ClassifyDeleted] classifies a pod that is being deleted or has vanished,
-// from its last known state: Succeeded or Failed pods keep their outcome (by
-// the rules above); a DisruptionTarget condition or a lost node (the
+// from its last known state: Succeeded pods keep their outcome, and so do
+// Failed pods in which a container (sidecars aside) failed before the
+// deletion was requested (the deletionTimestamp minus the grace period);
+// a pod that failed only because the deletion killed its containers is
+// classified by that cause. Then a DisruptionTarget condition or a lost node (the
 // Disrupted rows above) gives Disrupted; anything else DeletedExternally
 // (retryable). A nil pod is DeletedExternally.
 //
