@@ -3,7 +3,7 @@ GO ?= go
 BIN := $(CURDIR)/_output/bin
 export KUBEXEC_DEVCLUSTER_BIN := $(BIN)
 
-.PHONY: run test devcluster vet cluster-up cluster-down fmt bench
+.PHONY: run test test-loaded devcluster vet cluster-up cluster-down fmt bench
 
 ## run: build the dev cluster, then run the example scheduler's sample
 ## workflow on it (the scheduler starts the dev cluster, follows the run,
@@ -13,8 +13,14 @@ run: devcluster
 
 ## test: build the dev cluster, then vet and run every test with -race.
 test: devcluster vet
-	$(GO) test -race -count=1 -timeout 30m ./...
-	cd examples/scheduler && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 30m ./...
+	$(GO) test -race -count=1 -timeout 30m $(GOTESTFLAGS) ./...
+	cd examples/scheduler && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 30m $(GOTESTFLAGS) ./...
+
+## test-loaded: run `make test` three times in a row beside a CPU hog (one
+## busy loop per core), as on a busy CI machine; prints each run's time and
+## slowest tests. RUNS=n changes the count.
+test-loaded:
+	bash internal/testloaded.sh
 
 ## bench: build the dev cluster, then run the benchmarks of issue 10
 ## (launch, end to end, watch, adoption, memory, crash; ~15 min on two

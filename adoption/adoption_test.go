@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 
@@ -116,13 +117,19 @@ func TestLeaseLiveness(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, alive)
 
-	// A Lease last renewed long ago is dead at once, for a new observer.
+	// A Lease last renewed long ago is dead at once, for a new observer;
+	// one renewed recently is alive. "Ago" is by the new observer's clock,
+	// set from the renewal rather than read, so that the time the API
+	// calls take on a loaded machine does not count.
+	lease, err := client.CoordinationV1().Leases(ns).Get(ctx, LeaseName("alive-1"), metav1.GetOptions{})
+	require.NoError(t, err)
+	renewed := lease.Spec.RenewTime.Time
 	fresh := NewLeaseLiveness(client, ns)
-	fresh.now = func() time.Time { return time.Now().Add(7 * time.Second) }
+	fresh.now = func() time.Time { return renewed.Add(7 * time.Second) }
 	alive, err = fresh.Alive(ctx, "alive-1")
 	require.NoError(t, err)
 	require.False(t, alive, "renewed more than two durations ago")
-	fresh.now = time.Now
+	fresh.now = func() time.Time { return renewed.Add(time.Second) }
 	alive, err = fresh.Alive(ctx, "alive-1")
 	require.NoError(t, err)
 	require.True(t, alive)
@@ -131,12 +138,12 @@ func TestLeaseLiveness(t *testing.T) {
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { holder.Run(runCtx); close(done) }()
-	lease, err := client.CoordinationV1().Leases(ns).Get(ctx, LeaseName("alive-1"), metav1.GetOptions{})
+	lease, err = client.CoordinationV1().Leases(ns).Get(ctx, LeaseName("alive-1"), metav1.GetOptions{})
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
 		again, err := client.CoordinationV1().Leases(ns).Get(ctx, LeaseName("alive-1"), metav1.GetOptions{})
 		return err == nil && again.Spec.RenewTime.After(lease.Spec.RenewTime.Time)
-	}, 10*time.Second, 100*time.Millisecond)
+	}, 3*time.Minute, 100*time.Millisecond, "Run did not renew the Lease")
 	cancel()
 	<-done
 }
@@ -206,6 +213,10 @@ func TestRelabelOneWinner(t *testing.T) {
 	ns := cluster.NewNamespace(t, "relabel", nil)
 	client := cluster.Client()
 	pod := makePods(t, client, ns, "dead-1", "relabel", 1, corev1.PodSucceeded)[0]
+	// The pod changes after it was read (as a node writes a running pod's
+	// status): that alone is no reason to fail.
+	_, err := client.CoreV1().Pods(ns).Patch(ctx, pod.Name, types.MergePatchType, []byte(`{"metadata":{"annotations":{"touched":"yes"}}}`), metav1.PatchOptions{})
+	require.NoError(t, err)
 	// Two adopters read the same version; exactly one wins.
 	errA := Relabel(ctx, client, pod, "adopter-a")
 	errB := Relabel(ctx, client, pod, "adopter-b")
@@ -216,6 +227,7 @@ func TestRelabelOneWinner(t *testing.T) {
 	fresh, err := client.CoreV1().Pods(ns).Get(ctx, pod.Name, metav1.GetOptions{})
 	require.NoError(t, err)
 	require.NoError(t, Relabel(ctx, client, fresh, "adopter-a"))
+	require.Equal(t, "yes", fresh.Annotations["touched"], "the relabel changes nothing but the label")
 }
 
 func TestSweeperAdoptsOnlySettledPodsOfDeadOwners(t *testing.T) {
@@ -231,7 +243,14 @@ func TestSweeperAdoptsOnlySettledPodsOfDeadOwners(t *testing.T) {
 	deadRunning := makePods(t, client, ns, "dead-owner", "dead-running", 2, corev1.PodRunning)
 	liveDone := makePods(t, client, ns, "live-owner", "live-done", 2, corev1.PodSucceeded)
 
-	s, err := NewSweeper(client, NewLeaseLiveness(client, ns), SweepConfig{ExecutorID: "sweeper", Namespaces: []string{ns}, PageSize: 2})
+	// The live owner renewed its Lease just now by the sweeper's clock,
+	// however long the API calls of the sweeps take on a loaded machine:
+	// the clock is the renewal's, not read.
+	lease, err := client.CoordinationV1().Leases(ns).Get(ctx, LeaseName("live-owner"), metav1.GetOptions{})
+	require.NoError(t, err)
+	liveness := NewLeaseLiveness(client, ns)
+	liveness.now = func() time.Time { return lease.Spec.RenewTime.Time }
+	s, err := NewSweeper(client, liveness, SweepConfig{ExecutorID: "sweeper", Namespaces: []string{ns}, PageSize: 2})
 	require.NoError(t, err)
 	st, err := s.Sweep(ctx)
 	require.NoError(t, err)

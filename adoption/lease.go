@@ -41,6 +41,9 @@ type LeaseConfig struct {
 	// than RenewDeadline: others may now consider this instance dead and
 	// adopt its pods. Default: log only.
 	OnLost func()
+	// OnRegained is called when a renewal succeeds after OnLost was
+	// called. Default: log only.
+	OnRegained func()
 	// Logger receives the holder's logs. Default: discarded.
 	Logger *slog.Logger
 }
@@ -152,7 +155,13 @@ func (h *LeaseHolder) Run(ctx context.Context) {
 		err := h.renew(rctx)
 		cancel()
 		if err == nil {
-			lost = false
+			if lost {
+				lost = false
+				h.cfg.Logger.Info("lease renewed again", "lease", h.name)
+				if h.cfg.OnRegained != nil {
+					h.cfg.OnRegained()
+				}
+			}
 			continue
 		}
 		if ctx.Err() != nil {

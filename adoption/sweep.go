@@ -2,8 +2,10 @@ package adoption
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -17,30 +19,54 @@ import (
 	"github.com/kubexec/kubexec"
 )
 
-// ErrConflict is wrapped by Relabel's error when the pod changed between
-// the read and the patch (another adopter may have won).
-var ErrConflict = errors.New("adoption: the pod changed while being adopted")
+// ErrConflict is wrapped by Relabel's error when the pod's owner is no
+// longer the one that was read: another adopter won.
+var ErrConflict = errors.New("adoption: the pod changed owner while being adopted")
 
-// Relabel makes pod the executor newOwner's with a metadata-only merge
-// patch of its executor label. The patch carries the resourceVersion that
-// was read, so of two adopters racing for one pod exactly one wins; the
-// other gets an error wrapping ErrConflict. A pod already owned by newOwner
-// or gone is not an error.
+// Relabel makes pod the executor newOwner's with a metadata-only JSON patch
+// of its executor label. The patch tests that the pod's UID and executor
+// label are still those that were read, so of two adopters racing for one
+// pod exactly one wins; the other gets an error wrapping ErrConflict.
+// Anything else that changed meanwhile (the node writes a running pod's
+// status all the time) does not matter: the API server applies the patch
+// to the current pod. A pod already owned by newOwner or gone is not an
+// error.
 func Relabel(ctx context.Context, client kubernetes.Interface, pod metav1.Object, newOwner string) error {
-	if pod.GetLabels()[kubexec.LabelExecutor] == newOwner {
+	old, ok := pod.GetLabels()[kubexec.LabelExecutor]
+	if old == newOwner {
 		return nil
 	}
-	patch := fmt.Sprintf(`{"metadata":{"resourceVersion":%q,"labels":{%q:%q}}}`,
-		pod.GetResourceVersion(), kubexec.LabelExecutor, newOwner)
-	_, err := client.CoreV1().Pods(pod.GetNamespace()).Patch(ctx, pod.GetName(), types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+	patch, err := relabelPatch(pod.GetUID(), old, ok, newOwner)
+	if err != nil {
+		return err
+	}
+	_, err = client.CoreV1().Pods(pod.GetNamespace()).Patch(ctx, pod.GetName(), types.JSONPatchType, patch, metav1.PatchOptions{})
 	switch {
 	case err == nil, apierrors.IsNotFound(err):
 		return nil
-	case apierrors.IsConflict(err):
-		return fmt.Errorf("%w: pod %s/%s: %v", ErrConflict, pod.GetNamespace(), pod.GetName(), err)
+	case apierrors.IsInvalid(err), apierrors.IsConflict(err):
+		// A failed test operation is a 422.
+		return fmt.Errorf("%w: pod %s/%s was %q's: %v", ErrConflict, pod.GetNamespace(), pod.GetName(), old, err)
 	default:
 		return fmt.Errorf("adoption: relabel pod %s/%s: %w", pod.GetNamespace(), pod.GetName(), err)
 	}
+}
+
+// relabelPatch is the JSON patch of Relabel.
+func relabelPatch(uid types.UID, old string, hadLabel bool, newOwner string) ([]byte, error) {
+	path := "/metadata/labels/" + strings.ReplaceAll(strings.ReplaceAll(kubexec.LabelExecutor, "~", "~0"), "/", "~1")
+	type op struct {
+		Op    string `json:"op"`
+		Path  string `json:"path"`
+		Value any    `json:"value"`
+	}
+	ops := []op{{"test", "/metadata/uid", string(uid)}}
+	if hadLabel {
+		ops = append(ops, op{"test", path, old}, op{"replace", path, newOwner})
+	} else {
+		ops = append(ops, op{"add", path, newOwner})
+	}
+	return json.Marshal(ops)
 }
 
 // SweepConfig configures a Sweeper.

@@ -41,42 +41,72 @@ func (e *Kubernetes) Adopt(ctx context.Context, keys []kubexec.TaskKey) ([]kubex
 	var errs []error
 	alive := map[string]bool{}
 	for _, key := range keys {
-		pod, err := e.findPod(ctx, key)
-		if err != nil {
-			return noPod, err
-		}
-		if pod == nil {
+		hasPod, err := e.adoptOne(ctx, key, alive)
+		var abort abortError
+		switch {
+		case errors.As(err, &abort):
+			return noPod, abort.error
+		case err != nil:
+			errs = append(errs, err)
+		case !hasPod:
 			if ended, err := e.endedWithoutPod(ctx, key); err != nil {
 				return noPod, err
 			} else if !ended {
 				noPod = append(noPod, key)
 			}
-			continue
+		}
+	}
+	return noPod, errors.Join(errs...)
+}
+
+// abortError is an error that ends Adopt at once: the API server cannot
+// answer.
+type abortError struct{ error }
+
+// maxAdoptTries bounds the re-reads of one pod whose owner changed under
+// Adopt (each one means another adopter or the owner moved).
+const maxAdoptTries = 5
+
+// adoptOne takes over key's pod if its owner is dead. It reports whether
+// the attempt has a pod. A relabel that loses a race is not a failure by
+// itself: the pod is read again and its owner checked again, and the error
+// is ErrOwnerAlive only when a live instance really holds it.
+func (e *Kubernetes) adoptOne(ctx context.Context, key kubexec.TaskKey, alive map[string]bool) (bool, error) {
+	for try := 1; ; try++ {
+		pod, err := e.findPod(ctx, key)
+		if err != nil {
+			return false, abortError{err}
+		}
+		if pod == nil {
+			return false, nil
 		}
 		owner := pod.Labels[kubexec.LabelExecutor]
 		if owner == e.cfg.ExecutorID {
-			continue
+			return true, nil
 		}
 		isAlive, known := alive[owner]
 		if !known {
 			isAlive, err = e.liveness.Alive(ctx, owner)
 			if err != nil {
-				errs = append(errs, fmt.Errorf("executor: adopt %s: liveness of executor %q unknown: %w", key, owner, err))
-				continue
+				return true, fmt.Errorf("executor: adopt %s: liveness of executor %q unknown: %w", key, owner, err)
 			}
 			alive[owner] = isAlive
 		}
 		if isAlive {
-			errs = append(errs, fmt.Errorf("%w: %s runs in pod %s/%s of executor %q", ErrOwnerAlive, key, pod.Namespace, pod.Name, owner))
-			continue
+			return true, fmt.Errorf("%w: %s runs in pod %s/%s of executor %q", ErrOwnerAlive, key, pod.Namespace, pod.Name, owner)
 		}
-		if err := adoption.Relabel(ctx, e.client, pod, e.cfg.ExecutorID); err != nil {
-			errs = append(errs, fmt.Errorf("executor: adopt %s: %w", key, err))
+		err = adoption.Relabel(ctx, e.client, pod, e.cfg.ExecutorID)
+		switch {
+		case err == nil:
+			e.log.Info("adopted pod", "task", key, "pod", pod.Namespace+"/"+pod.Name, "from", owner)
+			return true, nil
+		case errors.Is(err, adoption.ErrConflict) && try < maxAdoptTries:
+			e.log.Debug("pod changed owner while being adopted; reading it again", "task", key, "pod", pod.Namespace+"/"+pod.Name)
 			continue
+		default:
+			return true, fmt.Errorf("executor: adopt %s: %w", key, err)
 		}
-		e.log.Info("adopted pod", "task", key, "pod", pod.Namespace+"/"+pod.Name, "from", owner)
 	}
-	return noPod, errors.Join(errs...)
 }
 
 // endedWithoutPod reports whether an attempt with no pod is nonetheless

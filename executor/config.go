@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -40,20 +42,23 @@ type Config struct {
 	Namespaces []string
 
 	// Parallelism is the most attempts launched and not yet finished at
-	// once (Airflow's parallelism). Default 32.
+	// once (Airflow's parallelism), 1 to 1,000,000. Nothing is sized by it
+	// up front. Default 32.
 	Parallelism int
 
-	// CreateConcurrency is the most pod create requests in flight at once.
-	// Default 10.
+	// CreateConcurrency is the most pod create requests in flight at once,
+	// 1 to 1,000 (one goroutine each). Default 10.
 	CreateConcurrency int
 	// CreateQPS and CreateBurst configure the client-side token bucket that
-	// paces pod creates. Defaults 20 and 30 (the Job controller's client).
+	// paces pod creates: QPS 0.001 to 100,000, burst 1 to 100,000.
+	// Defaults 20 and 30 (the Job controller's client).
 	CreateQPS   float64
 	CreateBurst int
 	// ClientQPS and ClientBurst are set on the REST client used for all
 	// other requests, explicitly: client-go's silent default (QPS 5,
-	// burst 10) caps throughput. Defaults 50 and 100. A rest.Config passed
-	// to New with its own non-zero QPS keeps it.
+	// burst 10) caps throughput. Same ranges as CreateQPS and CreateBurst.
+	// Defaults 50 and 100. A rest.Config passed to New with its own
+	// non-zero QPS keeps it.
 	ClientQPS   float32
 	ClientBurst int
 
@@ -80,11 +85,16 @@ type Config struct {
 	GC GCPolicy
 
 	// RevokeGracePeriod is the grace period of the delete that Revoke
-	// sends. Default 30s.
+	// sends, 1s to 24h. Default 30s.
 	RevokeGracePeriod time.Duration
-	// QueuedTimeout fails an attempt with QueuedTimeout when it was not
-	// launched within this time after Queue (Airflow's
-	// task_queued_timeout). Default 10m.
+	// QueuedTimeout fails an attempt with QueuedTimeout when it could not
+	// be launched within this time after it first got a slot: its creates
+	// kept being refused or failing (quota, throttling, 5xx, connection
+	// errors) or could not be sent (Lease lost). Time spent waiting for a
+	// free slot does not count, so a host may queue more attempts than
+	// Parallelism and each waits its turn (Airflow's task_queued_timeout
+	// counts that wait too, because Airflow never sends more than the open
+	// slots). 1ms to 720h. Default 10m.
 	QueuedTimeout time.Duration
 	// Classify holds the grace periods of the failure classification
 	// (image pull grace, pending timeout). Default: watch's defaults.
@@ -102,17 +112,17 @@ type Config struct {
 	RenewDeadline time.Duration
 	RetryPeriod   time.Duration
 	// SweepInterval is how often the pods of dead instances that ended or
-	// are being deleted are adopted, so their results are saved.
-	// Default 30s.
+	// are being deleted are adopted, so their results are saved, 10ms to
+	// 720h. Default 30s.
 	SweepInterval time.Duration
 
 	// ResultWorkers is the number of goroutines that save results, and
-	// also the number that release pods once their results are saved.
-	// Default 8.
+	// also the number that release pods once their results are saved,
+	// 1 to 1,000. Default 8.
 	ResultWorkers int
 	// ResyncInterval is how often pending attempts are classified again
 	// for time-based outcomes (pending and queued timeouts) without a pod
-	// event. Default 5s.
+	// event, 10ms to 1h. Default 5s.
 	ResyncInterval time.Duration
 
 	// Logger receives the executor's logs. Default: discarded.
@@ -140,8 +150,8 @@ type GCPolicy struct {
 	// DeleteOnFailure deletes pods that failed. Default false (kept for
 	// inspection, as Airflow's delete_worker_pods_on_failure).
 	DeleteOnFailure bool
-	// Delay postpones a deletion. The pod carries the done label
-	// meanwhile; a restart forgets the pending deletion. Default 0.
+	// Delay postpones a deletion, 0 to 720h. The pod carries the done
+	// label meanwhile; a restart forgets the pending deletion. Default 0.
 	Delay time.Duration
 }
 
@@ -225,34 +235,63 @@ func (c Config) validate() error {
 			errs = append(errs, fmt.Errorf("Config.Namespace %q is not in Config.Namespaces %v: pods there would never be watched", c.Namespace, c.Namespaces))
 		}
 	}
-	positive := []struct {
-		name string
-		v    float64
-	}{
-		{"Parallelism", float64(c.Parallelism)},
-		{"CreateConcurrency", float64(c.CreateConcurrency)},
-		{"CreateQPS", c.CreateQPS},
-		{"CreateBurst", float64(c.CreateBurst)},
-		{"ClientQPS", float64(c.ClientQPS)},
-		{"ClientBurst", float64(c.ClientBurst)},
-		{"RevokeGracePeriod", float64(c.RevokeGracePeriod)},
-		{"QueuedTimeout", float64(c.QueuedTimeout)},
-		{"ResultWorkers", float64(c.ResultWorkers)},
-		{"ResyncInterval", float64(c.ResyncInterval)},
-		{"SweepInterval", float64(c.SweepInterval)},
-	}
-	for _, p := range positive {
-		if p.v < 0 {
-			errs = append(errs, fmt.Errorf("Config.%s is negative (%v): use a positive value, or 0 for the default", p.name, p.v))
-		}
-	}
-	if c.GC.Delay < 0 {
-		errs = append(errs, fmt.Errorf("Config.GC.Delay is negative (%s)", c.GC.Delay))
-	}
+	errs = append(errs, c.boundErrors()...)
 	if len(errs) > 0 {
 		return fmt.Errorf("executor: invalid config: %w", errors.Join(errs...))
 	}
 	return nil
+}
+
+// Upper bounds of Config's numeric fields: far above what one executor
+// instance can use, low enough that no value allocates, starts goroutines
+// or overflows a conversion it should not.
+const (
+	maxParallelism       = 1_000_000
+	maxWorkers           = 1_000 // CreateConcurrency, ResultWorkers
+	maxQPS               = 100_000
+	maxBurst             = 100_000
+	maxTimeout           = 30 * 24 * time.Hour // QueuedTimeout, GC.Delay, intervals
+	maxRevokeGracePeriod = 24 * time.Hour
+	minInterval          = 10 * time.Millisecond // ResyncInterval, SweepInterval
+)
+
+// boundErrors checks the numeric fields' ranges, after defaults were
+// filled in (a zero left means "use the default", so it never reaches
+// here).
+func (c Config) boundErrors() []error {
+	var errs []error
+	outside := func(name, v, lo, hi string) {
+		errs = append(errs, fmt.Errorf("Config.%s is %s: it must be between %s and %s (0 for the default)", name, v, lo, hi))
+	}
+	ints := func(name string, v, lo, hi int) {
+		if v < lo || v > hi {
+			outside(name, strconv.Itoa(v), strconv.Itoa(lo), strconv.Itoa(hi))
+		}
+	}
+	floats := func(name string, v, lo, hi float64) {
+		if math.IsNaN(v) || v < lo || v > hi {
+			f := func(x float64) string { return strconv.FormatFloat(x, 'g', -1, 64) }
+			outside(name, f(v), f(lo), f(hi))
+		}
+	}
+	durations := func(name string, v, lo, hi time.Duration) {
+		if v < lo || v > hi {
+			outside(name, v.String(), lo.String(), hi.String())
+		}
+	}
+	ints("Parallelism", c.Parallelism, 1, maxParallelism)
+	ints("CreateConcurrency", c.CreateConcurrency, 1, maxWorkers)
+	floats("CreateQPS", c.CreateQPS, 0.001, maxQPS)
+	ints("CreateBurst", c.CreateBurst, 1, maxBurst)
+	floats("ClientQPS", float64(c.ClientQPS), 0.001, maxQPS)
+	ints("ClientBurst", c.ClientBurst, 1, maxBurst)
+	ints("ResultWorkers", c.ResultWorkers, 1, maxWorkers)
+	durations("RevokeGracePeriod", c.RevokeGracePeriod, time.Second, maxRevokeGracePeriod)
+	durations("QueuedTimeout", c.QueuedTimeout, time.Millisecond, maxTimeout)
+	durations("ResyncInterval", c.ResyncInterval, minInterval, time.Hour)
+	durations("SweepInterval", c.SweepInterval, minInterval, maxTimeout)
+	durations("GC.Delay", c.GC.Delay, 0, maxTimeout)
+	return errs
 }
 
 // allNamespaces reports whether the executor watches every namespace.

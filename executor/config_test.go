@@ -3,6 +3,7 @@ package executor
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"testing"
 	"time"
@@ -40,8 +41,16 @@ func TestConfigValidation(t *testing.T) {
 		{"bad namespace", Config{Namespace: "Not_A_Namespace"}, []string{"Config.Namespace"}},
 		{"namespace not watched", Config{Namespace: "a", Namespaces: []string{"b"}}, []string{`Config.Namespace "a" is not in Config.Namespaces`}},
 		{"empty namespaces", Config{Namespaces: []string{}}, []string{"Config.Namespaces is empty"}},
-		{"negative parallelism", Config{Parallelism: -1}, []string{"Config.Parallelism is negative"}},
-		{"negative qps and delay", Config{CreateQPS: -2, GC: GCPolicy{Delay: -time.Second}}, []string{"Config.CreateQPS", "Config.GC.Delay"}},
+		{"negative parallelism", Config{Parallelism: -1}, []string{"Config.Parallelism is -1: it must be between 1 and 1000000"}},
+		{"parallelism too large", Config{Parallelism: math.MaxInt}, []string{"Config.Parallelism is 9223372036854775807: it must be between 1 and 1000000"}},
+		{"negative qps and delay", Config{CreateQPS: -2, GC: GCPolicy{Delay: -time.Second}}, []string{"Config.CreateQPS is -2", "Config.GC.Delay is -1s: it must be between 0s and 720h0m0s"}},
+		{"qps not a number", Config{CreateQPS: math.NaN()}, []string{"Config.CreateQPS is NaN: it must be between 0.001 and 100000"}},
+		{"infinite client qps", Config{ClientQPS: float32(math.Inf(1))}, []string{"Config.ClientQPS is +Inf"}},
+		{"too many workers", Config{CreateConcurrency: 1 << 20, ResultWorkers: 1 << 20}, []string{"Config.CreateConcurrency is 1048576: it must be between 1 and 1000", "Config.ResultWorkers is 1048576"}},
+		{"burst too large", Config{CreateBurst: math.MaxInt, ClientBurst: -3}, []string{"Config.CreateBurst", "Config.ClientBurst is -3"}},
+		{"intervals out of range", Config{ResyncInterval: time.Nanosecond, SweepInterval: -time.Second, QueuedTimeout: 1000 * time.Hour, RevokeGracePeriod: time.Millisecond},
+			[]string{"Config.ResyncInterval is 1ns: it must be between 10ms and 1h0m0s", "Config.SweepInterval is -1s", "Config.QueuedTimeout is 1000h0m0s", "Config.RevokeGracePeriod is 1ms"}},
+		{"largest values allowed", Config{Parallelism: 1_000_000, CreateConcurrency: 1000, ResultWorkers: 1000, CreateQPS: 100_000, CreateBurst: 100_000}, nil},
 		{"all namespaces", Config{Namespaces: []string{""}}, nil},
 	}
 	for _, tt := range tests {

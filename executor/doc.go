@@ -50,9 +50,32 @@
 //     label it done. A crash at any point leaves the finalizer in place: the
 //     next Start with the same ExecutorID finds the pod, saves its result
 //     again (idempotently) and releases it.
-//   - Attempts queued longer than QueuedTimeout end as QueuedTimeout; pods
+//   - Attempts that got a slot but could not be launched for QueuedTimeout
+//     (refused or failing creates) end as QueuedTimeout; waiting for a slot
+//     never times out, so Queue may be given more than Parallelism; pods
 //     pending past the classification's timeouts end with their Reason and
 //     are deleted.
+//
+// # Start, Stop and the Lease
+//
+// Start checks permissions, takes the instance's Lease, syncs the pod watch
+// and only then starts the workers. A Start that fails undoes all of it
+// (the Lease it took is deleted) and may be called again; attempts queued
+// meanwhile wait for it.
+//
+// The Lease is how other instances know this one is alive. When renewals
+// fail for longer than RenewDeadline, others may soon take this instance
+// for dead and adopt its pods, so no create is sent until a renewal
+// succeeds again: launching pauses (Stats.LeaseLost, and a log line at
+// each change), while the attempts already running are still tracked and
+// their results saved.
+//
+// Stop does not delete the Lease: it lets it expire after LeaseDuration. An
+// instance restarted with the same ExecutorID (the usual case: a
+// scheduler's pod restarted with the same name) takes its Lease back at
+// once and resumes its pods with no adoption; a deleted Lease would tell
+// every other instance at once that this one is gone, and the host's Adopt
+// there would take over pods that were about to be resumed.
 //
 // # Goroutines
 //
@@ -65,10 +88,12 @@
 // # Permissions
 //
 // Start checks with SelfSubjectAccessReviews that the executor may create,
-// get, list, watch, patch and delete pods, get pods/log and create pods/exec
-// in every configured namespace, and returns one *PermissionError that lists
-// whatever is missing. rbac.yaml in this folder (also [RoleYAML]) is the
-// minimal Role.
+// get, list, watch, patch and delete pods in every configured namespace,
+// and get, create and update Leases in LeaseNamespace; with a LogArchiver
+// also get pods/log, and with XCom also create pods/exec. It returns one
+// *PermissionError that lists whatever is missing. rbac.yaml in this folder
+// (also [RoleYAML]) is the Role, with each rule's feature named; the
+// optional rules may be left out when their feature is not configured.
 package executor
 
 import _ "embed"

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -89,6 +90,10 @@ type Stats struct {
 	// Finishing attempts have a result that is being saved or whose pod is
 	// being released.
 	Finishing int
+	// LeaseLost: the executor's Lease could not be renewed within
+	// Config.RenewDeadline, so other instances may take this one for dead;
+	// no pod is created until a renewal succeeds.
+	LeaseLost bool
 }
 
 type phase int
@@ -106,6 +111,11 @@ type attempt struct {
 	spec     podtemplate.TaskSpec
 	phase    phase
 	queuedAt time.Time
+	// firstTry is when the attempt was first handed to a launch worker (it
+	// had a slot); QueuedTimeout counts from it. lastRefusal says why the
+	// latest create did not happen.
+	firstTry    time.Time
+	lastRefusal string
 	// notBefore delays the next create after a transient failure.
 	notBefore time.Time
 	failures  int
@@ -169,9 +179,16 @@ type Kubernetes struct {
 	queue      []kubexec.TaskKey // FIFO of queued attempts (may hold stale keys)
 	nsBackoff  map[string]backoffState
 	pauseUntil time.Time // 429: no create before this
+	starting   bool      // a Start is in progress
 	started    bool
 	stopped    bool
-	launchCh   chan kubexec.TaskKey
+	// leaseLost: the Lease could not be renewed for RenewDeadline; no
+	// create is sent until a renewal succeeds.
+	leaseLost bool
+	// ready is the FIFO of attempts handed to the launch workers (phase
+	// launching, create not yet sent); readyCond wakes the workers.
+	ready     []kubexec.TaskKey
+	readyCond *sync.Cond
 
 	ctx      context.Context // the executor's lifetime
 	cancel   context.CancelFunc
@@ -214,12 +231,15 @@ func New(restConfig *rest.Config, store StateStore, cfg Config) (*Kubernetes, er
 			return nil, err
 		}
 	}
+	e := &Kubernetes{}
 	lease, err := adoption.NewLeaseHolder(client, adoption.LeaseConfig{
 		ExecutorID:    cfg.ExecutorID,
 		Namespace:     cfg.LeaseNamespace,
 		LeaseDuration: cfg.LeaseDuration,
 		RenewDeadline: cfg.RenewDeadline,
 		RetryPeriod:   cfg.RetryPeriod,
+		OnLost:        func() { e.setLeaseLost(true) },
+		OnRegained:    func() { e.setLeaseLost(false) },
 		Logger:        cfg.Logger,
 	})
 	if err != nil {
@@ -233,7 +253,7 @@ func New(restConfig *rest.Config, store StateStore, cfg Config) (*Kubernetes, er
 	if err != nil {
 		return nil, fmt.Errorf("executor: %w", err)
 	}
-	e := &Kubernetes{
+	*e = Kubernetes{
 		lease:         lease,
 		liveness:      liveness,
 		sweeper:       sweeper,
@@ -252,8 +272,8 @@ func New(restConfig *rest.Config, store StateStore, cfg Config) (*Kubernetes, er
 		attempts:  map[kubexec.TaskKey]*attempt{},
 		released:  map[types.UID]time.Time{},
 		nsBackoff: map[string]backoffState{},
-		launchCh:  make(chan kubexec.TaskKey, cfg.Parallelism),
 	}
+	e.readyCond = sync.NewCond(&e.mu)
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	return e, nil
 }
@@ -261,7 +281,9 @@ func New(restConfig *rest.Config, store StateStore, cfg Config) (*Kubernetes, er
 // ID returns the executor's id.
 func (e *Kubernetes) ID() string { return e.cfg.ExecutorID }
 
-// Start implements Executor.
+// Start implements Executor. A Start that fails leaves nothing behind: no
+// goroutine, no watch, and no Lease (it is deleted again if Start took
+// it); Start may then be called again.
 func (e *Kubernetes) Start(ctx context.Context) error {
 	e.mu.Lock()
 	switch {
@@ -271,46 +293,63 @@ func (e *Kubernetes) Start(ctx context.Context) error {
 	case e.started:
 		e.mu.Unlock()
 		return errors.New("executor: already started")
+	case e.starting:
+		e.mu.Unlock()
+		return errors.New("executor: Start is already running in another goroutine")
 	}
+	e.starting = true
 	e.mu.Unlock()
+	err := e.start(ctx)
+	e.mu.Lock()
+	e.starting = false
+	e.started = err == nil
+	e.mu.Unlock()
+	return err
+}
 
+// start does Start's work and undoes it if it fails.
+func (e *Kubernetes) start(ctx context.Context) error {
 	if err := e.checkPermissions(ctx); err != nil {
 		return err
 	}
 	if err := e.lease.Acquire(ctx); err != nil {
 		return fmt.Errorf("executor: %w", err)
 	}
-	namespaces := e.cfg.Namespaces
-	if e.cfg.allNamespaces() {
-		namespaces = nil
-	}
-	w, err := watch.New(e.client, watch.Config{
-		ExecutorID: e.cfg.ExecutorID,
-		Namespaces: namespaces,
-		Logger:     e.cfg.Logger,
-	}, watch.HandlerFuncs{
-		AddFunc:    e.observe,
-		UpdateFunc: func(_, pod *corev1.Pod) { e.observe(pod) },
-		DeleteFunc: e.observeDeleted,
-	})
+	// Events of the watch's first list are held back until it has synced,
+	// so that a Start that fails half-way has changed nothing.
+	gate := &eventGate{}
+	w, err := e.newWatcher(gate)
 	if err != nil {
+		e.releaseLease()
 		return fmt.Errorf("executor: %w", err)
 	}
-	e.mu.Lock()
-	e.watcher = w
-	e.started = true
-	e.mu.Unlock()
-
+	wctx, wcancel := context.WithCancel(e.ctx)
+	watchDone := make(chan struct{})
 	e.goRun(func() {
-		if err := w.Run(e.ctx); err != nil {
+		defer close(watchDone)
+		if err := w.Run(wctx); err != nil && wctx.Err() == nil {
 			e.log.Error("pod watch ended", "err", err)
 		}
 	})
+	rollback := func() {
+		wcancel()
+		<-watchDone
+		e.releaseLease()
+	}
 	if err := w.WaitForSync(ctx); err != nil {
-		e.cancel()
-		e.wg.Wait()
+		rollback()
 		return fmt.Errorf("executor: waiting for the pod watch to sync: %w", err)
 	}
+	e.mu.Lock()
+	if e.stopped {
+		e.mu.Unlock()
+		rollback()
+		return ErrStopped
+	}
+	e.watcher = w
+	e.mu.Unlock()
+	gate.open()
+
 	// Workers start under the lock, so that a Stop that ran meanwhile is
 	// seen and a Stop that comes later waits for them.
 	e.mu.Lock()
@@ -326,9 +365,7 @@ func (e *Kubernetes) Start(ctx context.Context) error {
 		e.launchWG.Add(1)
 		go func() {
 			defer e.launchWG.Done()
-			for key := range e.launchCh {
-				e.launch(key)
-			}
+			e.launchWorker()
 		}()
 	}
 	e.goRun(e.resyncLoop)
@@ -338,6 +375,79 @@ func (e *Kubernetes) Start(ctx context.Context) error {
 	})
 	e.log.Info("executor started", "namespaces", e.cfg.Namespaces)
 	return nil
+}
+
+// newWatcher returns the watch of the executor's pods, delivering through
+// gate.
+func (e *Kubernetes) newWatcher(gate *eventGate) (*watch.Watcher, error) {
+	namespaces := e.cfg.Namespaces
+	if e.cfg.allNamespaces() {
+		namespaces = nil
+	}
+	return watch.New(e.client, watch.Config{
+		ExecutorID: e.cfg.ExecutorID,
+		Namespaces: namespaces,
+		Logger:     e.cfg.Logger,
+	}, watch.HandlerFuncs{
+		AddFunc:    func(pod *corev1.Pod) { gate.do(func() { e.observe(pod) }) },
+		UpdateFunc: func(_, pod *corev1.Pod) { gate.do(func() { e.observe(pod) }) },
+		DeleteFunc: func(pod *corev1.Pod, gone bool) { gate.do(func() { e.observeDeleted(pod, gone) }) },
+	})
+}
+
+// releaseLease deletes the Lease that a failed Start took, so that the
+// instance does not look alive while nothing runs. An error only delays
+// that until the Lease expires.
+func (e *Kubernetes) releaseLease() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.lease.Release(ctx); err != nil && !apierrors.IsNotFound(err) {
+		e.log.Warn("could not delete the Lease after a failed start; it expires by itself", "err", err)
+	}
+}
+
+// eventGate holds back the watch's events until open is called, then
+// delivers them in order, and every later one at once. The watch delivers
+// events from one goroutine at a time.
+type eventGate struct {
+	mu      sync.Mutex
+	isOpen  bool
+	pending []func()
+}
+
+func (g *eventGate) do(f func()) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.isOpen {
+		g.pending = append(g.pending, f)
+		return
+	}
+	f()
+}
+
+func (g *eventGate) open() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, f := range g.pending {
+		f()
+	}
+	g.pending, g.isOpen = nil, true
+}
+
+// setLeaseLost pauses launching while the Lease cannot be renewed (other
+// instances may take this one for dead and adopt its pods), and resumes it
+// once a renewal succeeds.
+func (e *Kubernetes) setLeaseLost(lost bool) {
+	e.mu.Lock()
+	changed := e.leaseLost != lost
+	e.leaseLost = lost
+	e.mu.Unlock()
+	switch {
+	case changed && lost:
+		e.log.Warn("the executor's Lease could not be renewed: launches are paused until a renewal succeeds (other instances may adopt this one's pods meanwhile)")
+	case changed:
+		e.log.Info("the executor's Lease was renewed again: launches resume")
+	}
 }
 
 func (e *Kubernetes) goRun(f func()) {
@@ -357,7 +467,15 @@ func (e *Kubernetes) Stop(ctx context.Context) error {
 	}
 	e.stopped = true
 	started := e.started
-	close(e.launchCh)
+	// Attempts handed to the launch workers whose create was not sent yet
+	// stay queued; the workers finish the creates in flight and exit.
+	for _, key := range e.ready {
+		if a, ok := e.attempts[key]; ok && a.phase == phaseLaunching {
+			a.phase = phaseQueued
+		}
+	}
+	e.ready = nil
+	e.readyCond.Broadcast()
 	e.mu.Unlock()
 	if !started {
 		e.cancel()
@@ -481,6 +599,7 @@ func (e *Kubernetes) statsLocked() Stats {
 		}
 	}
 	s.OpenSlots = max(0, e.cfg.Parallelism-s.Running)
+	s.LeaseLost = e.leaseLost
 	return s
 }
 

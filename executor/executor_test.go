@@ -221,7 +221,9 @@ func TestQuotaKeepsAttemptsQueued(t *testing.T) {
 		return err == nil && q.Status.Hard != nil, err
 	}))
 
-	// Count the pods that exist at once, from a watch of our own.
+	// Count the pods that the quota counts (those not yet Succeeded or
+	// Failed) at once, from a watch of our own. An ended pod that is still
+	// being released does not count against the quota.
 	var mu sync.Mutex
 	live, peak := map[string]bool{}, 0
 	w, err := cluster.Client().CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{})
@@ -234,7 +236,7 @@ func TestQuotaKeepsAttemptsQueued(t *testing.T) {
 				continue
 			}
 			mu.Lock()
-			if ev.Type == "DELETED" {
+			if ev.Type == "DELETED" || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 				delete(live, p.Name)
 			} else {
 				live[p.Name] = true
@@ -246,14 +248,7 @@ func TestQuotaKeepsAttemptsQueued(t *testing.T) {
 
 	store := executor.NewMemoryStore()
 	e := startExecutor(t, cluster.RESTConfig(), store, testConfig(ns))
-	const n = 20
-	for i := range n {
-		require.NoError(t, e.Queue(shell(key("quota", i), "sleep 0.3")))
-	}
-	drive(t, e, 5*time.Minute, "20 results", func() bool { return len(store.Results()) == n })
-	for _, r := range store.Results() {
-		require.Equal(t, kubexec.ReasonSucceeded, r.Reason, "%+v", r)
-	}
+	runAllSucceed(t, e, store, "quota", 20, "sleep 0.3")
 	mu.Lock()
 	defer mu.Unlock()
 	require.LessOrEqual(t, peak, 3)
@@ -271,8 +266,9 @@ func TestDeletedExternally(t *testing.T) {
 	cfg := testConfig(ns)
 	e := startExecutor(t, cluster.RESTConfig(), store, cfg)
 
-	graceful, forced, whileStopped := key("deleted", 1), key("deleted", 2), key("deleted", 3)
-	for _, k := range []kubexec.TaskKey{graceful, forced, whileStopped} {
+	graceful, forced, whileStopped, gracefulWhileStopped := key("deleted", 1), key("deleted", 2), key("deleted", 3), key("deleted", 4)
+	all := []kubexec.TaskKey{graceful, forced, whileStopped, gracefulWhileStopped}
+	for _, k := range all {
 		require.NoError(t, e.Queue(shell(k, "sleep 300")))
 	}
 	pods := cluster.Client().CoreV1().Pods(ns)
@@ -285,7 +281,7 @@ func TestDeletedExternally(t *testing.T) {
 		})
 		return name
 	}
-	gName, fName, sName := waitRunning(graceful), waitRunning(forced), waitRunning(whileStopped)
+	gName, fName, sName, sgName := waitRunning(graceful), waitRunning(forced), waitRunning(whileStopped), waitRunning(gracefulWhileStopped)
 
 	// A process that is its container's first process ignores SIGTERM
 	// without a handler, as in a real container: a short grace period.
@@ -297,20 +293,32 @@ func TestDeletedExternally(t *testing.T) {
 	require.Equal(t, kubexec.ReasonDeletedExternally, got[graceful].Reason, "%+v", got[graceful])
 	require.Equal(t, kubexec.ReasonDeletedExternally, got[forced].Reason, "%+v", got[forced])
 
-	// Stop the executor, delete the third pod, start a new one with the
-	// same id: it finds the pod held by the finalizer and saves its result.
+	// Stop the executor, delete the third pod (forced) and the fourth
+	// (short grace), and let the node stop their containers and mark them
+	// Failed before a new executor with the same id starts: it finds the
+	// pods held by the finalizer and saves their results, classified by
+	// cause (the deletion killed them), not by the exit code the kill left.
 	stopCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	require.NoError(t, e.Stop(stopCtx))
 	require.NoError(t, pods.Delete(ctx, sName, metav1.DeleteOptions{GracePeriodSeconds: &zero}))
-	p, err := pods.Get(ctx, sName, metav1.GetOptions{})
-	require.NoError(t, err, "the tracking finalizer must hold the deleted pod")
-	require.NotNil(t, p.DeletionTimestamp)
+	require.NoError(t, pods.Delete(ctx, sgName, metav1.DeleteOptions{GracePeriodSeconds: &two}))
+	for _, name := range []string{sName, sgName} {
+		require.NoError(t, wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+			p, err := pods.Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return false, fmt.Errorf("the tracking finalizer must hold the deleted pod: %w", err)
+			}
+			return p.DeletionTimestamp != nil && p.Status.Phase == corev1.PodFailed, nil
+		}), "pod %s: the node marks the deleted pod Failed", name)
+	}
 
 	e2 := startExecutor(t, cluster.RESTConfig(), store, cfg)
-	drive(t, e2, 2*time.Minute, "third result", func() bool { return len(store.Results()) == 3 })
-	require.Equal(t, kubexec.ReasonDeletedExternally, resultsByKey(store)[whileStopped].Reason)
-	for _, k := range []kubexec.TaskKey{graceful, forced, whileStopped} {
+	drive(t, e2, 2*time.Minute, "four results", func() bool { return len(store.Results()) == 4 })
+	got = resultsByKey(store)
+	require.Equal(t, kubexec.ReasonDeletedExternally, got[whileStopped].Reason, "%+v", got[whileStopped])
+	require.Equal(t, kubexec.ReasonDeletedExternally, got[gracefulWhileStopped].Reason, "%+v", got[gracefulWhileStopped])
+	for _, k := range all {
 		require.Equal(t, 1, store.Calls(k))
 	}
 	require.NoError(t, wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
@@ -324,9 +332,12 @@ func TestDeletedExternally(t *testing.T) {
 func TestRevokeAndTimeouts(t *testing.T) {
 	ctx := t.Context()
 	ns := cluster.NewNamespace(t, "revoke", nil)
+	full := cluster.NewNamespace(t, "revoke-full", nil)
+	zeroPodQuota(t, full)
 	store := executor.NewMemoryStore()
 	cfg := testConfig(ns)
-	cfg.Parallelism = 3
+	cfg.Namespaces = []string{ns, full}
+	cfg.Parallelism = 4
 	cfg.QueuedTimeout = 3 * time.Second
 	cfg.RevokeGracePeriod = time.Second
 	cfg.Classify.PendingTimeout = time.Hour // the pending one stays pending until revoked
@@ -338,9 +349,12 @@ func TestRevokeAndTimeouts(t *testing.T) {
 	require.NoError(t, e.Queue(pendingSpec))
 	require.NoError(t, e.Queue(shell(running, "sleep 300")))
 	require.NoError(t, e.Queue(shell(resumed, "sleep 12")))
-	// Parallelism 3 is full: the fourth waits, and times out.
+	// The fourth gets a slot, but its namespace's quota allows no pod: its
+	// creates are refused until it times out.
 	timedOut := key("revoke", 4)
-	require.NoError(t, e.Queue(shell(timedOut, "exit 0")))
+	timedOutSpec := shell(timedOut, "exit 0")
+	timedOutSpec.Namespace = full
+	require.NoError(t, e.Queue(timedOutSpec))
 
 	pods := cluster.Client().CoreV1().Pods(ns)
 	phaseOf := func(k kubexec.TaskKey) corev1.PodPhase {
@@ -356,6 +370,7 @@ func TestRevokeAndTimeouts(t *testing.T) {
 	})
 	drive(t, e, time.Minute, "queued timeout", func() bool { _, ok := resultsByKey(store)[timedOut]; return ok })
 	require.Equal(t, kubexec.ReasonQueuedTimeout, resultsByKey(store)[timedOut].Reason)
+	require.Contains(t, resultsByKey(store)[timedOut].Message, "ResourceQuota is exhausted")
 
 	require.NoError(t, e.Revoke(ctx, pending))
 	require.NoError(t, e.Revoke(ctx, running))
@@ -378,6 +393,48 @@ func TestRevokeAndTimeouts(t *testing.T) {
 	require.Equal(t, kubexec.ReasonSucceeded, got[resumed].Reason)
 	require.True(t, got[pending].Reason.SystemFailure() || !got[pending].Reason.Retryable(), "revoked attempts must not look like task failures to retry")
 	requireNoTrackedPods(t, ns)
+}
+
+// zeroPodQuota gives ns a ResourceQuota of zero pods and waits until the
+// quota controller has written its status (admission enforces it then).
+func zeroPodQuota(t *testing.T, ns string) {
+	t.Helper()
+	quotas := cluster.Client().CoreV1().ResourceQuotas(ns)
+	_, err := quotas.Create(t.Context(), &corev1.ResourceQuota{
+		ObjectMeta: metav1.ObjectMeta{Name: "no-pods"},
+		Spec:       corev1.ResourceQuotaSpec{Hard: corev1.ResourceList{corev1.ResourcePods: resource.MustParse("0")}},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	require.NoError(t, wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		q, err := quotas.Get(ctx, "no-pods", metav1.GetOptions{})
+		return err == nil && q.Status.Hard != nil, err
+	}))
+}
+
+// TestFanOutWiderThanParallelism: a host that queues three times
+// Parallelism of slow tasks at once (as a fan-out does) sees every task
+// succeed: waiting for a slot is not a queued timeout, even when it lasts
+// much longer than QueuedTimeout.
+func TestFanOutWiderThanParallelism(t *testing.T) {
+	ns := cluster.NewNamespace(t, "fanout", nil)
+	store := executor.NewMemoryStore()
+	cfg := testConfig(ns)
+	cfg.Parallelism = 3
+	cfg.QueuedTimeout = time.Second
+	e := startExecutor(t, cluster.RESTConfig(), store, cfg)
+	runAllSucceed(t, e, store, "fanout", 9, "sleep 2")
+}
+
+// runAllSucceed queues n attempts of script and requires each to succeed.
+func runAllSucceed(t *testing.T, e *executor.Kubernetes, store *executor.MemoryStore, workflow string, n int, script string) {
+	t.Helper()
+	for i := range n {
+		require.NoError(t, e.Queue(shell(key(workflow, i), script)))
+	}
+	drive(t, e, 5*time.Minute, "all results", func() bool { return len(store.Results()) == n })
+	for _, r := range store.Results() {
+		require.Equal(t, kubexec.ReasonSucceeded, r.Reason, "%+v", r)
+	}
 }
 
 // flakyStore fails the first failures saves of every key.

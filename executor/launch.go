@@ -44,28 +44,53 @@ func (e *Kubernetes) launchReady() {
 	now := time.Now()
 	open := e.statsLocked().OpenSlots
 	kept := e.queue[:0]
-	for i, key := range e.queue {
+	handed := 0
+	for _, key := range e.queue {
 		a, ok := e.attempts[key]
 		if !ok || a.phase != phaseQueued || a.result != nil {
 			continue // stale entry
 		}
-		if open == 0 || now.Before(e.pauseUntil) || now.Before(a.notBefore) || now.Before(e.nsBackoff[a.namespace].until) {
+		if open == 0 || e.leaseLost || now.Before(e.pauseUntil) || now.Before(a.notBefore) || now.Before(e.nsBackoff[a.namespace].until) {
 			kept = append(kept, key)
 			continue
 		}
-		select {
-		case e.launchCh <- key:
-			a.phase = phaseLaunching
-			open--
-		default: // the launch workers are saturated: try at the next tick
-			kept = append(kept, e.queue[i:]...)
-			e.queue = kept
-			e.reportSlotsLocked()
+		a.phase = phaseLaunching
+		if a.firstTry.IsZero() {
+			a.firstTry = now
+		}
+		e.ready = append(e.ready, key)
+		open--
+		handed++
+	}
+	clear(e.queue[len(kept):])
+	e.queue = kept
+	if handed > 0 {
+		e.readyCond.Broadcast()
+	}
+	e.reportSlotsLocked()
+}
+
+// launchWorker launches the attempts handed to it by launchReady until the
+// executor stops.
+func (e *Kubernetes) launchWorker() {
+	for {
+		e.mu.Lock()
+		for len(e.ready) == 0 && !e.stopped {
+			e.readyCond.Wait()
+		}
+		if e.stopped {
+			e.mu.Unlock()
 			return
 		}
+		key := e.ready[0]
+		e.ready[0] = kubexec.TaskKey{}
+		e.ready = e.ready[1:]
+		if len(e.ready) == 0 {
+			e.ready = nil
+		}
+		e.mu.Unlock()
+		e.launch(key)
 	}
-	e.queue = kept
-	e.reportSlotsLocked()
 }
 
 // requeueLocked puts a back in the queue after a create that did not
@@ -126,7 +151,9 @@ func (e *Kubernetes) launch(key kubexec.TaskKey) {
 	}
 	if err := e.waitToCreate(ctx); err != nil {
 		e.mu.Lock()
-		e.requeueLocked(a, time.Time{})
+		if a.phase == phaseLaunching {
+			e.requeueLocked(a, time.Time{})
+		}
 		e.mu.Unlock()
 		return
 	}
@@ -156,6 +183,9 @@ func (e *Kubernetes) build(ctx context.Context, spec podtemplate.TaskSpec) (*cor
 	return pod, nil
 }
 
+// errLeaseLost: no create is sent while the Lease is lost.
+var errLeaseLost = errors.New("executor: the Lease is lost")
+
 // waitToCreate waits for the create rate limiter, then for a 429's
 // Retry-After (checked last, so that a pause that began while this create
 // waited for its token still holds it).
@@ -165,8 +195,11 @@ func (e *Kubernetes) waitToCreate(ctx context.Context) error {
 	}
 	for {
 		e.mu.Lock()
-		wait := time.Until(e.pauseUntil)
+		wait, lost := time.Until(e.pauseUntil), e.leaseLost
 		e.mu.Unlock()
+		if lost {
+			return errLeaseLost
+		}
 		if wait <= 0 {
 			break
 		}
@@ -214,6 +247,7 @@ func (e *Kubernetes) handleCreate(key kubexec.TaskKey, pod, created *corev1.Pod,
 			e.nsBackoff[pod.Namespace] = b
 		}
 		if a, ok := e.attempts[key]; ok && a.phase == phaseLaunching {
+			a.lastRefusal = "the namespace's ResourceQuota is exhausted: " + err.Error()
 			e.requeueLocked(a, time.Time{})
 		}
 		e.mu.Unlock()
@@ -230,6 +264,7 @@ func (e *Kubernetes) handleCreate(key kubexec.TaskKey, pod, created *corev1.Pod,
 			e.pauseUntil = until
 		}
 		if a, ok := e.attempts[key]; ok && a.phase == phaseLaunching {
+			a.lastRefusal = "the API server throttled the create (429)"
 			e.requeueLocked(a, time.Time{})
 		}
 		e.mu.Unlock()
@@ -239,6 +274,7 @@ func (e *Kubernetes) handleCreate(key kubexec.TaskKey, pod, created *corev1.Pod,
 		e.mu.Lock()
 		if a, ok := e.attempts[key]; ok && a.phase == phaseLaunching {
 			a.failures++
+			a.lastRefusal = "the create failed: " + err.Error()
 			// The server may have created the pod before the error: if the
 			// attempt ends before a later create finds it, it is deleted.
 			a.maybeCreated = true

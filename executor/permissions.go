@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
@@ -34,18 +35,36 @@ type requiredPermission struct {
 	group, resource, subresource, verb string
 }
 
-// requiredPermissions are what the executor calls: pods (create through
-// delete), pods/log (logs) and pods/exec (sidecar results), in each
-// namespace of Config.Namespaces.
-var requiredPermissions = []requiredPermission{
+// podPermissions are what every executor calls on pods, in each namespace
+// of Config.Namespaces.
+var podPermissions = []requiredPermission{
 	{"", "pods", "", "create"},
 	{"", "pods", "", "get"},
 	{"", "pods", "", "list"},
 	{"", "pods", "", "watch"},
 	{"", "pods", "", "patch"},
 	{"", "pods", "", "delete"},
-	{"", "pods", "log", "get"},
-	{"", "pods", "exec", "create"},
+}
+
+// Permissions of optional features, required only when configured.
+var (
+	// logPermission: Config.LogArchiver reads the pods' logs.
+	logPermission = requiredPermission{"", "pods", "log", "get"}
+	// execPermission: Config.XCom reads the sidecar's value by exec.
+	execPermission = requiredPermission{"", "pods", "exec", "create"}
+)
+
+// requiredPermissions are what the executor configured by cfg calls in each
+// namespace of Config.Namespaces.
+func requiredPermissions(cfg Config) []requiredPermission {
+	perms := slices.Clone(podPermissions)
+	if cfg.LogArchiver != nil {
+		perms = append(perms, logPermission)
+	}
+	if cfg.XCom != nil {
+		perms = append(perms, execPermission)
+	}
+	return perms
 }
 
 // leasePermissions are what the executor needs in Config.LeaseNamespace.
@@ -65,7 +84,7 @@ func (e *Kubernetes) checkPermissions(ctx context.Context) error {
 	}
 	var checks []check
 	for _, ns := range e.cfg.Namespaces {
-		checks = append(checks, check{ns, requiredPermissions})
+		checks = append(checks, check{ns, requiredPermissions(e.cfg)})
 	}
 	checks = append(checks, check{e.cfg.LeaseNamespace, leasePermissions})
 	var missing []string

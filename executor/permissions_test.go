@@ -1,6 +1,7 @@
 package executor_test
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 
 	"github.com/kubexec/kubexec"
 	"github.com/kubexec/kubexec/executor"
+	"github.com/kubexec/kubexec/xcom"
 )
 
 // serviceAccountConfig makes a ServiceAccount in ns bound to role and
@@ -69,23 +71,64 @@ func TestShippedRoleIsEnough(t *testing.T) {
 	requireNoTrackedPods(t, ns)
 }
 
-// TestMissingPermissionReportedAtStart: a Role without delete and without
-// pods/exec makes Start fail with one error that names both.
+// minimalRole is the shipped Role without its optional rules (pods/log
+// and pods/exec), as a host that uses neither logs archiving nor XCom
+// grants it.
+func minimalRole(t *testing.T) *rbacv1.Role {
+	t.Helper()
+	role := shippedRole(t)
+	var rules []rbacv1.PolicyRule
+	for _, r := range role.Rules {
+		if slices.Contains(r.Resources, "pods/log") || slices.Contains(r.Resources, "pods/exec") {
+			continue
+		}
+		rules = append(rules, r)
+	}
+	require.Len(t, rules, 2, "the shipped Role has one rule for pods and one for leases besides the optional ones")
+	role.Rules = rules
+	return role
+}
+
+// TestMinimalRoleIsEnoughWithoutXCom: an executor without XCom and without
+// a log archiver runs under a Role that grants no pods/exec and no pods/log.
+func TestMinimalRoleIsEnoughWithoutXCom(t *testing.T) {
+	ns := cluster.NewNamespace(t, "rbac-minimal", nil)
+	rc := serviceAccountConfig(t, ns, minimalRole(t))
+	store := executor.NewMemoryStore()
+	e := startExecutor(t, rc, store, testConfig(ns))
+	require.NoError(t, e.Queue(shell(key("rbac-minimal", 1), "exit 0")))
+	drive(t, e, 2*time.Minute, "result", func() bool { return len(store.Results()) == 1 })
+	require.Equal(t, kubexec.ReasonSucceeded, store.Results()[0].Reason)
+	requireNoTrackedPods(t, ns)
+}
+
+// TestMissingPermissionReportedAtStart: Start fails with one error that
+// names every permission missing for the features configured: without
+// XCom, a Role lacking delete and pods/exec misses only delete; with XCom
+// it misses both.
 func TestMissingPermissionReportedAtStart(t *testing.T) {
 	ns := cluster.NewNamespace(t, "rbac-missing", nil)
-	role := shippedRole(t)
+	role := minimalRole(t)
 	role.Rules[0].Verbs = []string{"create", "get", "list", "watch", "patch"}
-	role.Rules = append(role.Rules[:2], role.Rules[3:]...) // no pods/exec
 	rc := serviceAccountConfig(t, ns, role)
-	e, err := executor.New(rc, executor.NewMemoryStore(), testConfig(ns))
+	missing := func(cfg executor.Config) []string {
+		e, err := executor.New(rc, executor.NewMemoryStore(), cfg)
+		require.NoError(t, err)
+		err = e.Start(t.Context())
+		require.ErrorIs(t, err, executor.ErrPermission)
+		require.Contains(t, err.Error(), "rbac.yaml")
+		var perr *executor.PermissionError
+		require.ErrorAs(t, err, &perr)
+		return perr.Missing
+	}
+	require.ElementsMatch(t, []string{`delete pods in namespace "` + ns + `"`}, missing(testConfig(ns)))
+
+	withXCom := testConfig(ns)
+	collector, err := xcom.NewCollector(cluster.Client(), cluster.RESTConfig(), &xcom.MemoryBackend{}, xcom.Config{})
 	require.NoError(t, err)
-	err = e.Start(t.Context())
-	require.ErrorIs(t, err, executor.ErrPermission)
-	var perr *executor.PermissionError
-	require.ErrorAs(t, err, &perr)
+	withXCom.XCom = collector
 	require.ElementsMatch(t, []string{
 		`delete pods in namespace "` + ns + `"`,
 		`create pods/exec in namespace "` + ns + `"`,
-	}, perr.Missing)
-	require.Contains(t, err.Error(), "rbac.yaml")
+	}, missing(withXCom))
 }

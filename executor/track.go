@@ -150,16 +150,24 @@ func (e *Kubernetes) resync(retryNow bool) {
 			if retryNow {
 				e.enqueueLocked(a)
 			}
-		case a.phase == phaseQueued && now.Sub(a.queuedAt) > e.cfg.QueuedTimeout:
+		case a.phase == phaseQueued && !a.firstTry.IsZero() && now.Sub(a.firstTry) > e.cfg.QueuedTimeout:
 			e.unlaunchedLocked(a)
-			e.setResultLocked(a, e.newResultLocked(a, kubexec.ReasonQueuedTimeout,
-				fmt.Sprintf("the attempt was not launched within %s of being queued", e.cfg.QueuedTimeout)))
+			e.setResultLocked(a, e.newResultLocked(a, kubexec.ReasonQueuedTimeout, queuedTimeoutMessage(a, e.cfg.QueuedTimeout)))
 		case a.phase == phaseLaunched && e.watcher != nil:
 			if pod, ok := e.watcher.Get(a.namespace, a.podName); ok && pod.UID == a.podUID {
 				e.classifyLocked(a, pod, now)
 			}
 		}
 	}
+}
+
+// queuedTimeoutMessage says why a could not be launched.
+func queuedTimeoutMessage(a *attempt, timeout time.Duration) string {
+	why := a.lastRefusal
+	if why == "" {
+		why = "no create could be sent (the executor's Lease was lost, or creates were paused)"
+	}
+	return fmt.Sprintf("the attempt could not be launched within %s of getting a slot: %s", timeout, why)
 }
 
 // worker runs step for the keys of queue until the queue shuts down,
