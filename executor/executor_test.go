@@ -117,7 +117,7 @@ func resultsByKey(store *executor.MemoryStore) map[kubexec.TaskKey]kubexec.Resul
 // finalizer, and that every pod left is labelled done.
 func requireNoTrackedPods(t *testing.T, ns string) {
 	t.Helper()
-	err := wait.PollUntilContextTimeout(t.Context(), 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(t.Context(), 200*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
 		pods, err := cluster.Client().CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return false, err
@@ -201,7 +201,7 @@ func TestMixedOutcomes(t *testing.T) {
 	}
 	requireNoTrackedPods(t, ns)
 	require.Eventually(t, func() bool { s := e.Stats(); return s.Running == 0 && s.Queued == 0 && s.Finishing == 0 },
-		time.Minute, 100*time.Millisecond)
+		3*time.Minute, 100*time.Millisecond)
 }
 
 // TestQuotaKeepsAttemptsQueued: with a quota of 3 pods, 20 attempts all
@@ -216,7 +216,7 @@ func TestQuotaKeepsAttemptsQueued(t *testing.T) {
 		Spec:       corev1.ResourceQuotaSpec{Hard: corev1.ResourceList{corev1.ResourcePods: resource.MustParse("3")}},
 	}, metav1.CreateOptions{})
 	require.NoError(t, err)
-	require.NoError(t, wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+	require.NoError(t, wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
 		q, err := quotas.Get(ctx, "pods", metav1.GetOptions{})
 		return err == nil && q.Status.Hard != nil, err
 	}))
@@ -321,7 +321,7 @@ func TestDeletedExternally(t *testing.T) {
 	for _, k := range all {
 		require.Equal(t, 1, store.Calls(k))
 	}
-	require.NoError(t, wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+	require.NoError(t, wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
 		list, err := pods.List(ctx, metav1.ListOptions{})
 		return err == nil && len(list.Items) == 0, err
 	}), "deleted pods must be released once their results are saved")
@@ -368,7 +368,7 @@ func TestRevokeAndTimeouts(t *testing.T) {
 	drive(t, e, 2*time.Minute, "pods pending and running", func() bool {
 		return phaseOf(pending) == corev1.PodPending && phaseOf(running) == corev1.PodRunning && phaseOf(resumed) == corev1.PodRunning
 	})
-	drive(t, e, time.Minute, "queued timeout", func() bool { _, ok := resultsByKey(store)[timedOut]; return ok })
+	drive(t, e, 3*time.Minute, "queued timeout", func() bool { _, ok := resultsByKey(store)[timedOut]; return ok })
 	require.Equal(t, kubexec.ReasonQueuedTimeout, resultsByKey(store)[timedOut].Reason)
 	require.Contains(t, resultsByKey(store)[timedOut].Message, "ResourceQuota is exhausted")
 
@@ -380,7 +380,7 @@ func TestRevokeAndTimeouts(t *testing.T) {
 	// it and saves its result.
 	stopCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	drive(t, e, time.Minute, "revoked results", func() bool { return len(store.Results()) == 3 })
+	drive(t, e, 3*time.Minute, "revoked results", func() bool { return len(store.Results()) == 3 })
 	require.NoError(t, e.Stop(stopCtx))
 	require.NoError(t, e.Stop(stopCtx), "Stop is idempotent")
 	require.ErrorIs(t, e.Queue(shell(key("revoke", 5), "exit 0")), executor.ErrStopped)
@@ -481,7 +481,7 @@ func TestSaveResultRetried(t *testing.T) {
 	drive(t, e, 2*time.Minute, "saved", func() bool { return len(store.Results()) == 1 })
 	require.Equal(t, kubexec.ReasonSucceeded, store.Results()[0].Reason)
 	require.Equal(t, 5, store.attempts[k])
-	require.NoError(t, wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+	require.NoError(t, wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
 		_, err := cluster.Client().CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
 		return apierrors.IsNotFound(err), nil
 	}), "the succeeded pod is deleted once its result is saved")

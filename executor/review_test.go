@@ -28,12 +28,12 @@ func TestQueueAgainAfterKeptPod(t *testing.T) {
 	k := key("requeue", 1)
 	require.NoError(t, e.Queue(shell(k, "exit 3")))
 	drive(t, e, 2*time.Minute, "first result", func() bool { return store.Calls(k) == 1 })
-	require.Eventually(t, func() bool { return e.Stats() == executor.Stats{OpenSlots: 50} }, time.Minute, 50*time.Millisecond)
+	require.Eventually(t, func() bool { return e.Stats() == executor.Stats{OpenSlots: 50} }, 3*time.Minute, 50*time.Millisecond)
 
 	require.NoError(t, e.Queue(shell(k, "exit 3")))
-	drive(t, e, time.Minute, "result saved again", func() bool { return store.Calls(k) == 2 })
+	drive(t, e, 3*time.Minute, "result saved again", func() bool { return store.Calls(k) == 2 })
 	require.Equal(t, kubexec.ReasonFailed, resultsByKey(store)[k].Reason)
-	require.Eventually(t, func() bool { return e.Stats() == executor.Stats{OpenSlots: 50} }, time.Minute, 50*time.Millisecond,
+	require.Eventually(t, func() bool { return e.Stats() == executor.Stats{OpenSlots: 50} }, 3*time.Minute, 50*time.Millisecond,
 		"the attempt must not hold a slot")
 }
 
@@ -82,7 +82,7 @@ func TestRevokeAfterUnknownCreate(t *testing.T) {
 	name, err := kubexec.PodName(k)
 	require.NoError(t, err)
 	pods := cluster.Client().CoreV1().Pods(ns)
-	require.NoError(t, wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+	require.NoError(t, wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
 		rt.mu.Lock()
 		defer rt.mu.Unlock()
 		_, err := pods.Get(ctx, name, metav1.GetOptions{})
@@ -90,9 +90,9 @@ func TestRevokeAfterUnknownCreate(t *testing.T) {
 	}), "the pod exists although its create failed")
 
 	require.NoError(t, e.Revoke(ctx, k))
-	drive(t, e, time.Minute, "revoked", func() bool { return len(store.Results()) == 1 })
+	drive(t, e, 3*time.Minute, "revoked", func() bool { return len(store.Results()) == 1 })
 	require.Equal(t, kubexec.ReasonRevoked, store.Results()[0].Reason)
-	require.NoError(t, wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+	require.NoError(t, wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
 		_, err := pods.Get(ctx, name, metav1.GetOptions{})
 		return apierrors.IsNotFound(err), nil
 	}), "the pod of the revoked attempt must be deleted")

@@ -66,7 +66,7 @@ func TestXComAndLogArchive(t *testing.T) {
 	require.Eventually(t, func() bool {
 		_, err := cluster.Client().CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
 		return apierrors.IsNotFound(err)
-	}, time.Minute, 100*time.Millisecond)
+	}, 3*time.Minute, 100*time.Millisecond)
 	var lines []string
 	for line, err := range logService.Lines(ctx, good, logs.Options{Namespace: ns}) {
 		require.NoError(t, err)
