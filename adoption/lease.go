@@ -44,6 +44,9 @@ type LeaseConfig struct {
 	// OnRegained is called when a renewal succeeds after OnLost was
 	// called. Default: log only.
 	OnRegained func()
+	// OnRenew, when set, is called after each renewal by Run with its
+	// error (nil when it succeeded). Default: none.
+	OnRenew func(err error)
 	// Logger receives the holder's logs. Default: discarded.
 	Logger *slog.Logger
 }
@@ -154,6 +157,9 @@ func (h *LeaseHolder) Run(ctx context.Context) {
 		rctx, cancel := context.WithTimeout(ctx, h.cfg.RetryPeriod)
 		err := h.renew(rctx)
 		cancel()
+		if h.cfg.OnRenew != nil && ctx.Err() == nil {
+			h.cfg.OnRenew(err)
+		}
 		if err == nil {
 			if lost {
 				lost = false

@@ -202,14 +202,16 @@ func settled(pod *corev1.Pod) bool {
 	return pod.DeletionTimestamp != nil || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
 }
 
-// Run sweeps every interval until ctx ends, reporting each sweep's errors
-// to onError (which may be nil).
-func (s *Sweeper) Run(ctx context.Context, interval time.Duration, onError func(error)) {
+// Run sweeps every interval until ctx ends, reporting each sweep's counts
+// and errors to report (which may be nil; it is not called for a sweep cut
+// short by ctx).
+func (s *Sweeper) Run(ctx context.Context, interval time.Duration, report func(SweepStats, error)) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		if _, err := s.Sweep(ctx); err != nil && onError != nil && ctx.Err() == nil {
-			onError(err)
+		st, err := s.Sweep(ctx)
+		if report != nil && ctx.Err() == nil {
+			report(st, err)
 		}
 		select {
 		case <-ctx.Done():

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math"
 	"os"
@@ -125,9 +124,14 @@ type Config struct {
 	// event, 10ms to 1h. Default 5s.
 	ResyncInterval time.Duration
 
-	// Logger receives the executor's logs. Default: discarded.
+	// Logger receives the executor's logs: warnings for retried saves,
+	// failed creates, lease renewals and sweeps, info for starts, stops
+	// and adoptions. Pass slog.New(slog.DiscardHandler) to silence it.
+	// Default: slog.Default().
 	Logger *slog.Logger
-	// Metrics receives the executor's measurements. Default NopMetrics.
+	// Metrics receives the executor's measurements; it may also implement
+	// SaveErrorMetrics, WatchMetrics, LeaseMetrics and SweepMetrics.
+	// Default NopMetrics.
 	Metrics Metrics
 }
 
@@ -204,7 +208,7 @@ func (c Config) withDefaults() Config {
 		c.ResyncInterval = 5 * time.Second
 	}
 	if c.Logger == nil {
-		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		c.Logger = slog.Default()
 	}
 	if c.Metrics == nil {
 		c.Metrics = NopMetrics{}

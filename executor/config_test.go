@@ -3,6 +3,7 @@ package executor
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"net/http"
 	"testing"
@@ -27,6 +28,7 @@ func TestConfigDefaults(t *testing.T) {
 	require.Equal(t, 30, c.CreateBurst)
 	require.Equal(t, float32(50), c.ClientQPS)
 	require.Equal(t, 10*time.Minute, c.QueuedTimeout)
+	require.Same(t, slog.Default(), c.Logger, "the default logger is slog's default: never silent")
 	require.NotEqual(t, Config{}.withDefaults().ExecutorID, c.ExecutorID, "generated ids differ")
 }
 

@@ -240,6 +240,11 @@ func New(restConfig *rest.Config, store StateStore, cfg Config) (*Kubernetes, er
 		RetryPeriod:   cfg.RetryPeriod,
 		OnLost:        func() { e.setLeaseLost(true) },
 		OnRegained:    func() { e.setLeaseLost(false) },
+		OnRenew: func(err error) {
+			if m, ok := cfg.Metrics.(LeaseMetrics); ok {
+				m.ObserveLeaseRenewal(err)
+			}
+		},
 		Logger:        cfg.Logger,
 	})
 	if err != nil {
@@ -371,7 +376,7 @@ func (e *Kubernetes) start(ctx context.Context) error {
 	e.goRun(e.resyncLoop)
 	e.goRun(func() { e.lease.Run(e.ctx) })
 	e.goRun(func() {
-		e.sweeper.Run(e.ctx, e.cfg.SweepInterval, func(err error) { e.log.Warn("adoption sweep", "err", err) })
+		e.sweeper.Run(e.ctx, e.cfg.SweepInterval, e.sweptReport)
 	})
 	e.log.Info("executor started", "namespaces", e.cfg.Namespaces)
 	return nil
@@ -384,10 +389,15 @@ func (e *Kubernetes) newWatcher(gate *eventGate) (*watch.Watcher, error) {
 	if e.cfg.allNamespaces() {
 		namespaces = nil
 	}
+	var onRestart func(string, bool)
+	if m, ok := e.cfg.Metrics.(WatchMetrics); ok {
+		onRestart = m.ObserveWatchRestart
+	}
 	return watch.New(e.client, watch.Config{
 		ExecutorID: e.cfg.ExecutorID,
 		Namespaces: namespaces,
 		Logger:     e.cfg.Logger,
+		OnRestart:  onRestart,
 	}, watch.HandlerFuncs{
 		AddFunc:    func(pod *corev1.Pod) { gate.do(func() { e.observe(pod) }) },
 		UpdateFunc: func(_, pod *corev1.Pod) { gate.do(func() { e.observe(pod) }) },
@@ -434,6 +444,19 @@ func (g *eventGate) open() {
 	g.pending, g.isOpen = nil, true
 }
 
+// sweptReport logs and measures one adoption sweep.
+func (e *Kubernetes) sweptReport(st adoption.SweepStats, err error) {
+	if err != nil {
+		e.log.Warn("adoption sweep", "err", err)
+	}
+	if st.Adopted > 0 {
+		e.log.Info("adoption sweep took over pods of dead instances", "pods", st.Adopted, "owners", st.DeadOwners)
+	}
+	if m, ok := e.cfg.Metrics.(SweepMetrics); ok {
+		m.ObserveSweep(st.Adopted, err)
+	}
+}
+
 // setLeaseLost pauses launching while the Lease cannot be renewed (other
 // instances may take this one for dead and adopt its pods), and resumes it
 // once a renewal succeeds.
@@ -442,6 +465,9 @@ func (e *Kubernetes) setLeaseLost(lost bool) {
 	changed := e.leaseLost != lost
 	e.leaseLost = lost
 	e.mu.Unlock()
+	if m, ok := e.cfg.Metrics.(LeaseMetrics); ok && changed {
+		m.SetLeaseLost(lost)
+	}
 	switch {
 	case changed && lost:
 		e.log.Warn("the executor's Lease could not be renewed: launches are paused until a renewal succeeds (other instances may adopt this one's pods meanwhile)")

@@ -461,13 +461,38 @@ func (s *flakyStore) SaveResult(ctx context.Context, r kubexec.Result) error {
 	return s.MemoryStore.SaveResult(ctx, r)
 }
 
+// healthMetrics records the optional health measurements.
+type healthMetrics struct {
+	executor.NopMetrics
+	saveErrors, renewals, sweeps atomic.Int64
+}
+
+func (m *healthMetrics) ObserveSaveError(kubexec.Reason)     { m.saveErrors.Add(1) }
+func (m *healthMetrics) ObserveLeaseRenewal(err error)       { m.renewals.Add(1) }
+func (m *healthMetrics) SetLeaseLost(bool)                   {}
+func (m *healthMetrics) ObserveSweep(adopted int, err error) { m.sweeps.Add(1) }
+func (m *healthMetrics) ObserveWatchRestart(string, bool)    {}
+
+var (
+	_ executor.SaveErrorMetrics = (*healthMetrics)(nil)
+	_ executor.LeaseMetrics     = (*healthMetrics)(nil)
+	_ executor.SweepMetrics     = (*healthMetrics)(nil)
+	_ executor.WatchMetrics     = (*healthMetrics)(nil)
+)
+
 // TestSaveResultRetried: a failing StateStore keeps the pod's finalizer
-// until a save succeeds.
+// until a save succeeds, and each failed save is counted; lease renewals
+// and sweeps are measured too.
 func TestSaveResultRetried(t *testing.T) {
 	ctx := t.Context()
 	ns := cluster.NewNamespace(t, "flaky", nil)
 	store := &flakyStore{MemoryStore: executor.NewMemoryStore(), failures: 4, attempts: map[kubexec.TaskKey]int{}, failed: make(chan kubexec.TaskKey, 1)}
-	e := startExecutor(t, cluster.RESTConfig(), store, testConfig(ns))
+	cfg := testConfig(ns)
+	metrics := &healthMetrics{}
+	cfg.Metrics = metrics
+	cfg.RetryPeriod, cfg.RenewDeadline, cfg.LeaseDuration = 500*time.Millisecond, 2*time.Second, 3*time.Second
+	cfg.SweepInterval = 500 * time.Millisecond
+	e := startExecutor(t, cluster.RESTConfig(), store, cfg)
 	k := key("flaky", 1)
 	require.NoError(t, e.Queue(shell(k, "exit 0")))
 	drive(t, e, 2*time.Minute, "first failed save", func() bool { return len(store.failed) > 0 })
@@ -481,6 +506,10 @@ func TestSaveResultRetried(t *testing.T) {
 	drive(t, e, 2*time.Minute, "saved", func() bool { return len(store.Results()) == 1 })
 	require.Equal(t, kubexec.ReasonSucceeded, store.Results()[0].Reason)
 	require.Equal(t, 5, store.attempts[k])
+	require.EqualValues(t, 4, metrics.saveErrors.Load())
+	drive(t, e, 3*time.Minute, "lease renewals and sweeps measured", func() bool {
+		return metrics.renewals.Load() > 0 && metrics.sweeps.Load() > 1
+	})
 	require.NoError(t, wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
 		_, err := cluster.Client().CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
 		return apierrors.IsNotFound(err), nil

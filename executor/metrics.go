@@ -22,6 +22,35 @@ type Metrics interface {
 	ObserveResult(reason kubexec.Reason, saveLatency time.Duration)
 }
 
+// Optional capabilities of a Metrics, detected by type assertion. A Metrics
+// that does not implement one does not receive its measurements; each is
+// also logged.
+type (
+	// SaveErrorMetrics counts failed StateStore.SaveResult calls (each is
+	// retried with backoff, and the pod keeps its tracking finalizer
+	// meanwhile): a count that keeps growing means results wait.
+	SaveErrorMetrics interface {
+		ObserveSaveError(reason kubexec.Reason)
+	}
+	// WatchMetrics counts the pod watch's restarts: relist is true for a
+	// new list (410 Gone, a refused watch), false for a resume from the
+	// last resourceVersion.
+	WatchMetrics interface {
+		ObserveWatchRestart(namespace string, relist bool)
+	}
+	// LeaseMetrics reports each renewal of the executor's Lease (err nil
+	// on success) and whether the Lease is lost (launching paused).
+	LeaseMetrics interface {
+		ObserveLeaseRenewal(err error)
+		SetLeaseLost(lost bool)
+	}
+	// SweepMetrics reports each adoption sweep: the pods of dead instances
+	// it adopted, and its error.
+	SweepMetrics interface {
+		ObserveSweep(adopted int, err error)
+	}
+)
+
 // LaunchOutcome classifies one create request.
 type LaunchOutcome string
 

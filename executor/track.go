@@ -242,6 +242,9 @@ func (e *Kubernetes) finish(ctx context.Context, key kubexec.TaskKey) error {
 		r, resultAt := *a.result, a.resultAt
 		e.mu.Unlock()
 		if err := e.store.SaveResult(ctx, r); err != nil {
+			if m, ok := e.cfg.Metrics.(SaveErrorMetrics); ok && ctx.Err() == nil {
+				m.ObserveSaveError(r.Reason)
+			}
 			return fmt.Errorf("StateStore.SaveResult: %w", err)
 		}
 		e.cfg.Metrics.ObserveResult(r.Reason, time.Since(resultAt))

@@ -44,6 +44,14 @@ type Config struct {
 	// Logger receives the watcher's log records (and client-go's, for this
 	// watcher's informers). Default: discard.
 	Logger *slog.Logger
+	// OnRestart, when set, is called each time a namespace's watch stream
+	// broke and is opened again: relist is true when the watcher must
+	// list again (410 Gone, or a watch refused), false when it resumes
+	// from the last resourceVersion (a broken or silent connection). The
+	// routine end of a request at its server-side timeout is not a
+	// restart. It is called from the watch's goroutines and must not
+	// block. Default: none.
+	OnRestart func(namespace string, relist bool)
 }
 
 // Defaults of Config.

@@ -159,6 +159,13 @@ func (r *request) close() (deadlineHit bool) {
 	return deadlineHit
 }
 
+// restarted reports a restart to Config.OnRestart.
+func (rw *resumingWatch) restarted(relist bool) {
+	if f := rw.lw.cfg.OnRestart; f != nil {
+		f(rw.lw.namespace, relist)
+	}
+}
+
 // run forwards events until the watch is stopped or ends for good. req,
 // when not nil, is the already opened first request.
 func (rw *resumingWatch) run(ctx context.Context, opts metav1.ListOptions, req *request) {
@@ -180,11 +187,13 @@ func (rw *resumingWatch) run(ctx context.Context, opts metav1.ListOptions, req *
 				}
 				if !rw.resumable || needsRelist(err) {
 					logger.Info("watch refused; relisting", "version", rw.version, "error", err)
+					rw.restarted(true)
 					rw.sendError(ctx, err)
 					return
 				}
 				delay := rw.backoff.Step()
 				logger.Warn("watch failed; retrying", "version", rw.version, "delay", delay, "error", err)
+				rw.restarted(false)
 				if !sleep(ctx, delay) {
 					return
 				}
@@ -200,6 +209,7 @@ func (rw *resumingWatch) run(ctx context.Context, opts metav1.ListOptions, req *
 			return
 		case outcomeRelist:
 			logger.Info("watch expired; relisting", "version", rw.version, "error", err)
+			rw.restarted(true)
 			return
 		case outcomeError:
 			if !rw.resumable {
@@ -207,6 +217,7 @@ func (rw *resumingWatch) run(ctx context.Context, opts metav1.ListOptions, req *
 			}
 			delay := rw.backoff.Step()
 			logger.Warn("watch broke; resuming", "version", rw.version, "delay", delay, "error", err)
+			rw.restarted(false)
 			if !sleep(ctx, delay) {
 				return
 			}
@@ -216,6 +227,7 @@ func (rw *resumingWatch) run(ctx context.Context, opts metav1.ListOptions, req *
 			}
 			if deadlineHit {
 				logger.Warn("watch connection silent past the server's timeout; reconnecting", "version", rw.version)
+				rw.restarted(false)
 			}
 			if time.Since(start) < time.Second {
 				// A stream that closes at once, again and again, must not
