@@ -589,3 +589,53 @@ func ioNopCloser(s string) *nopBody { return &nopBody{strings.NewReader(s)} }
 type nopBody struct{ *strings.Reader }
 
 func (nopBody) Close() error { return nil }
+
+// TestLateSecretIsFound: a container waiting in CreateContainerConfigError
+// for a Secret that is created a little later (as External Secrets or a CSI
+// driver do) runs once it exists; one whose Secret never comes fails with
+// ConfigError and the node's message after Classify.ConfigErrorGrace.
+func TestLateSecretIsFound(t *testing.T) {
+	ctx := t.Context()
+	ns := cluster.NewNamespace(t, "latesecret", nil)
+	store := executor.NewMemoryStore()
+	cfg := testConfig(ns)
+	cfg.Classify.ConfigErrorGrace = time.Hour
+	e := startExecutor(t, cluster.RESTConfig(), store, cfg)
+	late, never := key("latesecret", 1), key("latesecret", 2)
+	withSecret := func(k kubexec.TaskKey, secret string) podtemplate.TaskSpec {
+		spec := shell(k, `test "$TOKEN" = s3cret`)
+		spec.Env = []corev1.EnvVar{{Name: "TOKEN", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: secret}, Key: "token"}}}}
+		return spec
+	}
+	require.NoError(t, e.Queue(withSecret(late, "late")))
+	name, err := kubexec.PodName(late)
+	require.NoError(t, err)
+	drive(t, e, 3*time.Minute, "the container waits for its Secret", func() bool {
+		p, err := cluster.Client().CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil || len(p.Status.ContainerStatuses) == 0 {
+			return false
+		}
+		w := p.Status.ContainerStatuses[0].State.Waiting
+		return w != nil && w.Reason == "CreateContainerConfigError"
+	})
+	require.Empty(t, store.Results(), "a missing Secret must not fail the attempt at once")
+	_, err = cluster.Client().CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "late"},
+		StringData: map[string]string{"token": "s3cret"},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	drive(t, e, 3*time.Minute, "result", func() bool { return len(store.Results()) == 1 })
+	require.Equal(t, kubexec.ReasonSucceeded, store.Results()[0].Reason, "%+v", store.Results()[0])
+
+	cfg2 := testConfig(ns)
+	cfg2.Classify.ConfigErrorGrace = 2 * time.Second
+	store2 := executor.NewMemoryStore()
+	e2 := startExecutor(t, cluster.RESTConfig(), store2, cfg2)
+	require.NoError(t, e2.Queue(withSecret(never, "never")))
+	drive(t, e2, 3*time.Minute, "result", func() bool { return len(store2.Results()) == 1 })
+	r := store2.Results()[0]
+	require.Equal(t, kubexec.ReasonConfigError, r.Reason, "%+v", r)
+	require.Contains(t, r.Message, `"never"`)
+	require.Contains(t, r.Message, "for more than 2s")
+}

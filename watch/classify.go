@@ -13,6 +13,14 @@ import (
 // ClassifyOptions holds the grace periods of [Classify]. The zero value
 // uses the defaults.
 type ClassifyOptions struct {
+	// ConfigErrorGrace is how long a container may wait in
+	// CreateContainerConfigError or CreateContainerError (the kubelet
+	// retries those: a Secret or ConfigMap created seconds after the pod,
+	// by External Secrets or a CSI driver, is found at the next try)
+	// before the attempt fails with ConfigError and the kubelet's message.
+	// It is counted from the pod's start on its node. A negative value
+	// fails at once. Default: 2m.
+	ConfigErrorGrace time.Duration
 	// ImagePullGrace is how long a container may wait in ErrImagePull,
 	// ImagePullBackOff or RegistryUnavailable (the kubelet retries those)
 	// before the attempt fails with ImagePullError. It is counted from the
@@ -36,14 +44,18 @@ type ClassifyOptions struct {
 
 // Defaults of ClassifyOptions.
 const (
-	DefaultImagePullGrace = 3 * time.Minute
-	DefaultPendingTimeout = 5 * time.Minute
-	DefaultStartTimeout   = 10 * time.Minute
+	DefaultImagePullGrace   = 3 * time.Minute
+	DefaultConfigErrorGrace = 2 * time.Minute
+	DefaultPendingTimeout   = 5 * time.Minute
+	DefaultStartTimeout     = 10 * time.Minute
 )
 
 func (o ClassifyOptions) withDefaults() ClassifyOptions {
 	if o.ImagePullGrace == 0 {
 		o.ImagePullGrace = DefaultImagePullGrace
+	}
+	if o.ConfigErrorGrace == 0 {
+		o.ConfigErrorGrace = DefaultConfigErrorGrace
 	}
 	if o.PendingTimeout == 0 {
 		o.PendingTimeout = DefaultPendingTimeout
@@ -147,8 +159,9 @@ const (
 // waitingRule says how a container waiting reason is classified.
 type waitingRule struct {
 	reason kubexec.Reason
-	// graced: the kubelet retries, so the attempt fails only after
-	// ClassifyOptions.ImagePullGrace.
+	// graced: the kubelet retries, so the attempt fails only after a
+	// grace period (ClassifyOptions.ImagePullGrace for image pulls,
+	// ConfigErrorGrace for the rest).
 	graced bool
 	// advice is appended to the message.
 	advice string
@@ -162,8 +175,8 @@ var waitingRules = map[string]waitingRule{
 	waitingErrImageNeverPull:     {reason: kubexec.ReasonImagePullError, advice: "the image is not on the node and imagePullPolicy is Never: preload it or change the policy"},
 	waitingImageInspectError:     {reason: kubexec.ReasonImagePullError, advice: "the image on the node cannot be read: check the image and the node's container runtime"},
 	waitingSignatureValidation:   {reason: kubexec.ReasonImagePullError, advice: "the image's signature was refused: use a signed image"},
-	waitingCreateContainerConfig: {reason: kubexec.ReasonConfigError, advice: "check that the Secrets and ConfigMaps the container references exist and hold the keys it uses"},
-	waitingCreateContainerError:  {reason: kubexec.ReasonConfigError, advice: "check the container's command, volumes and security context"},
+	waitingCreateContainerConfig: {reason: kubexec.ReasonConfigError, graced: true, advice: "check that the Secrets and ConfigMaps the container references exist and hold the keys it uses"},
+	waitingCreateContainerError:  {reason: kubexec.ReasonConfigError, graced: true, advice: "check the container's command, volumes and security context"},
 }
 
 // Classify says where pod's attempt is: pending, running, or terminal with
@@ -419,16 +432,20 @@ func classifyWaiting(pod *corev1.Pod, now time.Time, opts ClassifyOptions) (Clas
 			what = fmt.Sprintf("%s %q cannot get its image %q: %s", ref.kind, ref.name, img, reasonAndMessage(w.Reason, w.Message))
 		}
 		if rule.graced {
+			grace := opts.ImagePullGrace
+			if rule.reason == kubexec.ReasonConfigError {
+				grace = opts.ConfigErrorGrace
+			}
 			since := pullSince(pod)
-			if waited := now.Sub(since); since.IsZero() || waited < opts.ImagePullGrace {
+			if waited := now.Sub(since); since.IsZero() || waited < grace {
 				phase := PhasePending
 				if pod.Status.Phase == corev1.PodRunning {
 					phase = PhaseRunning
 				}
 				return Classification{Phase: phase, Container: ref.name, StartedAt: mainStartedAt(pod),
-					Message: fmt.Sprintf("%s; the attempt fails if this lasts %s", what, opts.ImagePullGrace)}, true
+					Message: fmt.Sprintf("%s; the attempt fails if this lasts %s", what, grace)}, true
 			}
-			what += fmt.Sprintf(" (for more than %s)", opts.ImagePullGrace)
+			what += fmt.Sprintf(" (for more than %s)", grace)
 		}
 		return terminal(rule.reason, now, Classification{
 			Container: ref.name,

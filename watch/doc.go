@@ -98,7 +98,10 @@
 //	  RegistryUnavailable for longer than ImagePullGrace
 //	  (default 3m, counted from the pod's start on its node)
 //	a container waiting CreateContainerConfigError,        ConfigError       no
-//	  CreateContainerError
+//	  CreateContainerError for longer than
+//	  ConfigErrorGrace (default 2m, counted from the pod's
+//	  start on its node: the kubelet retries, so a Secret
+//	  or ConfigMap created late is still found)
 //	phase Running (or Unknown: node not reporting)         running
 //	PodScheduled=False, reason Unschedulable, for longer   Unschedulable     yes
 //	  than PendingTimeout (default 5m), with the
