@@ -51,12 +51,15 @@ type LeaseConfig struct {
 	Logger *slog.Logger
 }
 
+// DefaultLeaseDuration is LeaseConfig.LeaseDuration's default.
+const DefaultLeaseDuration = 15 * time.Second
+
 func (c LeaseConfig) withDefaults() LeaseConfig {
 	if c.Namespace == "" {
 		c.Namespace = "default"
 	}
 	if c.LeaseDuration == 0 {
-		c.LeaseDuration = 15 * time.Second
+		c.LeaseDuration = DefaultLeaseDuration
 	}
 	if c.RenewDeadline == 0 {
 		c.RenewDeadline = 10 * time.Second

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -77,6 +78,16 @@ type SweepConfig struct {
 	Namespaces []string
 	// PageSize is the list page size. Default 500.
 	PageSize int64
+	// LeaseNamespace and ExpiredLeaseAge: when ExpiredLeaseAge is set, each
+	// sweep also deletes the kubexec Leases in LeaseNamespace that nobody
+	// has renewed for that long (by this instance's clock), other than
+	// ExecutorID's own, so that instances that never come back (a new
+	// random id on every start) leave no Lease behind. A missing Lease
+	// counts as dead, as an expired one does, so this changes no liveness
+	// decision; keep ExpiredLeaseAge well above any Lease's duration (the
+	// executor uses ten durations). Default: Leases are not swept.
+	LeaseNamespace  string
+	ExpiredLeaseAge time.Duration
 }
 
 // Sweeper finds pods of dead executor instances that no longer need their
@@ -101,7 +112,10 @@ type SweepStats struct {
 	Adopted int
 	// DeadOwners is the number of distinct dead instances found.
 	DeadOwners int
-	// APICalls is the number of requests sent (lists, lease reads, patches).
+	// LeasesDeleted is the number of expired Leases deleted.
+	LeasesDeleted int
+	// APICalls is the number of requests sent (lists, lease reads, patches,
+	// lease deletions).
 	APICalls int
 }
 
@@ -118,6 +132,12 @@ func NewSweeper(client kubernetes.Interface, liveness Liveness, cfg SweepConfig)
 	}
 	if cfg.PageSize == 0 {
 		cfg.PageSize = 500
+	}
+	if cfg.ExpiredLeaseAge < 0 {
+		return nil, fmt.Errorf("adoption: SweepConfig.ExpiredLeaseAge is negative (%s): use 0 to keep Leases", cfg.ExpiredLeaseAge)
+	}
+	if cfg.ExpiredLeaseAge > 0 && cfg.LeaseNamespace == "" {
+		cfg.LeaseNamespace = "default"
 	}
 	return &Sweeper{client: client, liveness: liveness, cfg: cfg}, nil
 }
@@ -193,7 +213,55 @@ func (s *Sweeper) Sweep(ctx context.Context) (SweepStats, error) {
 			opts.Continue = list.Continue
 		}
 	}
+	if s.cfg.ExpiredLeaseAge > 0 {
+		if err := s.sweepLeases(ctx, &st); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return st, errors.Join(errs...)
+}
+
+// sweepLeases deletes the kubexec Leases not renewed for ExpiredLeaseAge.
+// Each delete is guarded by the resourceVersion that was read, so a Lease
+// renewed meanwhile stays.
+func (s *Sweeper) sweepLeases(ctx context.Context, st *SweepStats) error {
+	leases := s.client.CoordinationV1().Leases(s.cfg.LeaseNamespace)
+	list, err := leases.List(ctx, metav1.ListOptions{LabelSelector: kubexec.LabelManagedBy + "=" + kubexec.ManagedByValue})
+	st.APICalls++
+	if err != nil {
+		return fmt.Errorf("adoption: list Leases in %q: %w", s.cfg.LeaseNamespace, err)
+	}
+	own := LeaseName(s.cfg.ExecutorID)
+	now := time.Now()
+	var errs []error
+	for i := range list.Items {
+		l := &list.Items[i]
+		if l.Name == own || !leaseExpiredFor(l, now, s.cfg.ExpiredLeaseAge) {
+			continue
+		}
+		rv := l.ResourceVersion
+		err := leases.Delete(ctx, l.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{ResourceVersion: &rv}})
+		st.APICalls++
+		switch {
+		case err == nil:
+			st.LeasesDeleted++
+		case apierrors.IsNotFound(err), apierrors.IsConflict(err):
+			// Gone already, or renewed since it was read.
+		default:
+			errs = append(errs, fmt.Errorf("adoption: delete expired Lease %s/%s: %w", l.Namespace, l.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// leaseExpiredFor reports whether l was last renewed (or, never renewed,
+// created) longer than age before now.
+func leaseExpiredFor(l *coordinationv1.Lease, now time.Time, age time.Duration) bool {
+	last := l.CreationTimestamp.Time
+	if l.Spec.RenewTime != nil {
+		last = l.Spec.RenewTime.Time
+	}
+	return now.Sub(last) > age
 }
 
 // settled reports whether a pod needs no decision from its owner any more:

@@ -28,9 +28,16 @@ import (
 // default, given at the end of its comment.
 type Config struct {
 	// ExecutorID identifies this executor instance: its pods carry it in a
-	// label, and a restarted instance with the same id picks its pods up
-	// again. Default: the host name and a random suffix (a new identity on
-	// each start; set it for restarts to resume without adoption).
+	// label, its Lease is named after it, and an instance restarted with
+	// the same id picks its pods up again at once, with no adoption. Give
+	// each instance an id that survives its restarts: in Kubernetes, run
+	// the scheduler as a StatefulSet and use its pod's name (metadata.name
+	// through the downward API). With a new id on each start, the pods a
+	// crashed predecessor left running wait until the host calls Adopt (or
+	// end, and are swept after its Lease expires), and each start makes a
+	// new Lease (removed by Stop, or by other instances' sweeps once
+	// expired for ten Lease durations). Default: the host name and a
+	// random suffix, new on each start.
 	ExecutorID string
 
 	// Namespace is where pods go when neither the task spec nor the
@@ -110,6 +117,17 @@ type Config struct {
 	LeaseDuration time.Duration
 	RenewDeadline time.Duration
 	RetryPeriod   time.Duration
+	// DeleteLeaseOnStop says whether Stop deletes this
+	// instance's Lease. Deleting it tells other instances at once that
+	// this one is gone (their sweeps then take over its ended pods; a
+	// host's Adopt there takes its running ones), which is right for an
+	// instance that will not come back and wrong for one about to restart
+	// with the same id. Default: deleted when ExecutorID was left to its
+	// random default (nothing can resume it), kept (to expire) when the
+	// host gave the id; DeleteLeaseOnStop forces the deletion for a given
+	// id.
+	DeleteLeaseOnStop bool
+
 	// SweepInterval is how often the pods of dead instances that ended or
 	// are being deleted are adopted, so their results are saved, 10ms to
 	// 720h. Default 30s.

@@ -70,12 +70,16 @@
 // each change), while the attempts already running are still tracked and
 // their results saved.
 //
-// Stop does not delete the Lease: it lets it expire after LeaseDuration. An
-// instance restarted with the same ExecutorID (the usual case: a
-// scheduler's pod restarted with the same name) takes its Lease back at
-// once and resumes its pods with no adoption; a deleted Lease would tell
-// every other instance at once that this one is gone, and the host's Adopt
-// there would take over pods that were about to be resumed.
+// Stop keeps the Lease of an instance whose ExecutorID the host gave: it
+// expires after LeaseDuration, and an instance restarted with the same id
+// (the usual case: a StatefulSet's pod restarted with the same name) takes
+// it back at once and resumes its pods with no adoption; a deleted Lease
+// would tell every other instance at once that this one is gone, and the
+// host's Adopt there would take over pods about to be resumed. An instance
+// with the random default id can never be resumed, so its Stop deletes the
+// Lease (Config.DeleteLeaseOnStop forces that for a given id). Each sweep
+// also deletes the kubexec Leases that nobody renewed for ten Lease
+// durations, so ids that never come back leave nothing behind.
 //
 // # Goroutines
 //
@@ -89,7 +93,7 @@
 //
 // Start checks with SelfSubjectAccessReviews that the executor may create,
 // get, list, watch, patch and delete pods in every configured namespace,
-// and get, create and update Leases in LeaseNamespace; with a LogArchiver
+// and get, create, update, list and delete Leases in LeaseNamespace; with a LogArchiver
 // also get pods/log, and with XCom also create pods/exec. It returns one
 // *PermissionError that lists whatever is missing. rbac.yaml in this folder
 // (also [RoleYAML]) is the Role, with each rule's feature named; the

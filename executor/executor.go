@@ -209,6 +209,9 @@ func New(restConfig *rest.Config, store StateStore, cfg Config) (*Kubernetes, er
 	if store == nil {
 		return nil, errors.New("executor: store is nil: pass a StateStore (executor.NewMemoryStore() for tests)")
 	}
+	if cfg.ExecutorID == "" {
+		cfg.DeleteLeaseOnStop = true // a random id: nothing can resume it
+	}
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -254,7 +257,16 @@ func New(restConfig *rest.Config, store StateStore, cfg Config) (*Kubernetes, er
 	if l, ok := store.(adoption.Liveness); ok {
 		liveness = l
 	}
-	sweeper, err := adoption.NewSweeper(client, liveness, adoption.SweepConfig{ExecutorID: cfg.ExecutorID, Namespaces: cfg.Namespaces})
+	leaseDuration := cfg.LeaseDuration
+	if leaseDuration == 0 {
+		leaseDuration = adoption.DefaultLeaseDuration
+	}
+	sweeper, err := adoption.NewSweeper(client, liveness, adoption.SweepConfig{
+		ExecutorID:      cfg.ExecutorID,
+		Namespaces:      cfg.Namespaces,
+		LeaseNamespace:  cfg.LeaseNamespace,
+		ExpiredLeaseAge: expiredLeaseDurations * leaseDuration,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("executor: %w", err)
 	}
@@ -405,14 +417,15 @@ func (e *Kubernetes) newWatcher(gate *eventGate) (*watch.Watcher, error) {
 	})
 }
 
-// releaseLease deletes the Lease that a failed Start took, so that the
-// instance does not look alive while nothing runs. An error only delays
-// that until the Lease expires.
+// releaseLease deletes the instance's Lease (after a failed Start, or at a
+// Stop with Config.DeleteLeaseOnStop), so that the instance does not look
+// alive while nothing runs. An error only delays that until the Lease
+// expires.
 func (e *Kubernetes) releaseLease() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := e.lease.Release(ctx); err != nil && !apierrors.IsNotFound(err) {
-		e.log.Warn("could not delete the Lease after a failed start; it expires by itself", "err", err)
+		e.log.Warn("could not delete the executor's Lease; it expires by itself", "err", err)
 	}
 }
 
@@ -534,9 +547,16 @@ func (e *Kubernetes) Stop(ctx context.Context) error {
 	e.results.ShutDown()
 	e.releases.ShutDown()
 	e.wg.Wait()
-	e.log.Info("executor stopped")
+	if e.cfg.DeleteLeaseOnStop {
+		e.releaseLease()
+	}
+	e.log.Info("executor stopped", "leaseDeleted", e.cfg.DeleteLeaseOnStop)
 	return err
 }
+
+// expiredLeaseDurations is how many Lease durations a Lease must have gone
+// unrenewed before the sweeps delete it.
+const expiredLeaseDurations = 10
 
 // pendingResults counts attempts whose result is known but not yet saved
 // and released.

@@ -153,3 +153,32 @@ func TestConfigExtremesDoNotAllocate(t *testing.T) {
 	require.Equal(t, 1_000_000, e.Stats().OpenSlots)
 	require.NoError(t, e.Stop(context.Background()))
 }
+
+// TestStopDeletesTheLeaseOfARandomID: Stop deletes the Lease of an
+// instance whose id was generated (nothing can resume it) and keeps the
+// Lease of an instance whose id the host gave (a restart takes it back).
+func TestStopDeletesTheLeaseOfARandomID(t *testing.T) {
+	ctx := t.Context()
+	ns := cluster.NewNamespace(t, "leasestop", nil)
+	leases := cluster.Client().CoordinationV1().Leases(ns)
+	stopAndGet := func(cfg executor.Config) error {
+		t.Helper()
+		e, err := executor.New(cluster.RESTConfig(), executor.NewMemoryStore(), cfg)
+		require.NoError(t, err)
+		require.NoError(t, e.Start(ctx))
+		_, err = leases.Get(ctx, adoption.LeaseName(e.ID()), metav1.GetOptions{})
+		require.NoError(t, err, "a started executor holds its Lease")
+		require.NoError(t, e.Stop(ctx))
+		_, err = leases.Get(ctx, adoption.LeaseName(e.ID()), metav1.GetOptions{})
+		return err
+	}
+	random := testConfig(ns)
+	random.ExecutorID = ""
+	err := stopAndGet(random)
+	require.True(t, apierrors.IsNotFound(err), "the Lease of a random id must be deleted at Stop (got %v)", err)
+	require.NoError(t, stopAndGet(testConfig(ns)), "the Lease of a given id must stay for a restart")
+	forced := testConfig(ns)
+	forced.DeleteLeaseOnStop = true
+	err = stopAndGet(forced)
+	require.True(t, apierrors.IsNotFound(err), "DeleteLeaseOnStop must delete the Lease (got %v)", err)
+}

@@ -72,6 +72,8 @@ var leasePermissions = []requiredPermission{
 	{"coordination.k8s.io", "leases", "", "get"},
 	{"coordination.k8s.io", "leases", "", "create"},
 	{"coordination.k8s.io", "leases", "", "update"},
+	{"coordination.k8s.io", "leases", "", "list"},
+	{"coordination.k8s.io", "leases", "", "delete"},
 }
 
 // checkPermissions asks the API server, with SelfSubjectAccessReviews,
