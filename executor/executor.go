@@ -248,7 +248,7 @@ func New(restConfig *rest.Config, store StateStore, cfg Config) (*Kubernetes, er
 				m.ObserveLeaseRenewal(err)
 			}
 		},
-		Logger:        cfg.Logger,
+		Logger: cfg.Logger,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("executor: Config lease timing: %w", err)
