@@ -13,7 +13,9 @@
 //	if err := exec.Start(ctx); err != nil { ... } // checks permissions, syncs the pod watch
 //	defer exec.Stop(context.Background())
 //
-//	exec.Queue(podtemplate.TaskSpec{Key: key, Image: "python:3.13", Command: []string{"python", "-m", "etl.load"}})
+//	// python:3.13 runs as root; the default template requires a non-root user.
+//	asUser, _ := podtemplate.ParseOverride("quick-start", []byte("spec: {securityContext: {runAsUser: 1000}}"))
+//	exec.Queue(podtemplate.TaskSpec{Key: key, Image: "python:3.13", Command: []string{"python", "-m", "etl.load"}, Override: asUser})
 //	for range time.Tick(time.Second) {
 //		exec.Heartbeat(ctx)                     // launches up to the open slots
 //	}

@@ -34,11 +34,19 @@ func Example() {
 	}
 	defer exec.Stop(context.Background())
 
+	// python:3.13 runs as root, and the default template requires a
+	// non-root user (runAsNonRoot, the "restricted" standard): the attempt
+	// names one, or its pod would end with ConfigError.
+	asUser, err := podtemplate.ParseOverride("example", []byte("spec: {securityContext: {runAsUser: 1000}}"))
+	if err != nil {
+		log.Fatal(err)
+	}
 	key := kubexec.TaskKey{WorkflowID: "etl", TaskID: "load_users", RunID: "2026-11-27", MapIndex: kubexec.NotMapped, Attempt: 1}
 	if err := exec.Queue(podtemplate.TaskSpec{
-		Key:     key,
-		Image:   "python:3.13",
-		Command: []string{"python", "-c", "print('loaded')"},
+		Key:      key,
+		Image:    "python:3.13",
+		Command:  []string{"python", "-c", "print('loaded')"},
+		Override: asUser,
 	}); err != nil {
 		log.Fatal(err)
 	}

@@ -639,3 +639,29 @@ func TestLateSecretIsFound(t *testing.T) {
 	require.Contains(t, r.Message, `"never"`)
 	require.Contains(t, r.Message, "for more than 2s")
 }
+
+// TestQuickStartRunsAsShown: with the default template (no Builder), an
+// attempt that names a non-root user the way the package doc's quick start
+// does runs; one that does not ends with ConfigError, and the message says
+// how to set runAsUser.
+func TestQuickStartRunsAsShown(t *testing.T) {
+	ns := cluster.NewNamespace(t, "quickstart", nil)
+	store := executor.NewMemoryStore()
+	cfg := testConfig(ns)
+	cfg.Builder = nil
+	cfg.Classify.ConfigErrorGrace = time.Second
+	e := startExecutor(t, cluster.RESTConfig(), store, cfg)
+	asUser, err := podtemplate.ParseOverride("quick-start", []byte("spec: {securityContext: {runAsUser: 1000}}"))
+	require.NoError(t, err)
+	shown, asRoot := key("quickstart", 1), key("quickstart", 2)
+	spec := shell(shown, "echo loaded")
+	spec.Override = asUser
+	require.NoError(t, e.Queue(spec))
+	require.NoError(t, e.Queue(shell(asRoot, "echo loaded")))
+	drive(t, e, 3*time.Minute, "results", func() bool { return len(store.Results()) == 2 })
+	got := resultsByKey(store)
+	require.Equal(t, kubexec.ReasonSucceeded, got[shown].Reason, "%+v", got[shown])
+	require.Equal(t, kubexec.ReasonConfigError, got[asRoot].Reason, "%+v", got[asRoot])
+	require.Contains(t, got[asRoot].Message, "runAsNonRoot and image will run as root")
+	require.Contains(t, got[asRoot].Message, "set spec.securityContext.runAsUser")
+}

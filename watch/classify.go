@@ -168,15 +168,17 @@ type waitingRule struct {
 }
 
 var waitingRules = map[string]waitingRule{
-	waitingErrImagePull:          {reason: kubexec.ReasonImagePullError, graced: true, advice: "check the image name and tag, that the image exists, and the pod's imagePullSecrets"},
-	waitingImagePullBackOff:      {reason: kubexec.ReasonImagePullError, graced: true, advice: "check the image name and tag, that the image exists, and the pod's imagePullSecrets"},
-	waitingRegistryUnavailable:   {reason: kubexec.ReasonImagePullError, graced: true, advice: "check that the registry is reachable from the nodes"},
-	waitingInvalidImageName:      {reason: kubexec.ReasonImagePullError, advice: "fix the image reference"},
-	waitingErrImageNeverPull:     {reason: kubexec.ReasonImagePullError, advice: "the image is not on the node and imagePullPolicy is Never: preload it or change the policy"},
-	waitingImageInspectError:     {reason: kubexec.ReasonImagePullError, advice: "the image on the node cannot be read: check the image and the node's container runtime"},
-	waitingSignatureValidation:   {reason: kubexec.ReasonImagePullError, advice: "the image's signature was refused: use a signed image"},
-	waitingCreateContainerConfig: {reason: kubexec.ReasonConfigError, graced: true, advice: "check that the Secrets and ConfigMaps the container references exist and hold the keys it uses"},
-	waitingCreateContainerError:  {reason: kubexec.ReasonConfigError, graced: true, advice: "check the container's command, volumes and security context"},
+	waitingErrImagePull:        {reason: kubexec.ReasonImagePullError, graced: true, advice: "check the image name and tag, that the image exists, and the pod's imagePullSecrets"},
+	waitingImagePullBackOff:    {reason: kubexec.ReasonImagePullError, graced: true, advice: "check the image name and tag, that the image exists, and the pod's imagePullSecrets"},
+	waitingRegistryUnavailable: {reason: kubexec.ReasonImagePullError, graced: true, advice: "check that the registry is reachable from the nodes"},
+	waitingInvalidImageName:    {reason: kubexec.ReasonImagePullError, advice: "fix the image reference"},
+	waitingErrImageNeverPull:   {reason: kubexec.ReasonImagePullError, advice: "the image is not on the node and imagePullPolicy is Never: preload it or change the policy"},
+	waitingImageInspectError:   {reason: kubexec.ReasonImagePullError, advice: "the image on the node cannot be read: check the image and the node's container runtime"},
+	waitingSignatureValidation: {reason: kubexec.ReasonImagePullError, advice: "the image's signature was refused: use a signed image"},
+	waitingCreateContainerConfig: {reason: kubexec.ReasonConfigError, graced: true, advice: "check that the Secrets and ConfigMaps the container references exist and hold the keys it uses; " +
+		"if the image would run as root under runAsNonRoot (podtemplate's default template requires a non-root user), " +
+		"set spec.securityContext.runAsUser to a non-zero uid in the pod template or the task's override"},
+	waitingCreateContainerError: {reason: kubexec.ReasonConfigError, graced: true, advice: "check the container's command, volumes and security context"},
 }
 
 // Classify says where pod's attempt is: pending, running, or terminal with
