@@ -104,7 +104,7 @@ func TestCreateErrorClassification(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			require.Equal(t, tt.quota, isQuotaExceeded(tt.err))
+			require.Equal(t, tt.quota, IsQuotaExceeded(tt.err))
 			require.Equal(t, tt.transient, isTransient(tt.err))
 		})
 	}

@@ -238,7 +238,7 @@ func (e *Kubernetes) handleCreate(key kubexec.TaskKey, pod, created *corev1.Pod,
 		e.tracked(key, created, LaunchCreated, queuedAt)
 	case apierrors.IsAlreadyExists(err):
 		e.alreadyExists(key, pod, queuedAt)
-	case isQuotaExceeded(err):
+	case IsQuotaExceeded(err):
 		e.mu.Lock()
 		b := e.nsBackoff[pod.Namespace]
 		if now.After(b.until) {
@@ -379,12 +379,12 @@ func (e *Kubernetes) rejectLaunch(key kubexec.TaskKey, queuedAt time.Time, msg s
 	}
 }
 
-// isQuotaExceeded reports a create refused by the ResourceQuota admission
+// IsQuotaExceeded reports a create refused by the ResourceQuota admission
 // plugin. The API gives that refusal no reason or cause of its own (it is a
 // 403 Forbidden like an RBAC denial or a PodSecurity violation), so the
 // plugin's fixed message prefix is the only signal; this is the one place
 // that reads an API error's message.
-func isQuotaExceeded(err error) bool {
+func IsQuotaExceeded(err error) bool {
 	var status apierrors.APIStatus
 	if !errors.As(err, &status) {
 		return false

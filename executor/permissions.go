@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 )
 
 // PermissionError lists the permissions the executor's identity lacks. Start
@@ -30,106 +30,105 @@ func (e *PermissionError) Error() string {
 // Unwrap returns ErrPermission.
 func (e *PermissionError) Unwrap() error { return ErrPermission }
 
-// requiredPermission is one verb on one resource the executor uses.
-type requiredPermission struct {
-	group, resource, subresource, verb string
+// Permission is one verb on one resource in one namespace ("" for all
+// namespaces) that an executor uses.
+type Permission struct {
+	Namespace, Group, Resource, Subresource, Verb string
 }
 
-// podPermissions are what every executor calls on pods, in each namespace
-// of Config.Namespaces.
-var podPermissions = []requiredPermission{
-	{"", "pods", "", "create"},
-	{"", "pods", "", "get"},
-	{"", "pods", "", "list"},
-	{"", "pods", "", "watch"},
-	{"", "pods", "", "patch"},
-	{"", "pods", "", "delete"},
+// String says it as the PermissionError lists it, such as `create pods in
+// namespace "etl"`.
+func (p Permission) String() string { return describePermission(p) }
+
+// Features are the optional parts of an executor that need permissions of
+// their own.
+type Features struct {
+	// LogArchive: Config.LogArchiver is set (get pods/log).
+	LogArchive bool
+	// XCom: Config.XCom is set (create pods/exec).
+	XCom bool
 }
 
-// Permissions of optional features, required only when configured.
-var (
-	// logPermission: Config.LogArchiver reads the pods' logs.
-	logPermission = requiredPermission{"", "pods", "log", "get"}
-	// execPermission: Config.XCom reads the sidecar's value by exec.
-	execPermission = requiredPermission{"", "pods", "exec", "create"}
-)
-
-// requiredPermissions are what the executor configured by cfg calls in each
-// namespace of Config.Namespaces.
-func requiredPermissions(cfg Config) []requiredPermission {
-	perms := slices.Clone(podPermissions)
-	if cfg.LogArchiver != nil {
-		perms = append(perms, logPermission)
-	}
-	if cfg.XCom != nil {
-		perms = append(perms, execPermission)
-	}
-	return perms
-}
-
-// leasePermissions are what the executor needs in Config.LeaseNamespace.
-var leasePermissions = []requiredPermission{
-	{"coordination.k8s.io", "leases", "", "get"},
-	{"coordination.k8s.io", "leases", "", "create"},
-	{"coordination.k8s.io", "leases", "", "update"},
-	{"coordination.k8s.io", "leases", "", "list"},
-	{"coordination.k8s.io", "leases", "", "delete"},
-}
-
-// checkPermissions asks the API server, with SelfSubjectAccessReviews,
-// whether the executor may do what it needs in every configured namespace,
-// and returns one error that lists everything missing.
-func (e *Kubernetes) checkPermissions(ctx context.Context) error {
-	type check struct {
-		ns    string
-		perms []requiredPermission
-	}
-	var checks []check
-	for _, ns := range e.cfg.Namespaces {
-		checks = append(checks, check{ns, requiredPermissions(e.cfg)})
-	}
-	checks = append(checks, check{e.cfg.LeaseNamespace, leasePermissions})
-	var missing []string
-	for _, c := range checks {
-		ns := c.ns
-		for _, p := range c.perms {
-			review := &authorizationv1.SelfSubjectAccessReview{
-				Spec: authorizationv1.SelfSubjectAccessReviewSpec{
-					ResourceAttributes: &authorizationv1.ResourceAttributes{
-						Namespace:   ns,
-						Verb:        p.verb,
-						Group:       p.group,
-						Resource:    p.resource,
-						Subresource: p.subresource,
-					},
-				},
-			}
-			got, err := e.client.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, review, metav1.CreateOptions{})
-			if err != nil {
-				return fmt.Errorf("executor: checking permissions: %w", err)
-			}
-			if !got.Status.Allowed {
-				missing = append(missing, describePermission(p, ns))
-			}
+// RequiredPermissions returns what an executor watching namespaces, with
+// its Lease in leaseNamespace and the given features, needs: what Start
+// checks. Hosts and tools (a permission check of their own, or a Role
+// generated for a deployment) use it to ask the same questions.
+func RequiredPermissions(namespaces []string, leaseNamespace string, f Features) []Permission {
+	pod := []string{"create", "get", "list", "watch", "patch", "delete"}
+	var out []Permission
+	for _, ns := range namespaces {
+		for _, verb := range pod {
+			out = append(out, Permission{Namespace: ns, Resource: "pods", Verb: verb})
+		}
+		if f.LogArchive {
+			out = append(out, Permission{Namespace: ns, Resource: "pods", Subresource: "log", Verb: "get"})
+		}
+		if f.XCom {
+			out = append(out, Permission{Namespace: ns, Resource: "pods", Subresource: "exec", Verb: "create"})
 		}
 	}
+	for _, verb := range []string{"get", "create", "update", "list", "delete"} {
+		out = append(out, Permission{Namespace: leaseNamespace, Group: "coordination.k8s.io", Resource: "leases", Verb: verb})
+	}
+	return out
+}
+
+// MissingPermissions asks the API server, with one SelfSubjectAccessReview
+// each, which of perms the client's identity lacks.
+func MissingPermissions(ctx context.Context, client kubernetes.Interface, perms []Permission) ([]Permission, error) {
+	var missing []Permission
+	for _, p := range perms {
+		review := &authorizationv1.SelfSubjectAccessReview{
+			Spec: authorizationv1.SelfSubjectAccessReviewSpec{
+				ResourceAttributes: &authorizationv1.ResourceAttributes{
+					Namespace:   p.Namespace,
+					Verb:        p.Verb,
+					Group:       p.Group,
+					Resource:    p.Resource,
+					Subresource: p.Subresource,
+				},
+			},
+		}
+		got, err := client.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, review, metav1.CreateOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("executor: checking permissions: %w", err)
+		}
+		if !got.Status.Allowed {
+			missing = append(missing, p)
+		}
+	}
+	return missing, nil
+}
+
+// checkPermissions returns one *PermissionError that lists everything the
+// executor's identity lacks.
+func (e *Kubernetes) checkPermissions(ctx context.Context) error {
+	perms := RequiredPermissions(e.cfg.Namespaces, e.cfg.LeaseNamespace, Features{LogArchive: e.cfg.LogArchiver != nil, XCom: e.cfg.XCom != nil})
+	missing, err := MissingPermissions(ctx, e.client, perms)
+	if err != nil {
+		return err
+	}
 	if len(missing) > 0 {
-		return &PermissionError{Missing: missing}
+		err := &PermissionError{}
+		for _, p := range missing {
+			err.Missing = append(err.Missing, p.String())
+		}
+		return err
 	}
 	return nil
 }
 
-func describePermission(p requiredPermission, ns string) string {
-	res := p.resource
-	if p.subresource != "" {
-		res += "/" + p.subresource
+func describePermission(p Permission) string {
+	res := p.Resource
+	if p.Subresource != "" {
+		res += "/" + p.Subresource
 	}
-	if p.group != "" {
-		res += "." + p.group
+	if p.Group != "" {
+		res += "." + p.Group
 	}
-	where := fmt.Sprintf("in namespace %q", ns)
-	if ns == "" {
+	where := fmt.Sprintf("in namespace %q", p.Namespace)
+	if p.Namespace == "" {
 		where = "in all namespaces"
 	}
-	return fmt.Sprintf("%s %s %s", p.verb, res, where)
+	return fmt.Sprintf("%s %s %s", p.Verb, res, where)
 }

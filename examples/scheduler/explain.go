@@ -8,9 +8,9 @@ import (
 	"strings"
 	"time"
 
-	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 
@@ -18,6 +18,7 @@ import (
 	"github.com/kubexec/kubexec/examples/scheduler/driver"
 	"github.com/kubexec/kubexec/examples/scheduler/sqlitestore"
 	"github.com/kubexec/kubexec/examples/scheduler/workflow"
+	"github.com/kubexec/kubexec/executor"
 	"github.com/kubexec/kubexec/logs"
 )
 
@@ -69,6 +70,10 @@ func cmdExplain(ctx context.Context, o *options, ref string) error {
 				pending = append(pending, fmt.Sprintf("%s (%s)", d, dt.State))
 			}
 		}
+		if len(pending) == 0 {
+			fmt.Fprintln(w, "  Its dependencies are done (or it has none): it waits to be queued by the scheduler.")
+			break
+		}
 		fmt.Fprintf(w, "  It waits for its dependencies: %s.\n", strings.Join(pending, ", "))
 		todo = append(todo, "Look at the dependencies first: `scheduler explain "+run.ID+"/"+strings.Split(pending[0], " ")[0]+"`.")
 	case sqlitestore.TaskRetryWait:
@@ -89,6 +94,18 @@ func cmdExplain(ctx context.Context, o *options, ref string) error {
 
 	// The cluster's side.
 	if len(attempts) == 0 {
+		if o.kubeconfig != "" && !task.State.Terminal() {
+			// Nothing was launched: the executor may not have started
+			// (missing permissions), or it cannot create pods.
+			cl, err := connect(ctx, o, false)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(w, "\nNo attempt of %s has been launched. Namespace %s:\n", task.TaskID, run.Namespace)
+			// Missing permissions stop everything: they come first.
+			perms := explainPermissions(ctx, w, cl, run.Namespace)
+			todo = append(append(perms, todo...), explainNoPod(ctx, w, cl, run.Namespace, taskNeeds(wf.Task(task.TaskID)), len(perms) == 0)...)
+		}
 		printTodo(w, todo)
 		return nil
 	}
@@ -126,14 +143,16 @@ func cmdExplain(ctx context.Context, o *options, ref string) error {
 			}
 		} else {
 			fmt.Fprintln(w, "  It does not exist: the executor has not created it yet.")
-			todo = append(todo, explainNoPod(ctx, w, cl, a.Namespace)...)
+			todo = append(todo, explainNoPod(ctx, w, cl, a.Namespace, taskNeeds(wf.Task(task.TaskID)), true)...)
 		}
 	case err != nil:
 		fmt.Fprintf(w, "  Cannot read it: %v\n", err)
 	default:
 		todo = append(todo, explainPod(w, pod)...)
 		explainEvents(ctx, w, cl, pod)
-		todo = append(todo, explainQuota(ctx, w, cl, a.Namespace, pod)...)
+		// The pod exists, so it passed the quota's admission: the quota
+		// is shown, never blamed.
+		explainQuota(ctx, w, cl, a.Namespace, nil)
 	}
 	todo = append(todo, explainPermissions(ctx, w, cl, a.Namespace)...)
 	printTodo(w, todo)
@@ -275,19 +294,54 @@ func eventTime(e corev1.Event) time.Time {
 	return e.CreationTimestamp.Time
 }
 
-// explainNoPod looks for why a queued attempt has no pod.
-func explainNoPod(ctx context.Context, w io.Writer, cl *cluster, ns string) []string {
+// explainNoPod looks for why a queued attempt has no pod; need is what
+// its pod would add to the namespace's quota. permsOK: the permissions
+// were found complete (or not checked yet).
+func explainNoPod(ctx context.Context, w io.Writer, cl *cluster, ns string, need corev1.ResourceList, permsOK bool) []string {
 	if _, err := cl.client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); apierrors.IsNotFound(err) {
 		fmt.Fprintf(w, "  The namespace %s does not exist.\n", ns)
 		return []string{fmt.Sprintf("Create the namespace %s.", ns)}
 	}
-	return append(explainQuota(ctx, w, cl, ns, nil),
-		"If the quota and permissions are fine, the executor may be backing off after API server errors: run the scheduler with -v to see its create attempts.")
+	todo := explainQuota(ctx, w, cl, ns, need)
+	if len(todo) == 0 && permsOK {
+		todo = append(todo, "If the quota and permissions are fine, the executor may be backing off after API server errors: run the scheduler with -v to see its create attempts.")
+	}
+	return todo
 }
 
-// explainQuota prints the namespace's ResourceQuotas and says which is
-// full (for pod, what the pod asks for).
-func explainQuota(ctx context.Context, w io.Writer, cl *cluster, ns string, pod *corev1.Pod) []string {
+// taskNeeds is what one pod of t adds to a ResourceQuota's usage, under
+// the names quotas use: pods and count/pods, requests.X (and plain X) for
+// its requests, limits.X for its limits.
+func taskNeeds(t *workflow.Task) corev1.ResourceList {
+	need := corev1.ResourceList{
+		corev1.ResourcePods:               resource.MustParse("1"),
+		corev1.ResourceName("count/pods"): resource.MustParse("1"),
+	}
+	if t == nil {
+		return need
+	}
+	add := func(prefix string, m map[corev1.ResourceName]string) {
+		for name, v := range m {
+			q, err := resource.ParseQuantity(v)
+			if err != nil {
+				continue
+			}
+			need[corev1.ResourceName(prefix+string(name))] = q
+			if prefix == "requests." {
+				need[name] = q
+			}
+		}
+	}
+	add("requests.", t.Requests)
+	add("limits.", t.Limits)
+	return need
+}
+
+// explainQuota prints the namespace's ResourceQuotas. With need (what a
+// pod not yet created would add), it says which quota refuses that pod:
+// one whose used plus need exceeds hard. Without need (the pod exists, so
+// the quota admitted it) it blames none.
+func explainQuota(ctx context.Context, w io.Writer, cl *cluster, ns string, need corev1.ResourceList) []string {
 	quotas, err := cl.client.CoreV1().ResourceQuotas(ns).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		fmt.Fprintf(w, "  quota: cannot list ResourceQuotas in %s: %v\n", ns, err)
@@ -308,10 +362,16 @@ func explainQuota(ctx context.Context, w io.Writer, cl *cluster, ns string, pod 
 		for _, n := range names {
 			name := corev1.ResourceName(n)
 			hard, used := q.Status.Hard[name], q.Status.Used[name]
-			full := used.Cmp(hard) >= 0
 			parts = append(parts, fmt.Sprintf("%s %s/%s", name, used.String(), hard.String()))
-			if full && (pod == nil || pod.Spec.NodeName == "") {
-				todo = append(todo, fmt.Sprintf("ResourceQuota %s is full for %s (%s of %s): new pods are refused until others end; raise the quota or lower parallelism.", q.Name, name, used.String(), hard.String()))
+			want, ok := need[name]
+			if !ok {
+				continue
+			}
+			after := used.DeepCopy()
+			after.Add(want)
+			if after.Cmp(hard) > 0 {
+				todo = append(todo, fmt.Sprintf("ResourceQuota %s has no room for the task's pod: %s is %s of %s and the pod needs %s. New pods are refused until others end: raise the quota, lower the task's resources or the parallelism.",
+					q.Name, name, used.String(), hard.String(), want.String()))
 			}
 		}
 		fmt.Fprintf(w, "  quota %s: %s\n", q.Name, strings.Join(parts, ", "))
@@ -319,36 +379,31 @@ func explainQuota(ctx context.Context, w io.Writer, cl *cluster, ns string, pod 
 	return todo
 }
 
-// explainPermissions checks what the executor needs in ns with
-// SelfSubjectAccessReviews.
+// explainPermissions checks, with SelfSubjectAccessReviews, what the
+// scheduler's executor needs in ns (the same list its Start checks: pods,
+// pods/log for the log archive, pods/exec for XCom, Leases), and what
+// explain itself reads (events).
 func explainPermissions(ctx context.Context, w io.Writer, cl *cluster, ns string) []string {
-	checks := []authorizationv1.ResourceAttributes{
-		{Verb: "create", Resource: "pods"}, {Verb: "get", Resource: "pods"}, {Verb: "list", Resource: "pods"},
-		{Verb: "watch", Resource: "pods"}, {Verb: "patch", Resource: "pods"}, {Verb: "delete", Resource: "pods"},
-		{Verb: "get", Resource: "pods", Subresource: "log"}, {Verb: "list", Resource: "events"},
-	}
-	var missing []string
-	for _, c := range checks {
-		c.Namespace = ns
-		review, err := cl.client.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
-			Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &c},
-		}, metav1.CreateOptions{})
-		if err != nil {
-			fmt.Fprintf(w, "  permissions: cannot check them: %v\n", err)
-			return nil
-		}
-		if !review.Status.Allowed {
-			r := c.Resource
-			if c.Subresource != "" {
-				r += "/" + c.Subresource
-			}
-			missing = append(missing, c.Verb+" "+r)
-		}
-	}
-	if len(missing) == 0 {
-		fmt.Fprintf(w, "  permissions: this identity may do all the executor needs in %s\n", ns)
+	need := executor.RequiredPermissions([]string{ns}, ns, executor.Features{LogArchive: true, XCom: true})
+	missing, err := executor.MissingPermissions(ctx, cl.client, need)
+	if err != nil {
+		fmt.Fprintf(w, "  permissions: cannot check them: %v\n", err)
 		return nil
 	}
-	fmt.Fprintf(w, "  permissions: missing in namespace %s: %s\n", ns, strings.Join(missing, ", "))
-	return []string{fmt.Sprintf("Grant the scheduler's identity the Role in kubexec's executor/rbac.yaml in namespace %s (missing: %s).", ns, strings.Join(missing, ", "))}
+	var todo []string
+	if len(missing) == 0 {
+		fmt.Fprintf(w, "  permissions: this identity may do all the executor needs in %s\n", ns)
+	} else {
+		var names []string
+		for _, p := range missing {
+			names = append(names, p.String())
+		}
+		fmt.Fprintf(w, "  permissions: the executor's identity lacks: %s\n", strings.Join(names, "; "))
+		todo = append(todo, fmt.Sprintf("Grant the scheduler's identity the Role in kubexec's executor/rbac.yaml in namespace %s (missing: %s); the run's executor cannot start without it.", ns, strings.Join(names, "; ")))
+	}
+	events, err := executor.MissingPermissions(ctx, cl.client, []executor.Permission{{Namespace: ns, Resource: "events", Verb: "list"}})
+	if err == nil && len(events) > 0 {
+		fmt.Fprintf(w, "  permissions: explain cannot list events in %s (not needed by the executor; grant list events to see them here)\n", ns)
+	}
+	return todo
 }

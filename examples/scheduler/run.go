@@ -214,6 +214,12 @@ func preflight(ctx context.Context, cl *cluster, builder podtemplate.Builder, wf
 		pod, err := builder.Build(ctx, spec)
 		if err == nil {
 			_, err = cl.client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+			if executor.IsQuotaExceeded(err) {
+				// A full quota is a wait, not a defect of the workflow:
+				// the executor keeps the attempt queued until there is
+				// room (explain says which quota).
+				err = nil
+			}
 			if err != nil {
 				err = fmt.Errorf("the API server rejected the task's pod (dry run): %w", err)
 			}
