@@ -44,6 +44,13 @@ type Result struct {
 	// the xcom backend that read it; empty when the attempt produced none.
 	// Its form is defined by that backend.
 	XComRef string `json:"xcomRef,omitempty"`
+	// PodMayStillRun: the attempt's pod had not stopped when the result was
+	// saved (it was being deleted, on a node that did not confirm the stop
+	// in time), so a new attempt may run beside it for a while. kubexec
+	// waits for the pod to stop before saving such results, up to a bound
+	// (the executor's Config.PodStopWait); this is set only when that
+	// bound passed or the host chose not to wait.
+	PodMayStillRun bool `json:"podMayStillRun,omitempty"`
 }
 
 // Validate reports whether r is a consistent terminal result: a valid key, a

@@ -86,6 +86,20 @@ type Config struct {
 	// the attempt with the value's error as its message. Default: none.
 	XCom XComCollector
 
+	// PodStopWait bounds how long the result of an attempt whose pod may
+	// still run when its outcome is known (deleted by someone else,
+	// disrupted, revoked, or failed while pending and deleted) waits for
+	// that pod to stop: the executor deletes the pod first and saves the
+	// result once the pod reached phase Succeeded or Failed, was never
+	// scheduled, or is gone, as the Job controller's podReplacementPolicy
+	// Failed does, so that the host's retry never runs beside the old pod.
+	// After PodStopWait the result is saved anyway with
+	// Result.PodMayStillRun set (a node that is gone never confirms). A
+	// negative value saves at once (podReplacementPolicy
+	// TerminatingOrFailed), with PodMayStillRun set when the pod had not
+	// stopped. Up to 24h. Default 10m.
+	PodStopWait time.Duration
+
 	// GC is what happens to a pod after its result is saved.
 	// Default: delete on success, keep on failure, no delay.
 	GC GCPolicy
@@ -213,6 +227,9 @@ func (c Config) withDefaults() Config {
 	if c.QueuedTimeout == 0 {
 		c.QueuedTimeout = 10 * time.Minute
 	}
+	if c.PodStopWait == 0 {
+		c.PodStopWait = 10 * time.Minute
+	}
 	if c.LeaseNamespace == "" {
 		c.LeaseNamespace = c.Namespace
 	}
@@ -313,6 +330,9 @@ func (c Config) boundErrors() []error {
 	durations("ResyncInterval", c.ResyncInterval, minInterval, time.Hour)
 	durations("SweepInterval", c.SweepInterval, minInterval, maxTimeout)
 	durations("GC.Delay", c.GC.Delay, 0, maxTimeout)
+	if c.PodStopWait > 0 {
+		durations("PodStopWait", c.PodStopWait, 0, maxRevokeGracePeriod)
+	}
 	return errs
 }
 

@@ -45,6 +45,12 @@
 //     watch's Classify decides when an attempt has ended and why. A pod
 //     deleted by someone else, evicted or on a lost node is held by the
 //     finalizer and ends as DeletedExternally or Disrupted.
+//   - An attempt whose pod may still run when its outcome is known (deleted
+//     by someone else, disrupted, revoked, failed while pending) has its pod
+//     deleted first, and its result saved only once the pod has stopped
+//     (Config.PodStopWait bounds the wait, then Result.PodMayStillRun says
+//     so): a retry the host starts on that result never runs beside the old
+//     pod, as with the Job controller's podReplacementPolicy Failed.
 //   - The result workers (ResultWorkers goroutines) call SaveResult, retrying
 //     with backoff on error. Only after it returns nil do the release workers
 //     (as many again, so that saving never waits behind API calls) archive

@@ -134,6 +134,10 @@ type attempt struct {
 	grace      *int64 // grace period of that delete
 	podGone    bool   // there is no pod to release
 	released   bool   // finalizer removed (and done label set)
+	// stopSent: the pod of a result that waits for it to stop (releasePod)
+	// was deleted before the save; stopSeen: it left the watch since.
+	stopSent bool
+	stopSeen bool
 	deleteAt   time.Time
 	// maybeCreated: a create failed after it was sent, so the pod
 	// (podName) may exist although no create succeeded.

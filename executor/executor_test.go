@@ -665,3 +665,86 @@ func TestQuickStartRunsAsShown(t *testing.T) {
 	require.Contains(t, got[asRoot].Message, "runAsNonRoot and image will run as root")
 	require.Contains(t, got[asRoot].Message, "set spec.securityContext.runAsUser")
 }
+
+// stopCheckingStore records, at each save, whether the attempt's pod had
+// stopped (ended, or gone) by then.
+type stopCheckingStore struct {
+	*executor.MemoryStore
+	mu            sync.Mutex
+	runningAtSave map[kubexec.TaskKey]corev1.PodPhase
+}
+
+func (s *stopCheckingStore) SaveResult(ctx context.Context, r kubexec.Result) error {
+	p, err := cluster.Client().CoreV1().Pods(r.Namespace).Get(ctx, r.PodName, metav1.GetOptions{})
+	if err == nil && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed && p.Spec.NodeName != "" {
+		s.mu.Lock()
+		s.runningAtSave[r.Key] = p.Status.Phase
+		s.mu.Unlock()
+	}
+	return s.MemoryStore.SaveResult(ctx, r)
+}
+
+// TestResultWaitsForThePodToStop: a revoked attempt and one whose pod
+// someone else deleted keep running for a while after SIGTERM; their
+// results are saved only once their pods have stopped, so that a retry
+// never runs beside them (the Job controller's podReplacementPolicy
+// Failed). With a negative PodStopWait the results are saved at once and
+// say that the pod may still run.
+func TestResultWaitsForThePodToStop(t *testing.T) {
+	ctx := t.Context()
+	// The task takes stopSeconds to stop after SIGTERM (the grace periods
+	// are 30 s).
+	run := func(t *testing.T, stopWait time.Duration, stopSeconds int) (*stopCheckingStore, kubexec.TaskKey, kubexec.TaskKey) {
+		slowStop := fmt.Sprintf(`trap 'sleep %d; exit 143' TERM; sleep 300 & wait; sleep 5`, stopSeconds)
+		ns := cluster.NewNamespace(t, "stopwait", nil)
+		store := &stopCheckingStore{MemoryStore: executor.NewMemoryStore(), runningAtSave: map[kubexec.TaskKey]corev1.PodPhase{}}
+		cfg := testConfig(ns)
+		cfg.RevokeGracePeriod = 30 * time.Second
+		cfg.PodStopWait = stopWait
+		e := startExecutor(t, cluster.RESTConfig(), store, cfg)
+		revoked, deleted := key("stopwait", 1), key("stopwait", 2)
+		for _, k := range []kubexec.TaskKey{revoked, deleted} {
+			require.NoError(t, e.Queue(shell(k, slowStop)))
+		}
+		pods := cluster.Client().CoreV1().Pods(ns)
+		for _, k := range []kubexec.TaskKey{revoked, deleted} {
+			name, err := kubexec.PodName(k)
+			require.NoError(t, err)
+			drive(t, e, 3*time.Minute, "pod running", func() bool {
+				p, err := pods.Get(ctx, name, metav1.GetOptions{})
+				return err == nil && p.Status.Phase == corev1.PodRunning
+			})
+		}
+		require.NoError(t, e.Revoke(ctx, revoked))
+		name, err := kubexec.PodName(deleted)
+		require.NoError(t, err)
+		grace := int64(30)
+		require.NoError(t, pods.Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: &grace}))
+		drive(t, e, 3*time.Minute, "two results", func() bool { return len(store.Results()) == 2 })
+		got := resultsByKey(store.MemoryStore)
+		require.Equal(t, kubexec.ReasonRevoked, got[revoked].Reason, "%+v", got[revoked])
+		require.Equal(t, kubexec.ReasonDeletedExternally, got[deleted].Reason, "%+v", got[deleted])
+		return store, revoked, deleted
+	}
+	t.Run("waits by default", func(t *testing.T) {
+		store, revoked, deleted := run(t, 0, 3)
+		store.mu.Lock()
+		defer store.mu.Unlock()
+		require.Empty(t, store.runningAtSave, "results were saved while their pods still ran")
+		got := resultsByKey(store.MemoryStore)
+		require.False(t, got[revoked].PodMayStillRun)
+		require.False(t, got[deleted].PodMayStillRun)
+	})
+	t.Run("saves at once when told so", func(t *testing.T) {
+		store, revoked, deleted := run(t, -1, 25)
+		got := resultsByKey(store.MemoryStore)
+		store.mu.Lock()
+		defer store.mu.Unlock()
+		for _, k := range []kubexec.TaskKey{revoked, deleted} {
+			if _, running := store.runningAtSave[k]; running {
+				require.True(t, got[k].PodMayStillRun, "a result saved while its pod ran must say so: %+v", got[k])
+			}
+		}
+		require.NotEmpty(t, store.runningAtSave, "without waiting, the saves come before the pods stop (25 s after SIGTERM)")
+	})
+}

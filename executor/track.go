@@ -43,6 +43,11 @@ func (e *Kubernetes) observe(pod *corev1.Pod) {
 		e.log.Info("tracking an existing pod", "task", key, "pod", pod.Name)
 	}
 	if a.result != nil {
+		if a.awaitsStop() {
+			// The result waits for this pod to stop: look again.
+			a.lastPod = pod
+			e.results.Add(key)
+		}
 		return
 	}
 	a.phase = phaseLaunched
@@ -110,12 +115,69 @@ func (e *Kubernetes) observeDeleted(pod *corev1.Pod, gone bool) {
 		return
 	}
 	a, ok := e.attempts[key]
-	if !ok || a.result != nil || (a.podUID != "" && a.podUID != pod.UID) {
+	if !ok || (a.podUID != "" && a.podUID != pod.UID) {
+		return
+	}
+	if a.result != nil {
+		if a.awaitsStop() {
+			a.stopSeen = true
+			e.results.Add(key)
+		}
 		return
 	}
 	a.lastPod = pod
 	a.verifyGone = true
 	e.results.Add(key)
+}
+
+// awaitsStop reports whether a's result waits for its pod to stop before
+// it is saved.
+func (a *attempt) awaitsStop() bool {
+	return a.result != nil && !a.saved && a.releasePod && !a.podGone && a.podName != ""
+}
+
+// podStopped reports whether pod runs nothing any more: it ended, or it was
+// never scheduled. A pod not known at all (nil) has nothing known to run.
+func podStopped(pod *corev1.Pod) bool {
+	return pod == nil || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed || pod.Spec.NodeName == ""
+}
+
+// readyToSave is the step before saving a result whose pod may still run:
+// it deletes the pod (once) and reports whether the pod has stopped, or
+// Config.PodStopWait has passed (then the result says the pod may still
+// run).
+func (e *Kubernetes) readyToSave(ctx context.Context, a *attempt) (bool, error) {
+	e.mu.Lock()
+	if !a.awaitsStop() {
+		e.mu.Unlock()
+		return true, nil
+	}
+	ns, name, uid, grace, sent := a.namespace, a.podName, a.podUID, a.grace, a.stopSent
+	stopped := a.stopSeen || podStopped(a.lastPod)
+	waited := time.Since(a.resultAt)
+	e.mu.Unlock()
+	wait := e.cfg.PodStopWait
+	if wait > 0 && !stopped && !sent {
+		if err := e.deletePod(ctx, ns, name, uid, grace); err != nil {
+			return false, err
+		}
+		e.mu.Lock()
+		a.stopSent = true
+		e.mu.Unlock()
+	}
+	if stopped {
+		return true, nil
+	}
+	if wait > 0 && waited < wait {
+		return false, nil // a pod event or the resync looks again
+	}
+	e.mu.Lock()
+	a.result.PodMayStillRun = true
+	e.mu.Unlock()
+	if wait > 0 {
+		e.log.Warn("the pod did not stop within PodStopWait; saving the result anyway", "task", a.key, "pod", ns+"/"+name, "waited", waited.Round(time.Second))
+	}
+	return true, nil
 }
 
 // resyncLoop classifies tracked pods again every ResyncInterval, for
@@ -147,7 +209,7 @@ func (e *Kubernetes) resync(retryNow bool) {
 	for _, a := range e.attempts {
 		switch {
 		case a.result != nil:
-			if retryNow {
+			if retryNow || (a.stopSent && a.awaitsStop()) {
 				e.enqueueLocked(a)
 			}
 		case a.phase == phaseQueued && !a.firstTry.IsZero() && now.Sub(a.firstTry) > e.cfg.QueuedTimeout:
@@ -233,6 +295,9 @@ func (e *Kubernetes) finish(ctx context.Context, key kubexec.TaskKey) error {
 	e.mu.Unlock()
 
 	if !saved {
+		if ready, err := e.readyToSave(ctx, a); err != nil || !ready {
+			return err
+		}
 		if e.cfg.XCom != nil && hasPod && pod != nil {
 			if err := e.collectXCom(ctx, a, pod); err != nil {
 				return err
