@@ -136,10 +136,26 @@ func (a *attempt) awaitsStop() bool {
 	return a.result != nil && !a.saved && a.releasePod && !a.podGone && a.podName != ""
 }
 
-// podStopped reports whether pod runs nothing any more: it ended, or it was
-// never scheduled. A pod not known at all (nil) has nothing known to run.
+// podStopped reports whether pod runs nothing any more: it ended, it was
+// never scheduled, or it is being deleted and none of its containers runs
+// (the node starts no container in a pod being deleted; a pod that never
+// started may keep phase Pending to the end). A pod not known at all (nil)
+// has nothing known to run.
 func podStopped(pod *corev1.Pod) bool {
-	return pod == nil || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed || pod.Spec.NodeName == ""
+	switch {
+	case pod == nil, pod.Status.Phase == corev1.PodSucceeded, pod.Status.Phase == corev1.PodFailed, pod.Spec.NodeName == "":
+		return true
+	case pod.DeletionTimestamp == nil:
+		return false
+	}
+	for _, list := range [][]corev1.ContainerStatus{pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses, pod.Status.EphemeralContainerStatuses} {
+		for _, cs := range list {
+			if cs.State.Running != nil {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // readyToSave is the step before saving a result whose pod may still run:
