@@ -89,7 +89,11 @@ func TestLeaseLiveness(t *testing.T) {
 	ctx := t.Context()
 	ns := cluster.NewNamespace(t, "lease", nil)
 	client := cluster.Client()
-	holder, err := NewLeaseHolder(client, LeaseConfig{ExecutorID: "alive-1", Namespace: ns, LeaseDuration: 3 * time.Second, RenewDeadline: 2 * time.Second, RetryPeriod: 500 * time.Millisecond})
+	// The observers' clocks are the test's, so the duration need not be
+	// short; RenewDeadline, which bounds each Acquire, is generous for a
+	// loaded machine.
+	const duration = 30 * time.Second
+	holder, err := NewLeaseHolder(client, LeaseConfig{ExecutorID: "alive-1", Namespace: ns, LeaseDuration: duration, RenewDeadline: 20 * time.Second, RetryPeriod: time.Second})
 	require.NoError(t, err)
 	require.NoError(t, holder.Acquire(ctx))
 
@@ -106,7 +110,7 @@ func TestLeaseLiveness(t *testing.T) {
 
 	// No renewal for longer than the duration, by this observer's clock
 	// (not the holder's): dead.
-	clock = clock.Add(4 * time.Second)
+	clock = clock.Add(duration + time.Second)
 	alive, err = l.Alive(ctx, "alive-1")
 	require.NoError(t, err)
 	require.False(t, alive)
@@ -125,7 +129,7 @@ func TestLeaseLiveness(t *testing.T) {
 	require.NoError(t, err)
 	renewed := lease.Spec.RenewTime.Time
 	fresh := NewLeaseLiveness(client, ns)
-	fresh.now = func() time.Time { return renewed.Add(7 * time.Second) }
+	fresh.now = func() time.Time { return renewed.Add(2*duration + time.Second) }
 	alive, err = fresh.Alive(ctx, "alive-1")
 	require.NoError(t, err)
 	require.False(t, alive, "renewed more than two durations ago")

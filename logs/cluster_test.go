@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -47,6 +48,13 @@ func testKey(t *testing.T) kubexec.TaskKey {
 // finalizer so that the test can delete it.
 func startPod(t *testing.T, ns string, key kubexec.TaskKey, scripts ...string) *corev1.Pod {
 	t.Helper()
+	return startPodWith(t, ns, key, nil, scripts...)
+}
+
+// startPodWith is startPod with mutate, when not nil, applied to the pod
+// before it is created.
+func startPodWith(t *testing.T, ns string, key kubexec.TaskKey, mutate func(*corev1.Pod), scripts ...string) *corev1.Pod {
+	t.Helper()
 	grace := int64(1)
 	pod := &corev1.Pod{Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, TerminationGracePeriodSeconds: &grace}}
 	for i, s := range scripts {
@@ -55,6 +63,9 @@ func startPod(t *testing.T, ns string, key kubexec.TaskKey, scripts ...string) *
 			name = fmt.Sprintf("side%d", i)
 		}
 		pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: name, Image: "debian:bookworm", Command: []string{"sh", "-c", s}})
+	}
+	if mutate != nil {
+		mutate(pod)
 	}
 	require.NoError(t, kubexec.ApplyMetadata(pod, executorID, key))
 	pod.Finalizers = nil
@@ -142,17 +153,30 @@ func TestFollowRunningPod(t *testing.T) {
 	ns := cluster.NewNamespace(t, "logs-follow", nil)
 	key := testKey(t)
 	svc, _ := newService(t, cluster.Client(), logs.Config{Namespace: ns, PollInterval: 100 * time.Millisecond})
-	// Followed from before the container starts.
-	pod := startPod(t, ns, key, `i=0; while [ $i -lt 40 ]; do echo "line $i"; i=$((i+1)); sleep 0.05; done`)
+	// Followed from before the container starts. The container prints
+	// its lines, then runs until the reader has had the first one (it
+	// waits for a file in a host folder it shares with the test), so that
+	// it still runs then however slow the machine: a reader that only
+	// read once the container ended would never get there.
+	release := t.TempDir()
+	require.NoError(t, os.Chmod(release, 0o755))
+	pod := startPodWith(t, ns, key, func(p *corev1.Pod) {
+		dir := corev1.HostPathDirectory
+		p.Spec.Volumes = []corev1.Volume{{Name: "release", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: release, Type: &dir}}}}
+		p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "release", MountPath: "/release"}}
+	}, `i=0; while [ $i -lt 40 ]; do echo "line $i"; i=$((i+1)); sleep 0.05; done; until [ -e /release/go ]; do sleep 0.05; done`)
 
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
 	var got []string
 	var runningAtFirst bool
-	for l, err := range svc.Lines(t.Context(), key, logs.Options{Follow: true}) {
+	for l, err := range svc.Lines(ctx, key, logs.Options{Follow: true}) {
 		require.NoError(t, err)
 		if len(got) == 0 {
 			p, err := cluster.Client().CoreV1().Pods(ns).Get(t.Context(), pod.Name, metav1.GetOptions{})
 			require.NoError(t, err)
 			runningAtFirst = p.Status.ContainerStatuses[0].State.Running != nil
+			require.NoError(t, os.WriteFile(filepath.Join(release, "go"), nil, 0o644))
 		}
 		require.Equal(t, "base", l.Container)
 		require.False(t, l.Time.IsZero())

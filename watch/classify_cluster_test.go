@@ -220,10 +220,12 @@ func TestClassifyRealPods(t *testing.T) {
 		require.Contains(t, c.Message, "does-not-exist")
 		require.GreaterOrEqual(t, c.FinishedAt.Sub(pullSince(pod)), 3*time.Second, "failed before the grace period")
 	})
-	t.Run("CreateContainerConfigError", func(t *testing.T) {
-		c, _ := classifyWatched(t, h, "missing-secret", ClassifyOptions{}, terminalClass)
+	t.Run("CreateContainerConfigError after its grace period", func(t *testing.T) {
+		grace := ClassifyOptions{ConfigErrorGrace: 2 * time.Second}
+		c, _ := classifyWatched(t, h, "missing-secret", grace, terminalClass)
 		require.Equal(t, kubexec.ReasonConfigError, c.Reason, c.Message)
 		require.Contains(t, c.Message, "no-such-secret")
+		require.Contains(t, c.Message, "for more than 2s")
 	})
 	t.Run("Unschedulable after the pending timeout", func(t *testing.T) {
 		c, _ := classifyWatched(t, h, "too-big", ClassifyOptions{PendingTimeout: 2 * time.Second}, terminalClass)
@@ -313,7 +315,17 @@ func TestClassifyNodeLost(t *testing.T) {
 	}
 
 	t.Run("node restarted under the pod", func(t *testing.T) {
-		_, err := client.CoreV1().Pods(ns).Create(t.Context(), nodePod(t, id, "restarted", "sleep 300", onNode), metav1.CreateOptions{})
+		// The pod tolerates its node's being not ready or unreachable, so
+		// that a restart slower than the node monitor grace period (on a
+		// loaded machine) does not get it evicted by the taint manager
+		// first: what is under test is what the restarted node reports.
+		tolerate := func(p *corev1.Pod) {
+			p.Spec.Tolerations = []corev1.Toleration{
+				{Key: corev1.TaintNodeNotReady, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute},
+				{Key: corev1.TaintNodeUnreachable, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute},
+			}
+		}
+		_, err := client.CoreV1().Pods(ns).Create(t.Context(), nodePod(t, id, "restarted", "sleep 300", onNode, tolerate), metav1.CreateOptions{})
 		require.NoError(t, err)
 		classifyWatched(t, h, "restarted", ClassifyOptions{}, runningClass)
 		require.NoError(t, cluster.KillNode(node))

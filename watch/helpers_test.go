@@ -2,6 +2,7 @@ package watch
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -383,6 +384,9 @@ type tap struct {
 	requests []podRequest
 	down     bool
 	open     map[*tapBody]struct{}
+	// abandoned counts the silent streams whose request the client gave
+	// up on at its deadline.
+	abandoned int
 }
 
 // podRequest is one pod list or watch request that went through a tap.
@@ -502,15 +506,29 @@ func (tp *tap) heal() {
 	tp.mu.Unlock()
 }
 
-// silence makes every open watch stream deliver nothing more, without
-// closing, until its request is cancelled; new requests are served.
+// silence makes every open watch stream that has not ended deliver
+// nothing more, without closing, until its request is cancelled; new
+// requests are served. It returns how many streams it silenced: none when
+// no watch request is open at that moment (between two requests), so
+// callers retry until it silences one.
 func (tp *tap) silence() int {
 	tp.mu.Lock()
 	defer tp.mu.Unlock()
+	n := 0
 	for b := range tp.open {
-		b.setState(bodySilent)
+		if b.silence() {
+			n++
+		}
 	}
-	return len(tp.open)
+	return n
+}
+
+// abandonedStreams returns how many silent streams the client has
+// abandoned at its request's deadline so far.
+func (tp *tap) abandonedStreams() int {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	return tp.abandoned
 }
 
 type bodyState int
@@ -529,6 +547,22 @@ type tapBody struct {
 	ctx   context.Context
 	mu    sync.Mutex
 	state bodyState
+	// ended is set once the stream has returned an error (EOF included)
+	// to its reader, which then reads no more: silencing it would test
+	// nothing.
+	ended bool
+}
+
+// silence makes the stream silent unless it has ended or broken, and
+// reports whether it did.
+func (b *tapBody) silence() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ended || b.state != bodyOK {
+		return false
+	}
+	b.state = bodySilent
+	return true
 }
 
 func (b *tapBody) setState(s bodyState) {
@@ -546,13 +580,24 @@ func (b *tapBody) getState() bodyState {
 func (b *tapBody) Read(p []byte) (int, error) {
 	if b.getState() == bodyOK {
 		n, err := b.rc.Read(p)
-		if b.getState() == bodyOK {
+		b.mu.Lock()
+		ok := b.state == bodyOK
+		if ok && err != nil {
+			b.ended = true
+		}
+		b.mu.Unlock()
+		if ok {
 			return n, err
 		}
 	}
 	// Whatever arrived after the stream broke or went silent is lost.
 	if b.getState() == bodySilent {
 		<-b.ctx.Done()
+		if errors.Is(b.ctx.Err(), context.DeadlineExceeded) {
+			b.tap.mu.Lock()
+			b.tap.abandoned++
+			b.tap.mu.Unlock()
+		}
 		return 0, b.ctx.Err()
 	}
 	return 0, errReset

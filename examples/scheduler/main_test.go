@@ -20,6 +20,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/kubexec/kubexec"
 	"github.com/kubexec/kubexec/examples/scheduler/sqlitestore"
@@ -98,7 +99,10 @@ func taskStates(t *testing.T, s *sqlitestore.Store, runID string) map[string]sql
 }
 
 // recordPods keeps the last version of each pod seen in namespace ns from
-// now on, so that a test can look at pods deleted since.
+// now on, so that a test can look at pods deleted since. The function it
+// returns waits until the watch has delivered the pod (it may lag behind
+// on a loaded machine), for up to 3 minutes, and returns nil if it never
+// did.
 func recordPods(t *testing.T, ns string) func(name string) *corev1.Pod {
 	w, err := devCluster.Client().CoreV1().Pods(ns).Watch(t.Context(), metav1.ListOptions{})
 	require.NoError(t, err)
@@ -120,10 +124,34 @@ func recordPods(t *testing.T, ns string) func(name string) *corev1.Pod {
 		<-done
 	})
 	return func(name string) *corev1.Pod {
-		mu.Lock()
-		defer mu.Unlock()
-		return seen[name]
+		var pod *corev1.Pod
+		_ = wait.PollUntilContextTimeout(t.Context(), 50*time.Millisecond, 3*time.Minute, true, func(context.Context) (bool, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			pod = seen[name]
+			return pod != nil, nil
+		})
+		return pod
 	}
+}
+
+// syncBuffer is a bytes.Buffer that a subprocess writes while the test
+// reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // podNames lists the pods in namespace ns.
@@ -201,7 +229,7 @@ func TestSampleWorkflow(t *testing.T) {
 	// attempt's pod is kept, released.
 	require.Eventually(t, func() bool {
 		return slices.Equal(podNames(t, e.ns), []string{b[0].PodName})
-	}, time.Minute, 200*time.Millisecond, "pods left: %v", podNames(t, e.ns))
+	}, 3*time.Minute, 200*time.Millisecond, "pods left: %v", podNames(t, e.ns))
 	kept, err := devCluster.Client().CoreV1().Pods(e.ns).Get(ctx, b[0].PodName, metav1.GetOptions{})
 	require.NoError(t, err)
 	require.Equal(t, kubexec.DoneValue, kept.Labels[kubexec.LabelDone])
@@ -255,7 +283,7 @@ func TestSampleWorkflow(t *testing.T) {
 	code, out, _ = e.main(ctx, "cleanup", "--older-than", "0s")
 	require.Equal(t, exitOK, code)
 	require.Contains(t, out, "Deleted 1 kept pods")
-	require.Eventually(t, func() bool { return len(podNames(t, e.ns)) == 0 }, time.Minute, 200*time.Millisecond)
+	require.Eventually(t, func() bool { return len(podNames(t, e.ns)) == 0 }, 3*time.Minute, 200*time.Millisecond)
 	code, out, _ = e.main(ctx, "logs", "sample-1/transform-b", "--attempt", "1")
 	require.Equal(t, exitOK, code)
 	require.Equal(t, live, out)
@@ -408,7 +436,8 @@ tasks:
 
 // Kill the scheduler with SIGKILL while attempts run, start it again: the
 // run completes, the running pods are tracked again rather than relaunched,
-// and no attempt runs twice.
+// an attempt that ended while no scheduler ran is saved, and no attempt
+// runs twice.
 func TestKillAndResume(t *testing.T) {
 	e := newEnv(t, "kill")
 	ctx := t.Context()
@@ -425,12 +454,23 @@ func TestKillAndResume(t *testing.T) {
       containers: [{name: base, volumeMounts: [{name: shared, mountPath: /shared}]}]
 `, id, deps, script, shared)
 	}
+	// The slow tasks, and flaky's retry, run until the test releases them
+	// (with a file named after the task) rather than for a while: they
+	// are running when the scheduler is killed and when the next one
+	// starts, however slow the machine.
+	const hold = `until [ -e "/shared/release.$KUBEXEC_TASK" ]; do sleep 0.1; done`
+	release := func(ids ...string) {
+		t.Helper()
+		for _, id := range ids {
+			require.NoError(t, os.WriteFile(filepath.Join(shared, "release."+id), nil, 0o644))
+		}
+	}
 	wf := e.writeWorkflow("workflow: kill\ndefaults: {image: busybox:1.36, retries: 1, retryDelay: 1s}\ntasks:\n" +
 		task("start", "", "sleep 1") +
-		task("slow-1", "start", "sleep 8") +
-		task("slow-2", "start", "sleep 8") +
-		task("slow-3", "start", "sleep 8") +
-		task("flaky", "start", `if [ "$KUBEXEC_ATTEMPT" -lt 2 ]; then exit 5; fi; sleep 8`) +
+		task("slow-1", "start", hold) +
+		task("slow-2", "start", hold) +
+		task("slow-3", "start", hold) +
+		task("flaky", "start", `if [ "$KUBEXEC_ATTEMPT" -lt 2 ]; then exit 5; fi; `+hold) +
 		task("end", "slow-1, slow-2, slow-3, flaky", "true"))
 
 	// First scheduler: killed once the slow tasks run.
@@ -445,33 +485,60 @@ func TestKillAndResume(t *testing.T) {
 	require.Eventually(t, func() bool {
 		r := ran()
 		return slices.Contains(r, "slow-1#1") && slices.Contains(r, "slow-2#1") && slices.Contains(r, "slow-3#1") && slices.Contains(r, "flaky#2")
-	}, 2*time.Minute, 100*time.Millisecond, "the slow tasks and flaky's retry never started; ran: %v", ran())
+	}, 3*time.Minute, 100*time.Millisecond, "the slow tasks and flaky's retry never started; ran: %v", ran())
 	require.NoError(t, first.Process.Kill())
 	_ = first.Wait()
 	t.Logf("first scheduler, killed:\n%s", out1.String())
 
+	// They were all running, held, when the scheduler was killed.
 	s := e.store()
 	states := taskStates(t, s, "kill-1")
-	running := 0
 	for _, id := range []string{"slow-1", "slow-2", "slow-3", "flaky"} {
-		if states[id].State == sqlitestore.TaskLaunched {
-			running++
-		}
+		require.Equal(t, sqlitestore.TaskLaunched, states[id].State, "%s: the kill must happen while attempts run: %+v", id, states)
 	}
-	require.Positive(t, running, "the kill must happen while attempts run: %+v", states)
 	require.Equal(t, sqlitestore.TaskWaiting, states["end"].State)
 
-	// Second scheduler: resumes the run.
-	var out2 bytes.Buffer
-	rctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	// slow-1 ends while no scheduler runs; its pod stays, held by the
+	// result-tracking finalizer, for the next scheduler.
+	release("slow-1")
+	slow1, err := kubexec.PodName(kubexec.TaskKey{WorkflowID: "kill", TaskID: "slow-1", RunID: "kill-1", MapIndex: kubexec.NotMapped, Attempt: 1})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		pod, err := devCluster.Client().CoreV1().Pods(e.ns).Get(ctx, slow1, metav1.GetOptions{})
+		return err == nil && pod.Status.Phase == corev1.PodSucceeded
+	}, 3*time.Minute, 100*time.Millisecond, "slow-1's pod did not end once released")
+
+	// Second scheduler: resumes the run. It tracks the attempts still
+	// running again; once it does, they are released and the run goes on.
+	var out2 syncBuffer
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	second := exec.CommandContext(rctx, binary, e.args("--plain", "resume")...)
 	second.Stdout, second.Stderr = &out2, &out2
-	err := second.Run()
-	t.Logf("second scheduler:\n%s", out2.String())
-	require.NoError(t, err)
+	require.NoError(t, second.Start())
+	waitSecond := sync.OnceValue(second.Wait)
+	t.Cleanup(func() {
+		cancel()
+		_ = waitSecond()
+		t.Logf("second scheduler:\n%s", out2.String())
+	})
+	tracked := []string{
+		"slow-2: attempt 1: its pod was running before the restart; tracking it again",
+		"slow-3: attempt 1: its pod was running before the restart; tracking it again",
+		"flaky: attempt 2: its pod was running before the restart; tracking it again",
+	}
+	require.Eventually(t, func() bool {
+		out := out2.String()
+		for _, note := range tracked {
+			if !strings.Contains(out, note) {
+				return false
+			}
+		}
+		return true
+	}, 3*time.Minute, 100*time.Millisecond, "the second scheduler did not track the running attempts again (its output is logged below)")
+	release("slow-2", "slow-3", "flaky")
+	require.NoError(t, waitSecond())
 	require.Contains(t, out2.String(), "Run kill-1 succeeded")
-	require.Contains(t, out2.String(), "its pod was running before the restart; tracking it again")
 
 	// No attempt ran twice: each (task, attempt) appears once in the log of
 	// executions, and each task ran the attempts the scheduler recorded.
@@ -519,7 +586,7 @@ func TestKillAndResume(t *testing.T) {
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
 		return slices.Equal(podNames(t, e.ns), []string{flaky})
-	}, time.Minute, 200*time.Millisecond, "pods left: %v", podNames(t, e.ns))
+	}, 3*time.Minute, 200*time.Millisecond, "pods left: %v", podNames(t, e.ns))
 	pod, err := devCluster.Client().CoreV1().Pods(e.ns).Get(ctx, flaky, metav1.GetOptions{})
 	require.NoError(t, err)
 	require.NotContains(t, pod.Finalizers, kubexec.FinalizerResultTracking)
@@ -530,12 +597,20 @@ func TestKillAndResume(t *testing.T) {
 func TestLogsLiveThenArchived(t *testing.T) {
 	e := newEnv(t, "logs")
 	ctx := t.Context()
-	wf := e.writeWorkflow(`workflow: talk
+	// The task waits until the test has seen its pod running (a file in a
+	// host folder it shares with the test), however slow the machine.
+	shared := t.TempDir()
+	require.NoError(t, os.Chmod(shared, 0o777)) // tasks run as uid 65534
+	wf := e.writeWorkflow(fmt.Sprintf(`workflow: talk
 defaults: {image: busybox:1.36}
 tasks:
 - id: talk
-  command: [sh, -c, 'for i in 1 2 3 4 5 6; do echo "line $i"; sleep 0.5; done; echo done >&2']
-`)
+  command: [sh, -c, 'until [ -e /shared/go ]; do sleep 0.1; done; for i in 1 2 3 4 5 6; do echo "line $i"; sleep 0.5; done; echo done >&2']
+  podOverride:
+    spec:
+      volumes: [{name: shared, hostPath: {path: %s, type: Directory}}]
+      containers: [{name: base, volumeMounts: [{name: shared, mountPath: /shared}]}]
+`, shared))
 	var wg sync.WaitGroup
 	var code int
 	var out string
@@ -549,7 +624,8 @@ tasks:
 	require.Eventually(t, func() bool {
 		pod, err := devCluster.Client().CoreV1().Pods(e.ns).Get(ctx, name, metav1.GetOptions{})
 		return err == nil && pod.Status.Phase == corev1.PodRunning
-	}, 2*time.Minute, 100*time.Millisecond)
+	}, 3*time.Minute, 100*time.Millisecond)
+	require.NoError(t, os.WriteFile(filepath.Join(shared, "go"), nil, 0o644))
 
 	// Live: --follow returns once the task has ended, with every line.
 	fcode, followed, _ := e.main(ctx, "logs", "talk", "--follow")
@@ -570,7 +646,7 @@ tasks:
 	require.Eventually(t, func() bool {
 		_, err := devCluster.Client().CoreV1().Pods(e.ns).Get(ctx, name, metav1.GetOptions{})
 		return apierrors.IsNotFound(err)
-	}, time.Minute, 200*time.Millisecond)
+	}, 3*time.Minute, 200*time.Millisecond)
 	lcode, archived, _ := e.main(ctx, "logs", "talk-1/talk")
 	require.Equal(t, exitOK, lcode)
 	require.Equal(t, want, archived)

@@ -82,7 +82,7 @@ func TestQuotaExceededIsRefused(t *testing.T) {
 	require.NoError(t, err)
 	// Admission refuses every pod until the quota controller has computed
 	// the quota's status.
-	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
 		q, err := quotas.Get(ctx, "pods", metav1.GetOptions{})
 		return err == nil && q.Status.Hard != nil, err
 	})
@@ -134,7 +134,7 @@ func TestWatchFromCompactedResourceVersionIsGone(t *testing.T) {
 		status, ok := ev.Object.(*metav1.Status)
 		require.True(t, ok, "error event carries %T", ev.Object)
 		require.Equal(t, int32(http.StatusGone), status.Code, "status: %+v", status)
-	case <-time.After(time.Minute):
+	case <-time.After(3 * time.Minute):
 		t.Fatal("the watch from a compacted resourceVersion delivered nothing")
 	}
 }
@@ -260,7 +260,7 @@ func alive(pid int) bool {
 
 func requireAllExit(t *testing.T, pids []int) {
 	t.Helper()
-	err := wait.PollUntilContextTimeout(t.Context(), 50*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(t.Context(), 50*time.Millisecond, 3*time.Minute, true, func(context.Context) (bool, error) {
 		for _, pid := range pids {
 			if alive(pid) {
 				return false, nil

@@ -75,7 +75,7 @@ func runWorkflow(t *testing.T, text string, values map[string]string) (*fakeExec
 	ex := &fakeExecutor{t: t, store: store, values: values, queued: map[string]podtemplate.TaskSpec{}}
 	d, err := driver.New(driver.Config{Store: store, Executor: ex, Workflow: wf, RunID: run.ID, Tick: 10 * time.Millisecond})
 	require.NoError(t, err)
-	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	rctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
 	final, err := d.Run(rctx)
 	require.NoError(t, err)
