@@ -61,6 +61,7 @@ func TestLeaseConfigValidation(t *testing.T) {
 				require.NoError(t, err)
 			} else {
 				require.ErrorContains(t, err, tt.want)
+				require.ErrorIs(t, err, ErrInvalidConfig)
 			}
 		})
 	}

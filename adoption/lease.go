@@ -20,6 +20,10 @@ import (
 	"github.com/kubexec/kubexec"
 )
 
+// ErrInvalidConfig is wrapped by the errors returned for an invalid
+// configuration; the error names the field and what to use instead.
+var ErrInvalidConfig = errors.New("adoption: invalid config")
+
 // LeaseConfig configures an executor instance's Lease. The timing fields
 // follow client-go's leader election rules: LeaseDuration > RenewDeadline >
 // 1.2 × RetryPeriod.
@@ -76,16 +80,16 @@ func (c LeaseConfig) withDefaults() LeaseConfig {
 // validate names the field in its error.
 func (c LeaseConfig) validate() error {
 	if err := kubexec.ValidateExecutorID(c.ExecutorID); err != nil {
-		return fmt.Errorf("adoption: LeaseConfig.ExecutorID: %w", err)
+		return fmt.Errorf("%w: LeaseConfig.ExecutorID: %w", ErrInvalidConfig, err)
 	}
 	if c.LeaseDuration <= c.RenewDeadline {
-		return fmt.Errorf("adoption: LeaseConfig.LeaseDuration (%s) must be greater than RenewDeadline (%s)", c.LeaseDuration, c.RenewDeadline)
+		return fmt.Errorf("%w: LeaseConfig.LeaseDuration (%s) must be greater than RenewDeadline (%s)", ErrInvalidConfig, c.LeaseDuration, c.RenewDeadline)
 	}
 	if float64(c.RenewDeadline) <= 1.2*float64(c.RetryPeriod) {
-		return fmt.Errorf("adoption: LeaseConfig.RenewDeadline (%s) must be greater than 1.2 × RetryPeriod (%s)", c.RenewDeadline, c.RetryPeriod)
+		return fmt.Errorf("%w: LeaseConfig.RenewDeadline (%s) must be greater than 1.2 × RetryPeriod (%s)", ErrInvalidConfig, c.RenewDeadline, c.RetryPeriod)
 	}
 	if c.RetryPeriod <= 0 {
-		return fmt.Errorf("adoption: LeaseConfig.RetryPeriod (%s) must be positive", c.RetryPeriod)
+		return fmt.Errorf("%w: LeaseConfig.RetryPeriod (%s) must be positive", ErrInvalidConfig, c.RetryPeriod)
 	}
 	return nil
 }
@@ -179,7 +183,7 @@ func (h *LeaseHolder) Run(ctx context.Context) {
 		h.mu.Lock()
 		since := time.Since(h.lastRenew)
 		h.mu.Unlock()
-		h.cfg.Logger.Warn("lease renewal failed", "lease", h.name, "err", err, "since_last_renewal", since)
+		h.cfg.Logger.Warn("lease renewal failed", "lease", h.name, "err", err, "sinceRenewal", since)
 		if since > h.cfg.RenewDeadline && !lost {
 			lost = true
 			h.cfg.Logger.Error("lease lost: other executors may adopt this executor's pods", "lease", h.name)

@@ -125,16 +125,16 @@ func NewSweeper(client kubernetes.Interface, liveness Liveness, cfg SweepConfig)
 		return nil, errors.New("adoption: NewSweeper needs a client and a Liveness")
 	}
 	if err := kubexec.ValidateExecutorID(cfg.ExecutorID); err != nil {
-		return nil, fmt.Errorf("adoption: SweepConfig.ExecutorID: %w", err)
+		return nil, fmt.Errorf("%w: SweepConfig.ExecutorID: %w", ErrInvalidConfig, err)
 	}
 	if len(cfg.Namespaces) == 0 {
-		return nil, errors.New(`adoption: SweepConfig.Namespaces is empty: list the namespaces, or [""] for all`)
+		return nil, fmt.Errorf(`%w: SweepConfig.Namespaces is empty: list the namespaces, or [""] for all`, ErrInvalidConfig)
 	}
 	if cfg.PageSize == 0 {
 		cfg.PageSize = 500
 	}
 	if cfg.ExpiredLeaseAge < 0 {
-		return nil, fmt.Errorf("adoption: SweepConfig.ExpiredLeaseAge is negative (%s): use 0 to keep Leases", cfg.ExpiredLeaseAge)
+		return nil, fmt.Errorf("%w: SweepConfig.ExpiredLeaseAge is negative (%s): use 0 to keep Leases", ErrInvalidConfig, cfg.ExpiredLeaseAge)
 	}
 	if cfg.ExpiredLeaseAge > 0 && cfg.LeaseNamespace == "" {
 		cfg.LeaseNamespace = "default"

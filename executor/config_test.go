@@ -63,7 +63,7 @@ func TestConfigValidation(t *testing.T) {
 				require.NoError(t, err)
 				return
 			}
-			require.Error(t, err)
+			require.ErrorIs(t, err, ErrInvalidConfig)
 			for _, s := range tt.errHas {
 				require.Contains(t, err.Error(), s)
 			}

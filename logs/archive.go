@@ -70,7 +70,7 @@ func (s *Service) Archive(ctx context.Context, pod *corev1.Pod, key kubexec.Task
 			_ = w.Abort()
 			return fmt.Errorf("logs: archive %s: container %s: %w", key, c, err)
 		}
-		s.cfg.Logger.WarnContext(ctx, "archiving a note in place of unreadable logs", "pod", t.String(), "container", c, "error", err)
+		s.cfg.Logger.WarnContext(ctx, "archiving a note in place of unreadable logs", "pod", t.String(), "container", c, "err", err)
 		incomplete = true
 		if err := aw.add(Line{Container: c, Time: time.Now().UTC(), Note: true,
 			Text: fmt.Sprintf("[kubexec] the logs of container %s could not be read when the attempt was archived: %v", c, err)}); err != nil {

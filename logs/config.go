@@ -8,6 +8,10 @@ import (
 	"time"
 )
 
+// ErrInvalidConfig is wrapped by the errors returned for an invalid
+// configuration; the error names the field and what to use instead.
+var ErrInvalidConfig = errors.New("logs: invalid config")
+
 var (
 	// ErrNotFound is returned when an attempt has neither a pod nor an
 	// archive: it never ran, or its logs were never archived.
@@ -106,17 +110,17 @@ func (c Config) withDefaults() Config {
 func (c Config) validate() error {
 	switch {
 	case c.MaxArchiveBytes < 2:
-		return fmt.Errorf("logs: Config.MaxArchiveBytes is %d; use at least 2 (default 10 MiB)", c.MaxArchiveBytes)
+		return fmt.Errorf("%w: Config.MaxArchiveBytes is %d; use at least 2 (default 10 MiB)", ErrInvalidConfig, c.MaxArchiveBytes)
 	case c.ArchiveTailBytes <= 0 || c.ArchiveTailBytes >= c.MaxArchiveBytes:
-		return fmt.Errorf("logs: Config.ArchiveTailBytes is %d; use more than 0 and less than MaxArchiveBytes (%d)", c.ArchiveTailBytes, c.MaxArchiveBytes)
+		return fmt.Errorf("%w: Config.ArchiveTailBytes is %d; use more than 0 and less than MaxArchiveBytes (%d)", ErrInvalidConfig, c.ArchiveTailBytes, c.MaxArchiveBytes)
 	case c.MaxLineBytes < minMaxLineBytes:
-		return fmt.Errorf("logs: Config.MaxLineBytes is %d; use at least %d", c.MaxLineBytes, minMaxLineBytes)
+		return fmt.Errorf("%w: Config.MaxLineBytes is %d; use at least %d", ErrInvalidConfig, c.MaxLineBytes, minMaxLineBytes)
 	case c.RetryTimeout < 0:
-		return fmt.Errorf("logs: Config.RetryTimeout is %s; use a positive duration", c.RetryTimeout)
+		return fmt.Errorf("%w: Config.RetryTimeout is %s; use a positive duration", ErrInvalidConfig, c.RetryTimeout)
 	case c.GiveUpAfter < 0:
-		return fmt.Errorf("logs: Config.GiveUpAfter is %s; use a positive duration", c.GiveUpAfter)
+		return fmt.Errorf("%w: Config.GiveUpAfter is %s; use a positive duration", ErrInvalidConfig, c.GiveUpAfter)
 	case c.PollInterval < 0:
-		return fmt.Errorf("logs: Config.PollInterval is %s; use a positive duration", c.PollInterval)
+		return fmt.Errorf("%w: Config.PollInterval is %s; use a positive duration", ErrInvalidConfig, c.PollInterval)
 	}
 	return nil
 }

@@ -280,7 +280,7 @@ func (s *Service) readContainer(ctx context.Context, t target, pod *corev1.Pod, 
 			if err := retry.wait(ctx, err); err != nil {
 				return fmt.Errorf("logs: read container %s of pod %s: %w", container, t, err)
 			}
-			s.cfg.Logger.DebugContext(ctx, "retrying a log request", "pod", t.String(), "container", container, "error", err)
+			s.cfg.Logger.DebugContext(ctx, "retrying a log request", "pod", t.String(), "container", container, "err", err)
 			continue
 		}
 		cur.begin()
@@ -311,7 +311,7 @@ func (s *Service) readContainer(ctx context.Context, t target, pod *corev1.Pod, 
 			}
 		} else {
 			_ = cur.end(false)
-			s.cfg.Logger.DebugContext(ctx, "log stream cut; resuming", "pod", t.String(), "container", container, "error", err)
+			s.cfg.Logger.DebugContext(ctx, "log stream cut; resuming", "pod", t.String(), "container", container, "err", err)
 			if err := retry.wait(ctx, err); err != nil {
 				return fmt.Errorf("logs: read container %s of pod %s: %w", container, t, err)
 			}

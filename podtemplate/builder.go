@@ -3,6 +3,7 @@ package podtemplate
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -13,6 +14,10 @@ import (
 
 	"github.com/kubexec/kubexec"
 )
+
+// ErrInvalidConfig is wrapped by the errors returned for an invalid
+// configuration; the error names the field and what to use instead.
+var ErrInvalidConfig = errors.New("podtemplate: invalid config")
 
 // DefaultMainContainer is the name of the main container when
 // Config.MainContainer is empty, as in Apache Airflow.
@@ -110,10 +115,10 @@ func (c Config) withDefaults() Config {
 
 func (c Config) validate() error {
 	if err := kubexec.ValidateExecutorID(c.ExecutorID); err != nil {
-		return fmt.Errorf("podtemplate: Config.ExecutorID: %w", err)
+		return fmt.Errorf("%w: Config.ExecutorID: %w", ErrInvalidConfig, err)
 	}
 	if i := slices.IndexFunc(c.Middleware, func(m Middleware) bool { return m == nil }); i >= 0 {
-		return fmt.Errorf("podtemplate: Config.Middleware[%d] is nil: remove it", i)
+		return fmt.Errorf("%w: Config.Middleware[%d] is nil: remove it", ErrInvalidConfig, i)
 	}
 	return nil
 }

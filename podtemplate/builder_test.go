@@ -68,6 +68,7 @@ func TestNew(t *testing.T) {
 
 	_, err = podtemplate.New(podtemplate.DefaultTemplate(), podtemplate.Config{ExecutorID: "x", Middleware: []podtemplate.Middleware{nil}})
 	require.ErrorContains(t, err, "Config.Middleware[0] is nil")
+	require.ErrorIs(t, err, podtemplate.ErrInvalidConfig)
 
 	base := podtemplate.DefaultTemplate()
 	tpl := newTemplate(t, base, podtemplate.Config{})

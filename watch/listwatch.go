@@ -60,7 +60,7 @@ func (lw *podListWatch) ListWithContext(ctx context.Context, opts metav1.ListOpt
 	opts.LabelSelector = lw.selector
 	list, err := lw.client.CoreV1().Pods(lw.namespace).List(ctx, opts)
 	if err != nil {
-		lw.logger.Warn("list pods failed", "namespace", lw.namespace, "error", err)
+		lw.logger.Warn("list pods failed", "namespace", lw.namespace, "err", err)
 		return nil, err
 	}
 	lw.logger.Debug("listed pods", "namespace", lw.namespace, "version", list.ResourceVersion, "pods", len(list.Items))
@@ -186,13 +186,13 @@ func (rw *resumingWatch) run(ctx context.Context, opts metav1.ListOptions, req *
 					return
 				}
 				if !rw.resumable || needsRelist(err) {
-					logger.Info("watch refused; relisting", "version", rw.version, "error", err)
+					logger.Info("watch refused; relisting", "version", rw.version, "err", err)
 					rw.restarted(true)
 					rw.sendError(ctx, err)
 					return
 				}
 				delay := rw.backoff.Step()
-				logger.Warn("watch failed; retrying", "version", rw.version, "delay", delay, "error", err)
+				logger.Warn("watch failed; retrying", "version", rw.version, "delay", delay, "err", err)
 				rw.restarted(false)
 				if !sleep(ctx, delay) {
 					return
@@ -208,7 +208,7 @@ func (rw *resumingWatch) run(ctx context.Context, opts metav1.ListOptions, req *
 		case outcomeStopped:
 			return
 		case outcomeRelist:
-			logger.Info("watch expired; relisting", "version", rw.version, "error", err)
+			logger.Info("watch expired; relisting", "version", rw.version, "err", err)
 			rw.restarted(true)
 			return
 		case outcomeError:
@@ -216,7 +216,7 @@ func (rw *resumingWatch) run(ctx context.Context, opts metav1.ListOptions, req *
 				return
 			}
 			delay := rw.backoff.Step()
-			logger.Warn("watch broke; resuming", "version", rw.version, "delay", delay, "error", err)
+			logger.Warn("watch broke; resuming", "version", rw.version, "delay", delay, "err", err)
 			rw.restarted(false)
 			if !sleep(ctx, delay) {
 				return

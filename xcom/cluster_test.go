@@ -310,3 +310,11 @@ func TestPassToDownstream(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(e.value(t, ref)), &got))
 	require.Equal(t, "s3://bucket/part-1", got.Got.Path)
 }
+
+// TestNewCollectorRejectsBadConfig: a bad Config is refused with an error
+// that wraps ErrInvalidConfig and names the field.
+func TestNewCollectorRejectsBadConfig(t *testing.T) {
+	_, err := xcom.NewCollector(cluster.Client(), cluster.RESTConfig(), &xcom.MemoryBackend{}, xcom.Config{DefaultChannel: "carrier-pigeon"})
+	require.ErrorIs(t, err, xcom.ErrInvalidConfig)
+	require.ErrorContains(t, err, "Config.DefaultChannel")
+}

@@ -26,6 +26,10 @@ import (
 	utilexec "k8s.io/client-go/util/exec"
 )
 
+// ErrInvalidConfig is wrapped by the errors returned for an invalid
+// configuration; the error names the field and what to use instead.
+var ErrInvalidConfig = errors.New("xcom: invalid config")
+
 // Config configures a Collector. The zero Config is valid.
 type Config struct {
 	// DefaultChannel is the channel of pods whose AnnotationChannel is not
@@ -74,9 +78,9 @@ func NewCollector(client kubernetes.Interface, config *rest.Config, backend Back
 	}
 	switch {
 	case cfg.DefaultChannel != ChannelTerminationMessage && cfg.DefaultChannel != ChannelSidecar && cfg.DefaultChannel != ChannelNone:
-		return nil, fmt.Errorf("xcom: Config.DefaultChannel is %q; use %q, %q or %q", cfg.DefaultChannel, ChannelTerminationMessage, ChannelSidecar, ChannelNone)
+		return nil, fmt.Errorf("%w: Config.DefaultChannel is %q; use %q, %q or %q", ErrInvalidConfig, cfg.DefaultChannel, ChannelTerminationMessage, ChannelSidecar, ChannelNone)
 	case cfg.MaxBytes < 0:
-		return nil, fmt.Errorf("xcom: Config.MaxBytes is %d; use a positive number of bytes (default 4 MiB)", cfg.MaxBytes)
+		return nil, fmt.Errorf("%w: Config.MaxBytes is %d; use a positive number of bytes (default 4 MiB)", ErrInvalidConfig, cfg.MaxBytes)
 	}
 	return &Collector{client: client, config: config, backend: backend, cfg: cfg}, nil
 }
@@ -309,7 +313,7 @@ func (c *Collector) readFile(ctx context.Context, pod *corev1.Pod, sidecar, file
 	var lastErr error
 	for attempt := range 4 {
 		if attempt > 0 {
-			c.cfg.Logger.DebugContext(ctx, "retrying an xcom read", "pod", pod.Namespace+"/"+pod.Name, "error", lastErr)
+			c.cfg.Logger.DebugContext(ctx, "retrying an xcom read", "pod", pod.Namespace+"/"+pod.Name, "err", lastErr)
 			select {
 			case <-ctx.Done():
 				return nil, -1, ctx.Err()
