@@ -138,7 +138,7 @@ type attempt struct {
 	// was deleted before the save; stopSeen: it left the watch since.
 	stopSent bool
 	stopSeen bool
-	deleteAt   time.Time
+	deleteAt time.Time
 	// maybeCreated: a create failed after it was sent, so the pod
 	// (podName) may exist although no create succeeded.
 	maybeCreated bool
