@@ -21,7 +21,7 @@ var ErrOwnerAlive = errors.New("executor: the pod's executor is alive")
 // Adopt implements Executor. For each key it looks for the attempt's pod
 // (its name is derived from the key) in the watched namespaces. A pod of
 // another instance is taken only if that instance is dead (its Lease
-// expired, or the StateStore's Liveness says so): it is relabelled to this
+// expired, or Config.Liveness says so): it is relabelled to this
 // executor with a metadata-only patch guarded by the pod's resourceVersion,
 // so two adopters cannot both win, and the watch then tracks it like any
 // other. Attempts with no pod are returned for the host to reset, except

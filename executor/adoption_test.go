@@ -313,15 +313,17 @@ func (s *hostLiveness) Alive(_ context.Context, id string) (bool, error) {
 	return !s.dead[id], nil
 }
 
-// TestHostSuppliedLiveness: a StateStore that implements adoption.Liveness
-// decides who is alive instead of the Leases.
+// TestHostSuppliedLiveness: the host's Config.Liveness decides who is
+// alive instead of the Leases (B's), as does a StateStore that implements
+// adoption.Liveness (A's, the fallback).
 func TestHostSuppliedLiveness(t *testing.T) {
 	ctx := t.Context()
 	ns := cluster.NewNamespace(t, "liveness", nil)
 	cfgA, cfgB := testConfig(ns), testConfig(ns)
 	store := &hostLiveness{MemoryStore: executor.NewMemoryStore(), dead: map[string]bool{}}
+	cfgB.Liveness = store
 	a := startExecutor(t, cluster.RESTConfig(), store, cfgA)
-	b := startExecutor(t, cluster.RESTConfig(), store, cfgB)
+	b := startExecutor(t, cluster.RESTConfig(), store.MemoryStore, cfgB)
 	k := key("liveness", 1)
 	require.NoError(t, a.Queue(shell(k, "sleep 5")))
 	drive(t, a, 3*time.Minute, "A launched", func() bool { return a.Stats().Running == 1 })

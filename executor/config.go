@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/kubexec/kubexec"
+	"github.com/kubexec/kubexec/adoption"
 	"github.com/kubexec/kubexec/logs"
 	"github.com/kubexec/kubexec/podtemplate"
 	"github.com/kubexec/kubexec/watch"
@@ -131,6 +132,13 @@ type Config struct {
 	LeaseDuration time.Duration
 	RenewDeadline time.Duration
 	RetryPeriod   time.Duration
+	// Liveness decides whether another executor instance is alive, for
+	// Adopt and the adoption sweeps: a host with its own record of its
+	// instances (a database heartbeat table) passes it. Default: the
+	// instances' Leases (adoption.LeaseLiveness in LeaseNamespace), or the
+	// StateStore when it implements adoption.Liveness.
+	Liveness adoption.Liveness
+
 	// DeleteLeaseOnStop says whether Stop deletes this
 	// instance's Lease. Deleting it tells other instances at once that
 	// this one is gone (their sweeps then take over its ended pods; a

@@ -77,6 +77,8 @@ func TestNewRejectsNilDependencies(t *testing.T) {
 	require.ErrorContains(t, err, "restConfig is nil")
 	_, err = New(&rest.Config{Host: "https://127.0.0.1:1"}, nil, Config{})
 	require.ErrorContains(t, err, "store is nil")
+	_, err = NewForClient(nil, NewMemoryStore(), Config{})
+	require.ErrorContains(t, err, "client is nil")
 }
 
 func TestCreateErrorClassification(t *testing.T) {

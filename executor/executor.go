@@ -73,10 +73,36 @@ type Executor interface {
 	// pod is deleted with Config.RevokeGracePeriod. Either way its result
 	// is Revoked. It returns ErrUnknownAttempt for a key not tracked.
 	Revoke(ctx context.Context, key kubexec.TaskKey) error
+	// Attempt returns what the executor knows of key's attempt, and false
+	// when it does not track it (never queued here, or done: its result
+	// saved and its pod released).
+	Attempt(key kubexec.TaskKey) (AttemptStatus, bool)
 	// Stats returns the current counts.
 	Stats() Stats
 	// ID returns the executor instance's id.
 	ID() string
+}
+
+// AttemptStatus is what an executor knows of one attempt at one moment.
+type AttemptStatus struct {
+	Key kubexec.TaskKey
+	// State is StateQueued (waiting for a slot or for a create retry),
+	// StateLaunching (its create is in flight), StatePending (its pod
+	// exists, no container has started), StateRunning, or, once the
+	// outcome is known and while the result is saved and the pod released,
+	// the Result's State.
+	State kubexec.State
+	// Namespace and PodName name the attempt's pod (PodName is empty
+	// before a create was sent); Node is where it was scheduled.
+	Namespace, PodName, Node string
+	// Message says what the attempt waits for (a pending pod's reason, the
+	// last refused create), or, once it ended, the Result's message.
+	Message string
+	// Result is the outcome once known, else nil.
+	Result *kubexec.Result
+	// QueuedAt is when Queue accepted the attempt (when the executor
+	// first saw its pod, for pods picked up from an earlier run).
+	QueuedAt time.Time
 }
 
 // Stats are an executor's counts at one moment.
@@ -205,10 +231,33 @@ var _ Executor = (*Kubernetes)(nil)
 // New returns an executor that talks to the cluster of restConfig and saves
 // results to store. restConfig's QPS and Burst are set from
 // Config.ClientQPS/ClientBurst when zero (never left to client-go's silent
-// default).
+// default). A host that already has a clientset uses NewForClient.
 func New(restConfig *rest.Config, store StateStore, cfg Config) (*Kubernetes, error) {
 	if restConfig == nil {
 		return nil, errors.New("executor: restConfig is nil: pass the *rest.Config of the cluster (clientcmd.BuildConfigFromFlags or rest.InClusterConfig)")
+	}
+	rc := rest.CopyConfig(restConfig)
+	if rc.QPS == 0 {
+		rc.QPS = cfg.withDefaults().ClientQPS
+	}
+	if rc.Burst == 0 {
+		rc.Burst = cfg.withDefaults().ClientBurst
+	}
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("executor: client: %w", err)
+	}
+	return NewForClient(client, store, cfg)
+}
+
+// NewForClient returns an executor that uses the host's client, with its
+// own rate limiter (Config.ClientQPS and ClientBurst do not apply to it;
+// pod creates are still paced by Config.CreateQPS and CreateBurst, which
+// kubexec owns). The client must talk to a real API server: the executor
+// relies on resourceVersions, finalizers and field selectors.
+func NewForClient(client kubernetes.Interface, store StateStore, cfg Config) (*Kubernetes, error) {
+	if client == nil {
+		return nil, errors.New("executor: client is nil: pass a kubernetes.Interface (kubernetes.NewForConfig), or use New with a *rest.Config")
 	}
 	if store == nil {
 		return nil, errors.New("executor: store is nil: pass a StateStore (executor.NewMemoryStore() for tests)")
@@ -220,17 +269,7 @@ func New(restConfig *rest.Config, store StateStore, cfg Config) (*Kubernetes, er
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	rc := rest.CopyConfig(restConfig)
-	if rc.QPS == 0 {
-		rc.QPS = cfg.ClientQPS
-	}
-	if rc.Burst == 0 {
-		rc.Burst = cfg.ClientBurst
-	}
-	client, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return nil, fmt.Errorf("executor: client: %w", err)
-	}
+	var err error
 	builder := cfg.Builder
 	if builder == nil {
 		builder, err = podtemplate.New(podtemplate.DefaultTemplate(), podtemplate.Config{ExecutorID: cfg.ExecutorID, Namespace: cfg.Namespace})
@@ -257,9 +296,13 @@ func New(restConfig *rest.Config, store StateStore, cfg Config) (*Kubernetes, er
 	if err != nil {
 		return nil, fmt.Errorf("executor: Config lease timing: %w", err)
 	}
-	var liveness adoption.Liveness = adoption.NewLeaseLiveness(client, cfg.LeaseNamespace)
-	if l, ok := store.(adoption.Liveness); ok {
-		liveness = l
+	liveness := cfg.Liveness
+	if liveness == nil {
+		if l, ok := store.(adoption.Liveness); ok {
+			liveness = l // the documented fallback of earlier versions
+		} else {
+			liveness = adoption.NewLeaseLiveness(client, cfg.LeaseNamespace)
+		}
 	}
 	leaseDuration := cfg.LeaseDuration
 	if leaseDuration == 0 {
@@ -627,6 +670,36 @@ func (e *Kubernetes) checkRunning() error {
 		return ErrNotStarted
 	}
 	return nil
+}
+
+// Attempt implements Executor.
+func (e *Kubernetes) Attempt(key kubexec.TaskKey) (AttemptStatus, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	a, ok := e.attempts[key]
+	if !ok {
+		return AttemptStatus{}, false
+	}
+	st := AttemptStatus{Key: key, Namespace: a.namespace, PodName: a.podName, QueuedAt: a.queuedAt}
+	if a.lastPod != nil {
+		st.Node = a.lastPod.Spec.NodeName
+	}
+	switch {
+	case a.result != nil:
+		r := *a.result
+		st.State, st.Message, st.Result = r.State, r.Message, &r
+	case a.phase == phaseQueued:
+		st.State, st.Message = kubexec.StateQueued, a.lastRefusal
+	case a.phase == phaseLaunching || a.lastPod == nil:
+		st.State = kubexec.StateLaunching
+	default:
+		c := watch.Classify(a.lastPod, time.Now(), e.cfg.Classify)
+		st.State, st.Message = kubexec.StateRunning, c.Message
+		if c.Phase == watch.PhasePending {
+			st.State = kubexec.StatePending
+		}
+	}
+	return st, true
 }
 
 // Stats implements Executor.

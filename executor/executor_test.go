@@ -748,3 +748,50 @@ func TestResultWaitsForThePodToStop(t *testing.T) {
 		require.NotEmpty(t, store.runningAtSave, "without waiting, the saves come before the pods stop (25 s after SIGTERM)")
 	})
 }
+
+// TestAttemptStatus: a host can ask what an attempt is doing: queued while
+// it waits for a slot, pending with the scheduler's reason, running with
+// its pod and node, and the result's state once it ended; an attempt the
+// executor does not track is not found.
+func TestAttemptStatus(t *testing.T) {
+	ns := cluster.NewNamespace(t, "status", nil)
+	store := executor.NewMemoryStore()
+	cfg := testConfig(ns)
+	cfg.Parallelism = 2
+	cfg.Classify.PendingTimeout = time.Hour
+	e := startExecutor(t, cluster.RESTConfig(), store, cfg)
+	running, pending, queued := key("status", 1), key("status", 2), key("status", 3)
+	require.NoError(t, e.Queue(shell(running, "sleep 300")))
+	big := shell(pending, "exit 0")
+	big.Requests = map[corev1.ResourceName]string{corev1.ResourceCPU: "1000"}
+	require.NoError(t, e.Queue(big))
+	require.NoError(t, e.Queue(shell(queued, "exit 0")))
+	_, ok := e.Attempt(key("status", 99))
+	require.False(t, ok)
+
+	status := func(k kubexec.TaskKey) executor.AttemptStatus {
+		st, ok := e.Attempt(k)
+		require.True(t, ok, "%s is tracked", k)
+		return st
+	}
+	drive(t, e, 3*time.Minute, "running and pending", func() bool {
+		return status(running).State == kubexec.StateRunning && status(pending).State == kubexec.StatePending
+	})
+	r := status(running)
+	name, err := kubexec.PodName(running)
+	require.NoError(t, err)
+	require.Equal(t, name, r.PodName)
+	require.Equal(t, ns, r.Namespace)
+	require.NotEmpty(t, r.Node)
+	require.Nil(t, r.Result)
+	require.Contains(t, status(pending).Message, "Insufficient cpu")
+	require.Equal(t, kubexec.StateQueued, status(queued).State, "Parallelism 2 is full")
+
+	require.NoError(t, e.Revoke(t.Context(), pending))
+	drive(t, e, 3*time.Minute, "the third attempt's result", func() bool {
+		st, ok := e.Attempt(queued)
+		return !ok || st.State.Terminal()
+	})
+	drive(t, e, 3*time.Minute, "results saved", func() bool { return len(store.Results()) == 2 })
+	require.Equal(t, kubexec.ReasonSucceeded, resultsByKey(store)[queued].Reason)
+}

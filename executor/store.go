@@ -21,8 +21,9 @@ import (
 //
 //   - [ResultLoader]: lets the executor and hosts read saved results back.
 //     Fallback: none needed by the executor; the conformance suite uses it.
-//   - [adoption.Liveness] (method Alive): the host's own view of which
-//     executor instances are alive, for Adopt and the adoption sweep.
+//   - [adoption.Liveness] (method Alive): kept for hosts written before
+//     Config.Liveness, the explicit place for the host's own view of which
+//     executor instances are alive; used only when Config.Liveness is nil.
 //     Fallback: the instances' Leases (adoption.LeaseLiveness).
 type StateStore interface {
 	// SaveResult durably records the terminal result of r.Key. It must be

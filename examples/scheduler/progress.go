@@ -12,16 +12,12 @@ import (
 	"time"
 
 	"golang.org/x/term"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/informers"
-	listersv1 "k8s.io/client-go/listers/core/v1"
 
 	"github.com/kubexec/kubexec"
 	"github.com/kubexec/kubexec/examples/scheduler/driver"
 	"github.com/kubexec/kubexec/examples/scheduler/sqlitestore"
 	"github.com/kubexec/kubexec/examples/scheduler/workflow"
+	"github.com/kubexec/kubexec/executor"
 	"github.com/kubexec/kubexec/logs"
 )
 
@@ -36,8 +32,10 @@ type progress struct {
 	wf    *workflow.Workflow
 	run   sqlitestore.Run
 
-	factory informers.SharedInformerFactory
-	pods    listersv1.PodLister
+	// exec tells what each launched attempt is doing.
+	exec interface {
+		Attempt(kubexec.TaskKey) (executor.AttemptStatus, bool)
+	}
 
 	mu    sync.Mutex
 	notes []string
@@ -45,19 +43,11 @@ type progress struct {
 	last  map[string]string // task -> last printed state (plain)
 }
 
-func newProgress(o *options, store *sqlitestore.Store, cl *cluster, wf *workflow.Workflow, run sqlitestore.Run) *progress {
-	p := &progress{o: o, out: o.stdout, store: store, wf: wf, run: run, last: map[string]string{}}
+func newProgress(o *options, store *sqlitestore.Store, exec executor.Executor, wf *workflow.Workflow, run sqlitestore.Run) *progress {
+	p := &progress{o: o, out: o.stdout, store: store, exec: exec, wf: wf, run: run, last: map[string]string{}}
 	if f, ok := o.stdout.(*os.File); ok && !o.plain && term.IsTerminal(int(f.Fd())) {
 		p.tty = true
 	}
-	sel := labels.SelectorFromValidatedSet(labels.Set{
-		kubexec.LabelManagedBy: kubexec.ManagedByValue,
-		kubexec.LabelRun:       kubexec.SafeLabelValue(run.ID),
-	}).String()
-	p.factory = informers.NewSharedInformerFactoryWithOptions(cl.client, 0,
-		informers.WithNamespace(run.Namespace),
-		informers.WithTweakListOptions(func(lo *metav1.ListOptions) { lo.LabelSelector = sel }))
-	p.pods = p.factory.Core().V1().Pods().Lister()
 	return p
 }
 
@@ -70,8 +60,6 @@ func (p *progress) Notef(format string, args ...any) {
 
 // Loop shows progress until ctx ends, then shows the last state once more.
 func (p *progress) Loop(ctx context.Context) {
-	p.factory.Start(ctx.Done())
-	defer p.factory.Shutdown()
 	interval := time.Second / 2
 	if !p.tty {
 		interval = time.Second / 4
@@ -103,14 +91,6 @@ func (p *progress) rows(ctx context.Context) ([]row, map[string]int, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	pods := map[string]*corev1.Pod{} // "task/attempt" -> pod
-	if list, err := p.pods.List(labels.Everything()); err == nil {
-		for _, pod := range list {
-			if k, err := kubexec.KeyFromObject(pod); err == nil {
-				pods[fmt.Sprintf("%s/%d", k.TaskID, k.Attempt)] = pod
-			}
-		}
-	}
 	now := time.Now()
 	counts := map[string]int{}
 	var out []row
@@ -133,7 +113,7 @@ func (p *progress) rows(ctx context.Context) ([]row, map[string]int, error) {
 				r.detail = "for " + strings.Join(deps, ", ")
 			}
 		case sqlitestore.TaskLaunched:
-			r.state, r.detail = podState(pods[fmt.Sprintf("%s/%d", t.TaskID, t.Attempt)])
+			r.state, r.detail = attemptState(p.exec.Attempt(driver.Key(p.run, t.TaskID, t.Attempt)))
 		case sqlitestore.TaskRetryWait:
 			r.state = "retrying"
 			r.detail = fmt.Sprintf("failed; next attempt in %s", max(0, t.NotBefore.Sub(now)).Round(time.Second))
@@ -150,31 +130,37 @@ func (p *progress) rows(ctx context.Context) ([]row, map[string]int, error) {
 	return out, counts, nil
 }
 
-// podState names what a launched attempt is doing from its pod.
-func podState(pod *corev1.Pod) (string, string) {
-	if pod == nil {
-		return "queued", "no pod yet"
-	}
-	switch pod.Status.Phase {
-	case corev1.PodRunning:
-		return "running", "on " + pod.Spec.NodeName
-	case corev1.PodSucceeded, corev1.PodFailed:
-		return "finishing", "pod " + strings.ToLower(string(pod.Status.Phase)) + ", saving the result and logs"
-	}
-	for _, cs := range append(append([]corev1.ContainerStatus{}, pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...) {
-		if w := cs.State.Waiting; w != nil && w.Reason != "" {
-			return "pending", w.Reason
+// attemptState names what a launched attempt is doing, from what the
+// executor says of it.
+func attemptState(st executor.AttemptStatus, tracked bool) (string, string) {
+	detail := func(fallback string) string {
+		if m := strings.Join(strings.Fields(st.Message), " "); m != "" {
+			return truncate(m, 80)
 		}
+		return fallback
 	}
-	for _, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
-			return "pending", "not scheduled: " + c.Reason
-		}
+	switch {
+	case !tracked:
+		return "finishing", "result saved, the scheduler takes it next"
+	case st.State == kubexec.StateQueued:
+		return "queued", detail("waiting for a slot")
+	case st.State == kubexec.StateLaunching:
+		return "queued", "creating the pod"
+	case st.State == kubexec.StatePending:
+		return "pending", detail("starting on " + st.Node)
+	case st.State == kubexec.StateRunning:
+		return "running", "on " + st.Node
 	}
-	if pod.Spec.NodeName == "" {
-		return "pending", "scheduling"
+	return "finishing", string(st.State) + ", saving the result and logs"
+}
+
+// truncate cuts s to n runes with an ellipsis.
+func truncate(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
 	}
-	return "pending", "starting on " + pod.Spec.NodeName
+	return string(r[:n-1]) + "…"
 }
 
 var stateOrder = []string{"succeeded", "running", "pending", "queued", "finishing", "retrying", "waiting", "failed", "upstream_failed", "cancelled"}

@@ -323,7 +323,7 @@ func drive(ctx context.Context, o *options, store *sqlitestore.Store, cl *cluste
 	}
 	defer stopExecutor()
 
-	prog := newProgress(o, store, cl, wf, run)
+	prog := newProgress(o, store, exec, wf, run)
 	d, err := driver.New(driver.Config{Store: store, Executor: exec, Workflow: wf, RunID: run.ID, Notef: prog.Notef, Logger: o.logger})
 	if err != nil {
 		return exitFailed, err
