@@ -42,10 +42,7 @@ func PodName(key TaskKey) (string, error) {
 		return "", err
 	}
 	suffix := "-" + keyHash(key) + "-" + strconv.Itoa(key.Attempt)
-	slug := dnsSlug(key.WorkflowID + "-" + key.TaskID)
-	if limit := maxPodName - len(suffix); len(slug) > limit {
-		slug = strings.TrimRight(slug[:limit], "-")
-	}
+	slug := Slug(key.WorkflowID+"-"+key.TaskID, maxPodName-len(suffix))
 	if slug == "" {
 		slug = "task"
 	}
@@ -64,8 +61,20 @@ func keyHash(key TaskKey) string {
 	return lowerBase32.EncodeToString(h.Sum(nil))[:podNameHashLen]
 }
 
-// dnsSlug lower-cases s and replaces each run of characters outside [a-z0-9]
-// with one "-", without leading or trailing "-".
+// Slug returns the readable part of the names kubexec gives its objects
+// (pods, Leases, generated executor ids): s lower-cased, each run of
+// characters outside [a-z0-9] turned into one "-", cut to at most max
+// bytes, with no leading or trailing "-". It may be empty. Names built from
+// it add a hash of the exact string when they must stay distinct.
+func Slug(s string, max int) string {
+	slug := dnsSlug(s)
+	if len(slug) > max {
+		slug = strings.TrimRight(slug[:max], "-")
+	}
+	return slug
+}
+
+// dnsSlug is Slug without the cut.
 func dnsSlug(s string) string {
 	var b strings.Builder
 	dash := false

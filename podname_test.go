@@ -117,3 +117,21 @@ func TestUniqueName(t *testing.T) {
 		t.Fatal("an invalid key must be an error")
 	}
 }
+
+func TestSlug(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in   string
+		max  int
+		want string
+	}{
+		{"Scheduler_0.example.com", 40, "scheduler-0-example-com"},
+		{"--a--b--", 40, "a-b"},
+		{"ÄÖÜ", 40, ""},
+		{"abc-def", 4, "abc"},
+		{"abcdef", 3, "abc"},
+	}
+	for _, tt := range tests {
+		require.Equal(t, tt.want, kubexec.Slug(tt.in, tt.max), "%q %d", tt.in, tt.max)
+	}
+}

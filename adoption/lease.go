@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -98,18 +97,7 @@ func (c LeaseConfig) validate() error {
 // DNS-safe form of the id with a hash of the exact id, so that distinct ids
 // never share a Lease.
 func LeaseName(id string) string {
-	var b strings.Builder
-	for _, r := range strings.ToLower(id) {
-		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' {
-			b.WriteRune(r)
-		} else {
-			b.WriteByte('-')
-		}
-	}
-	slug := strings.Trim(b.String(), "-")
-	if len(slug) > 40 {
-		slug = strings.Trim(slug[:40], "-")
-	}
+	slug := kubexec.Slug(id, 40)
 	sum := sha256.Sum256([]byte(id))
 	return "kubexec-" + slug + "-" + hex.EncodeToString(sum[:])[:10]
 }

@@ -11,7 +11,6 @@ import (
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -353,17 +352,7 @@ func (c Config) allNamespaces() bool { return len(c.Namespaces) == 1 && c.Namesp
 
 func generateID() string {
 	host, _ := os.Hostname()
-	host = strings.ToLower(host)
-	host = strings.Map(func(r rune) rune {
-		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' {
-			return r
-		}
-		return '-'
-	}, host)
-	host = strings.Trim(host, "-")
-	if len(host) > 40 {
-		host = strings.Trim(host[:40], "-")
-	}
+	host = kubexec.Slug(host, 40)
 	if host == "" {
 		host = "kubexec"
 	}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/kubexec/kubexec/internal/apierr"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -107,7 +109,7 @@ func TestCreateErrorClassification(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			require.Equal(t, tt.quota, IsQuotaExceeded(tt.err))
-			require.Equal(t, tt.transient, isTransient(tt.err))
+			require.Equal(t, tt.transient, apierr.Transient(tt.err))
 		})
 	}
 }

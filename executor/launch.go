@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubexec/kubexec"
+	"github.com/kubexec/kubexec/internal/apierr"
 	"github.com/kubexec/kubexec/podtemplate"
 )
 
@@ -270,7 +271,9 @@ func (e *Kubernetes) handleCreate(key kubexec.TaskKey, pod, created *corev1.Pod,
 		e.mu.Unlock()
 		e.cfg.Metrics.ObserveLaunch(LaunchThrottled, now.Sub(queuedAt))
 		e.log.Info("the API server throttles creates; pausing them", "for", wait)
-	case isTransient(err):
+	case apierr.Transient(err), apierr.ContextEnded(err):
+		// A create cut short by the executor's stop is retried by the next
+		// run like any create whose outcome is unknown.
 		e.mu.Lock()
 		if a, ok := e.attempts[key]; ok && a.phase == phaseLaunching {
 			a.failures++
@@ -391,24 +394,6 @@ func IsQuotaExceeded(err error) bool {
 	}
 	s := status.Status()
 	return s.Code == http.StatusForbidden && strings.Contains(s.Message, "exceeded quota")
-}
-
-// isTransient reports errors worth retrying: 5xx, server timeouts, 409
-// conflicts other than AlreadyExists, 401 (expired credentials are
-// refreshed), and errors below HTTP (connection refused or reset,
-// timeouts).
-func isTransient(err error) bool {
-	if errors.Is(err, context.Canceled) {
-		return true
-	}
-	var status apierrors.APIStatus
-	if !errors.As(err, &status) {
-		return true // no HTTP answer: connection-level
-	}
-	code := status.Status().Code
-	return code >= 500 || apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) ||
-		(apierrors.IsConflict(err) && !apierrors.IsAlreadyExists(err)) ||
-		apierrors.IsUnauthorized(err) // credentials being rotated
 }
 
 // launchRejectedMessage says what the API server refused and what to do.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kubexec/kubexec"
+	"github.com/kubexec/kubexec/internal/apierr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 )
@@ -140,7 +141,7 @@ func unavailable(err error) bool {
 		return true
 	}
 	var status apierrors.APIStatus
-	return errors.As(err, &status) && !transient(err)
+	return errors.As(err, &status) && !apierr.Transient(err)
 }
 
 // podEnded is when pod's attempt ended, as far as its status says: the

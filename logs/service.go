@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kubexec/kubexec"
+	"github.com/kubexec/kubexec/internal/apierr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -37,10 +38,6 @@ var (
 	_ Archiver = ArchiverFunc(nil)
 	_ Archiver = (*Service)(nil)
 )
-
-// kubectl's annotation for the container that logs and exec use when none
-// is named; podtemplate sets it to the main container.
-const defaultContainerAnnotation = "kubectl.kubernetes.io/default-container"
 
 // Service reads attempts' logs, from their pods while they exist and from
 // their archives afterwards, and archives them to a LogSink. It is safe for
@@ -274,7 +271,7 @@ func (s *Service) readContainer(ctx context.Context, t target, pod *corev1.Pod, 
 			if apierrors.IsNotFound(err) {
 				return s.orArchive(ctx, t, container, opts, cur, fmt.Errorf("%w: %w", errGone, err))
 			}
-			if !transient(err) {
+			if !apierr.Transient(err) {
 				return fmt.Errorf("logs: read container %s of pod %s: %w", container, t, err)
 			}
 			if err := retry.wait(ctx, err); err != nil {
@@ -403,17 +400,11 @@ func pickContainers(pod *corev1.Pod, opts Options) ([]string, error) {
 	return []string{defaultContainer(pod)}, nil
 }
 
-// defaultContainer is the container read when none is named.
+// defaultContainer is the container read when none is named: the main
+// container.
 func defaultContainer(pod *corev1.Pod) string {
-	if name := pod.Annotations[defaultContainerAnnotation]; name != "" {
-		for _, c := range pod.Spec.Containers {
-			if c.Name == name {
-				return name
-			}
-		}
-	}
-	if len(pod.Spec.Containers) > 0 {
-		return pod.Spec.Containers[0].Name
+	if i := kubexec.MainContainer(pod); i >= 0 {
+		return pod.Spec.Containers[i].Name
 	}
 	return ""
 }
@@ -439,20 +430,6 @@ func started(st *corev1.ContainerStatus, previous bool) bool {
 		return st.LastTerminationState.Terminated != nil
 	}
 	return st.State.Running != nil || st.State.Terminated != nil
-}
-
-// transient reports whether a request that failed with err may succeed if
-// repeated: network errors, timeouts, 429 and 5xx.
-func transient(err error) bool {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return false
-	}
-	var status apierrors.APIStatus
-	if errors.As(err, &status) {
-		code := status.Status().Code
-		return code == 0 || code == 429 || code >= 500
-	}
-	return true
 }
 
 // retry paces reconnects: exponential backoff from 100 ms to 5 s, and an

@@ -8,9 +8,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sync"
 
 	"github.com/kubexec/kubexec"
+	"github.com/kubexec/kubexec/internal/atomicfile"
 )
 
 // LogSink stores the archived logs of attempts: the host's storage (a
@@ -85,7 +85,7 @@ func (s *FileSink) Create(ctx context.Context, key kubexec.TaskKey) (SinkWriter,
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.CreateTemp(s.dir, ".tmp-"+filepath.Base(path)+"-*")
+	f, err := atomicfile.Create(path)
 	if err != nil {
 		return nil, fmt.Errorf("logs: create archive: %w", err)
 	}
@@ -111,43 +111,20 @@ func (s *FileSink) Open(ctx context.Context, key kubexec.TaskKey) (io.ReadCloser
 	return f, nil
 }
 
+// fileWriter is a FileSink archive being written: it appears at its path
+// whole, and durably, on Commit.
 type fileWriter struct {
-	f    *os.File
+	f    *atomicfile.File
 	path string
-	once sync.Once
 }
 
 func (w *fileWriter) Write(p []byte) (int, error) { return w.f.Write(p) }
 
 func (w *fileWriter) Commit() error {
-	err := errors.New("logs: archive already committed or aborted")
-	w.once.Do(func() {
-		tmp := w.f.Name()
-		err = w.f.Sync()
-		if cerr := w.f.Close(); err == nil {
-			err = cerr
-		}
-		if err == nil {
-			err = os.Rename(tmp, w.path)
-		}
-		if err != nil {
-			_ = os.Remove(tmp)
-			err = fmt.Errorf("logs: commit archive %s: %w", w.path, err)
-			return
-		}
-		// Make the rename durable.
-		if d, derr := os.Open(filepath.Dir(w.path)); derr == nil {
-			_ = d.Sync()
-			_ = d.Close()
-		}
-	})
-	return err
-}
-
-func (w *fileWriter) Abort() error {
-	w.once.Do(func() {
-		_ = w.f.Close()
-		_ = os.Remove(w.f.Name())
-	})
+	if err := w.f.Commit(); err != nil {
+		return fmt.Errorf("logs: commit archive %s: %w", w.path, err)
+	}
 	return nil
 }
+
+func (w *fileWriter) Abort() error { return w.f.Abort() }

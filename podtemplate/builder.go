@@ -210,9 +210,10 @@ func mainIndex(pod *corev1.Pod, name string) int {
 }
 
 // DefaultContainerAnnotation names the container that kubectl logs and
-// kubectl exec use when none is given. Build sets it to the main container
-// unless the template, override or middleware set it.
-const DefaultContainerAnnotation = "kubectl.kubernetes.io/default-container"
+// kubectl exec use when none is given (kubexec.AnnotationDefaultContainer).
+// Build sets it to the main container unless the template, override or
+// middleware set it.
+const DefaultContainerAnnotation = kubexec.AnnotationDefaultContainer
 
 // mainFirst moves the main container, if there is one, to the front of the
 // containers (a merge puts an override's new containers first), and makes

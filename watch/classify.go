@@ -117,8 +117,9 @@ type Classification struct {
 	// pending or running it says what the pod is waiting for, if anything.
 	// [kubexec.Reason.Hint] adds the general advice for the reason.
 	Message string
-	// StartedAt is when the main container (the first container of the
-	// spec) started; zero if it never did.
+	// StartedAt is when the main container (kubexec.MainContainer: the
+	// one kubectl's default-container annotation names, else the first)
+	// started; zero if it never did.
 	StartedAt time.Time
 	// FinishedAt is when the attempt ended: Container's finish time, else
 	// the latest finish time of the containers if they all terminated, else
@@ -666,14 +667,14 @@ func endedAt(pod *corev1.Pod) time.Time {
 	return latest
 }
 
-// mainContainer returns the status of the main container: the first
-// container of the spec, or the first status when the spec is empty.
+// mainContainer returns the status of the main container
+// (kubexec.MainContainer), or the first status when the spec is empty.
 func mainContainer(pod *corev1.Pod) *corev1.ContainerStatus {
 	statuses := pod.Status.ContainerStatuses
-	if len(pod.Spec.Containers) > 0 {
-		for i := range statuses {
-			if statuses[i].Name == pod.Spec.Containers[0].Name {
-				return &statuses[i]
+	if i := kubexec.MainContainer(pod); i >= 0 {
+		for j := range statuses {
+			if statuses[j].Name == pod.Spec.Containers[i].Name {
+				return &statuses[j]
 			}
 		}
 		return nil

@@ -13,6 +13,7 @@ import (
 	"sync"
 
 	"github.com/kubexec/kubexec"
+	"github.com/kubexec/kubexec/internal/atomicfile"
 )
 
 // Backend stores attempts' values: the host's storage (a database table,
@@ -120,22 +121,7 @@ func (b *FileBackend) Put(ctx context.Context, key kubexec.TaskKey, value json.R
 		return "", err
 	}
 	name += ".json"
-	f, err := os.CreateTemp(b.dir, ".tmp-"+name+"-*")
-	if err != nil {
-		return "", fmt.Errorf("xcom: store value: %w", err)
-	}
-	_, err = f.Write(value)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), filepath.Join(b.dir, name))
-	}
-	if err != nil {
-		_ = os.Remove(f.Name())
+	if err := atomicfile.WriteFile(filepath.Join(b.dir, name), value); err != nil {
 		return "", fmt.Errorf("xcom: store value: %w", err)
 	}
 	return filePrefix + name, nil

@@ -6,9 +6,11 @@ import (
 	"path"
 	"strconv"
 
-	"github.com/kubexec/kubexec/podtemplate"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/kubexec/kubexec"
+	"github.com/kubexec/kubexec/podtemplate"
 )
 
 // Channel is how a task hands its value to kubexec.
@@ -85,9 +87,6 @@ const (
 	pidFile = ".kubexec-xcom.pid"
 	// defaultTerminationMessagePath is the kubelet's.
 	defaultTerminationMessagePath = "/dev/termination-log"
-	// defaultContainerAnnotation is kubectl's; podtemplate sets it to the
-	// main container.
-	defaultContainerAnnotation = "kubectl.kubernetes.io/default-container"
 )
 
 // sidecarScript keeps the sidecar alive until it is told to stop: it
@@ -280,20 +279,13 @@ func podSettings(pod *corev1.Pod, channel Channel, file string) (settings, error
 	return s, nil
 }
 
-// mainContainer is the container that runs the task: kubectl's default
-// container, else the first.
+// mainContainer is the container that runs the task (kubexec.MainContainer).
 func mainContainer(pod *corev1.Pod) *corev1.Container {
-	if name := pod.Annotations[defaultContainerAnnotation]; name != "" {
-		for i := range pod.Spec.Containers {
-			if pod.Spec.Containers[i].Name == name {
-				return &pod.Spec.Containers[i]
-			}
-		}
-	}
-	if len(pod.Spec.Containers) == 0 {
+	i := kubexec.MainContainer(pod)
+	if i < 0 {
 		return nil
 	}
-	return &pod.Spec.Containers[0]
+	return &pod.Spec.Containers[i]
 }
 
 func mainContainerName(pod *corev1.Pod) string {
