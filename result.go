@@ -53,6 +53,13 @@ type Result struct {
 	PodMayStillRun bool `json:"podMayStillRun,omitempty"`
 }
 
+// ErrXComValue is matched (errors.Is) by the error of an attempt's XCom
+// value that is unusable — too large, not JSON, missing when required —
+// which fails the attempt instead of being retried. Package xcom's
+// ValueError matches it; a host's own collector returns an error that
+// wraps it.
+var ErrXComValue = errors.New("kubexec: the attempt's XCom value is unusable")
+
 // Validate reports whether r is a consistent terminal result: a valid key, a
 // terminal state, a known reason that matches the state, and times in order.
 // Errors wrap [ErrInvalidResult].

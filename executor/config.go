@@ -21,7 +21,6 @@ import (
 	"github.com/kubexec/kubexec/logs"
 	"github.com/kubexec/kubexec/podtemplate"
 	"github.com/kubexec/kubexec/watch"
-	"github.com/kubexec/kubexec/xcom"
 )
 
 // Config configures an executor. The zero value is valid: every field has a
@@ -81,7 +80,7 @@ type Config struct {
 	LogArchiver logs.Archiver
 	// XCom reads an attempt's small result value before its result is
 	// saved, and puts the value's reference in Result.XComRef
-	// (*xcom.Collector implements it; add xcom.Middleware to the Builder).
+	// (*xcom.Collector implements it, and prepares the pods too).
 	// A value that is too large, not JSON or missing when required fails
 	// the attempt with the value's error as its message. Default: none.
 	XCom XComCollector
@@ -175,15 +174,35 @@ type Config struct {
 }
 
 // XComCollector reads the XCom value of an ended attempt; *xcom.Collector
-// implements it. Collect returns the value's reference, "" for none, a
-// *xcom.ValueError for a value that is wrong (final), or another error (to
-// be retried). It is called from the result workers, never twice at once
-// for the same attempt.
+// implements it and both optional capabilities below. Collect returns the
+// value's reference, "" for none, an error matching kubexec.ErrXComValue
+// for a value that is unusable (final: the attempt fails with its message),
+// or another error (retried). It is called from the result workers, never
+// twice at once for the same attempt.
+//
+// Optional capabilities, detected by type assertion:
+//
+//   - [PodMutator]: the executor applies it to every pod it builds (after
+//     the Builder, before kubexec's metadata), so that setting Config.XCom
+//     alone prepares the pods. Fallback: the host adds the matching
+//     middleware to its Builder.
+//   - [XComWaiter]: says when a pod's main container has ended while a
+//     sidecar keeps the pod running, so the value is collected then (which
+//     lets the pod end). Fallback: values are collected once the pod ends.
 type XComCollector interface {
 	Collect(ctx context.Context, pod *corev1.Pod, key kubexec.TaskKey) (string, error)
 }
 
-var _ XComCollector = (*xcom.Collector)(nil)
+// PodMutator changes a pod the executor built; see XComCollector.
+type PodMutator interface {
+	MutatePod(ctx context.Context, pod *corev1.Pod) error
+}
+
+// XComWaiter reports whether pod waits for its XCom value to be collected;
+// see XComCollector.
+type XComWaiter interface {
+	Waiting(pod *corev1.Pod) bool
+}
 
 // GCPolicy says what happens to a pod once its result is saved. Kept pods
 // get the done label (kubexec.LabelDone) so watches and lists skip them.

@@ -20,7 +20,6 @@ import (
 	"github.com/kubexec/kubexec/adoption"
 	"github.com/kubexec/kubexec/podtemplate"
 	"github.com/kubexec/kubexec/watch"
-	"github.com/kubexec/kubexec/xcom"
 )
 
 // Errors callers branch on, with errors.Is.
@@ -175,7 +174,7 @@ type attempt struct {
 	xcomWaiting bool
 	xcomDone    bool
 	xcomRef     string
-	xcomErr     *xcom.ValueError
+	xcomErr     error // matches kubexec.ErrXComValue
 	// verifyGone: the watch reported the pod deleted before a result was
 	// known: find out whether it vanished or was adopted by another
 	// executor.

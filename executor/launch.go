@@ -175,6 +175,11 @@ func (e *Kubernetes) build(ctx context.Context, spec podtemplate.TaskSpec) (*cor
 	if pod.Namespace == "" {
 		pod.Namespace = e.cfg.Namespace
 	}
+	if m, ok := e.cfg.XCom.(PodMutator); ok {
+		if err := m.MutatePod(ctx, pod); err != nil {
+			return nil, fmt.Errorf("Config.XCom could not prepare the pod: %w", err)
+		}
+	}
 	if err := kubexec.ApplyMetadata(pod, e.cfg.ExecutorID, spec.Key); err != nil {
 		return nil, err
 	}

@@ -15,7 +15,6 @@ import (
 
 	"github.com/kubexec/kubexec"
 	"github.com/kubexec/kubexec/watch"
-	"github.com/kubexec/kubexec/xcom"
 )
 
 // releasedMemory bounds how long a released pod is remembered if the watch
@@ -54,7 +53,7 @@ func (e *Kubernetes) observe(pod *corev1.Pod) {
 	a.namespace, a.podName, a.podUID, a.lastPod = pod.Namespace, pod.Name, pod.UID, pod
 	a.verifyGone = false
 	e.classifyLocked(a, pod, time.Now())
-	if a.result == nil && e.cfg.XCom != nil && !a.xcomDone && xcom.Waiting(pod) {
+	if w, ok := e.cfg.XCom.(XComWaiter); ok && a.result == nil && !a.xcomDone && w.Waiting(pod) {
 		a.xcomWaiting = true
 		e.results.Add(key)
 	}
@@ -375,11 +374,10 @@ func (e *Kubernetes) collectXCom(ctx context.Context, a *attempt, pod *corev1.Po
 	if !done {
 		var err error
 		ref, err = e.cfg.XCom.Collect(ctx, pod, a.key)
-		var valueErr *xcom.ValueError
 		switch {
-		case errors.As(err, &valueErr):
+		case errors.Is(err, kubexec.ErrXComValue):
 			e.mu.Lock()
-			a.xcomDone, a.xcomErr = true, valueErr
+			a.xcomDone, a.xcomErr = true, err
 			e.mu.Unlock()
 		case err != nil:
 			return fmt.Errorf("collect xcom: %w", err)

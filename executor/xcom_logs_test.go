@@ -18,22 +18,37 @@ import (
 
 // TestXComAndLogArchive: results carry their XCom value's reference, a
 // wrong value fails the attempt with its typed error, and logs are
-// archived before the pod is deleted, so they are readable afterwards.
+// archived before the pod is deleted, so they are readable afterwards. XCom
+// is enabled by Config.XCom alone (the Collector also prepares the pods,
+// here for the sidecar channel, read by exec), or, as before, with the
+// Collector and xcom.Middleware in the Builder (the pod is then prepared
+// once).
 func TestXComAndLogArchive(t *testing.T) {
+	t.Run("one value, sidecar channel", func(t *testing.T) {
+		testXComAndLogArchive(t, false, xcom.ChannelSidecar)
+	})
+	t.Run("middleware in the builder, termination message", func(t *testing.T) {
+		testXComAndLogArchive(t, true, xcom.ChannelTerminationMessage)
+	})
+}
+
+func testXComAndLogArchive(t *testing.T, builderMiddleware bool, channel xcom.Channel) {
 	ctx := t.Context()
 	ns := cluster.NewNamespace(t, "xcom", nil)
 	cfg := testConfig(ns)
-	template := podtemplate.DefaultTemplate()
-	uid := int64(1000)
-	template.Spec.SecurityContext.RunAsUser = &uid
-	builder, err := podtemplate.New(template, podtemplate.Config{
-		ExecutorID: cfg.ExecutorID, Namespace: ns,
-		Middleware: []podtemplate.Middleware{xcom.Middleware(xcom.PodConfig{Channel: xcom.ChannelTerminationMessage})},
-	})
-	require.NoError(t, err)
-	cfg.Builder = builder
+	if builderMiddleware {
+		template := podtemplate.DefaultTemplate()
+		uid := int64(1000)
+		template.Spec.SecurityContext.RunAsUser = &uid
+		builder, err := podtemplate.New(template, podtemplate.Config{
+			ExecutorID: cfg.ExecutorID, Namespace: ns,
+			Middleware: []podtemplate.Middleware{xcom.Middleware(xcom.PodConfig{Channel: channel})},
+		})
+		require.NoError(t, err)
+		cfg.Builder = builder
+	}
 	backend := &xcom.MemoryBackend{}
-	collector, err := xcom.NewCollector(cluster.Client(), cluster.RESTConfig(), backend, xcom.Config{})
+	collector, err := xcom.NewCollector(cluster.Client(), cluster.RESTConfig(), backend, xcom.Config{Pod: xcom.PodConfig{Channel: channel}})
 	require.NoError(t, err)
 	cfg.XCom = collector
 	sink, err := logs.NewFileSink(t.TempDir())
@@ -56,12 +71,25 @@ func TestXComAndLogArchive(t *testing.T) {
 	require.NoError(t, err)
 	require.JSONEq(t, `{"rows": 42}`, string(value))
 
+	name, err := kubexec.PodName(bad)
+	require.NoError(t, err)
+	kept, err := cluster.Client().CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+	require.NoError(t, err, "a failed pod is kept")
+	require.Equal(t, string(channel), kept.Annotations[xcom.AnnotationChannel])
+	sidecars := 0
+	for _, c := range append(kept.Spec.InitContainers, kept.Spec.Containers...) {
+		if c.Name == xcom.SidecarName {
+			sidecars++
+		}
+	}
+	require.Equal(t, map[bool]int{true: 1, false: 0}[channel == xcom.ChannelSidecar], sidecars)
+
 	require.Equal(t, kubexec.ReasonFailed, got[bad].Reason, "%+v", got[bad])
 	require.Contains(t, got[bad].Message, "XCom value")
 	require.Empty(t, got[bad].XComRef)
 
 	// The succeeded pod is deleted; its logs come from the archive.
-	name, err := kubexec.PodName(good)
+	name, err = kubexec.PodName(good)
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
 		_, err := cluster.Client().CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})

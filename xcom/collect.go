@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kubexec/kubexec"
+	"github.com/kubexec/kubexec/podtemplate"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -41,6 +42,10 @@ type Config struct {
 	MaxBytes int64
 	// Logger receives what the Collector retries. Default: discarded.
 	Logger *slog.Logger
+	// Pod prepares each pod for its channel when the Collector is used as
+	// the executor's Config.XCom (it is then also the pods' middleware;
+	// see MutatePod): the same settings as Middleware's.
+	Pod PodConfig
 }
 
 const defaultMaxBytes = 4 << 20
@@ -49,11 +54,33 @@ const defaultMaxBytes = 4 << 20
 // validates it, stores it in a Backend and returns its reference. It is
 // safe for concurrent use, but calls for the same attempt must not overlap.
 type Collector struct {
-	client  kubernetes.Interface
-	config  *rest.Config
-	backend Backend
-	cfg     Config
+	client     kubernetes.Interface
+	config     *rest.Config
+	backend    Backend
+	cfg        Config
+	middleware podtemplate.Middleware
 }
+
+// MutatePod prepares pod for its XCom channel, as Middleware(cfg.Pod)
+// does: an executor whose Config.XCom is the Collector applies it to every
+// pod it builds, so that one value enables XCom. A pod that a Builder
+// already prepared with Middleware (its main container has EnvPath) is
+// left as it is.
+func (c *Collector) MutatePod(ctx context.Context, pod *corev1.Pod) error {
+	if main := mainContainer(pod); main != nil {
+		for _, e := range main.Env {
+			if e.Name == EnvPath {
+				return nil
+			}
+		}
+	}
+	return c.middleware(ctx, pod)
+}
+
+// Waiting reports whether pod's main container has ended while the XCom
+// sidecar keeps the pod running, so that the value should be collected
+// now (see the package function Waiting).
+func (c *Collector) Waiting(pod *corev1.Pod) bool { return Waiting(pod) }
 
 // NewCollector returns a Collector that reads pods with client, execs in
 // them with config (the REST configuration client was made from; exec
@@ -82,7 +109,7 @@ func NewCollector(client kubernetes.Interface, config *rest.Config, backend Back
 	case cfg.MaxBytes < 0:
 		return nil, fmt.Errorf("%w: Config.MaxBytes is %d; use a positive number of bytes (default 4 MiB)", ErrInvalidConfig, cfg.MaxBytes)
 	}
-	return &Collector{client: client, config: config, backend: backend, cfg: cfg}, nil
+	return &Collector{client: client, config: config, backend: backend, cfg: cfg, middleware: Middleware(cfg.Pod)}, nil
 }
 
 // Collect returns the reference, in the Backend, to the value of key's

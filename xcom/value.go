@@ -68,6 +68,10 @@ func (e *ValueError) Error() string {
 // Unwrap returns Err.
 func (e *ValueError) Unwrap() error { return e.Err }
 
+// Is matches kubexec.ErrXComValue: a ValueError is final, and fails the
+// attempt.
+func (e *ValueError) Is(target error) bool { return target == kubexec.ErrXComValue }
+
 // ParseValue checks that data holds one JSON value in UTF-8, of at most
 // limit bytes, and returns it without surrounding whitespace. Errors wrap
 // ErrMissing (data is empty or only whitespace), ErrTooLarge or
