@@ -67,10 +67,10 @@ type Config struct {
 	ClientQPS   float32
 	ClientBurst int
 
-	// Builder builds each attempt's pod. Default: podtemplate.New with
-	// podtemplate.DefaultTemplate(), this ExecutorID and Namespace. The
-	// executor applies kubexec's metadata again after Build, so a builder
-	// made for another executor id cannot mislabel pods.
+	// Builder builds each attempt's pod. The executor hands it its
+	// identity in TaskSpec.ExecutorID (a Builder needs no ExecutorID of its
+	// own) and applies kubexec's metadata to a pod that lacks it. Default:
+	// podtemplate.New with podtemplate.DefaultTemplate() and Namespace.
 	Builder podtemplate.Builder
 
 	// LogArchiver archives an attempt's logs after its result is saved and

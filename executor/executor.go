@@ -271,7 +271,7 @@ func NewForClient(client kubernetes.Interface, store StateStore, cfg Config) (*K
 	var err error
 	builder := cfg.Builder
 	if builder == nil {
-		builder, err = podtemplate.New(podtemplate.DefaultTemplate(), podtemplate.Config{ExecutorID: cfg.ExecutorID, Namespace: cfg.Namespace})
+		builder, err = podtemplate.New(podtemplate.DefaultTemplate(), podtemplate.Config{Namespace: cfg.Namespace})
 		if err != nil {
 			return nil, err
 		}

@@ -666,20 +666,28 @@ func TestQuickStartRunsAsShown(t *testing.T) {
 	require.Contains(t, got[asRoot].Message, "set spec.securityContext.runAsUser")
 }
 
-// stopCheckingStore records, at each save, whether the attempt's pod had
-// stopped (ended, or gone) by then.
+// stopCheckingStore records, at each save, the containers of the
+// attempt's pod that its node still reported running by then.
 type stopCheckingStore struct {
 	*executor.MemoryStore
 	mu            sync.Mutex
-	runningAtSave map[kubexec.TaskKey]corev1.PodPhase
+	runningAtSave map[kubexec.TaskKey][]string
 }
 
 func (s *stopCheckingStore) SaveResult(ctx context.Context, r kubexec.Result) error {
 	p, err := cluster.Client().CoreV1().Pods(r.Namespace).Get(ctx, r.PodName, metav1.GetOptions{})
-	if err == nil && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed && p.Spec.NodeName != "" {
-		s.mu.Lock()
-		s.runningAtSave[r.Key] = p.Status.Phase
-		s.mu.Unlock()
+	if err == nil {
+		var running []string
+		for _, cs := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
+			if cs.State.Running != nil {
+				running = append(running, cs.Name)
+			}
+		}
+		if len(running) > 0 {
+			s.mu.Lock()
+			s.runningAtSave[r.Key] = running
+			s.mu.Unlock()
+		}
 	}
 	return s.MemoryStore.SaveResult(ctx, r)
 }
@@ -697,7 +705,7 @@ func TestResultWaitsForThePodToStop(t *testing.T) {
 	run := func(t *testing.T, stopWait time.Duration, stopSeconds int) (*stopCheckingStore, kubexec.TaskKey, kubexec.TaskKey) {
 		slowStop := fmt.Sprintf(`trap 'sleep %d; exit 143' TERM; sleep 300 & wait; sleep 5`, stopSeconds)
 		ns := cluster.NewNamespace(t, "stopwait", nil)
-		store := &stopCheckingStore{MemoryStore: executor.NewMemoryStore(), runningAtSave: map[kubexec.TaskKey]corev1.PodPhase{}}
+		store := &stopCheckingStore{MemoryStore: executor.NewMemoryStore(), runningAtSave: map[kubexec.TaskKey][]string{}}
 		cfg := testConfig(ns)
 		cfg.RevokeGracePeriod = 30 * time.Second
 		cfg.PodStopWait = stopWait

@@ -83,12 +83,20 @@ type TaskSpec struct {
 	// Override is merged into the pod after the fields above; see
 	// [ParseOverride].
 	Override Override
+	// ExecutorID is the executor instance that will own the pod; it goes
+	// into the pod's labels. The executor sets it before it calls Build
+	// (a value the host set is replaced), so a Builder needs no identity
+	// of its own. Default: Config.ExecutorID.
+	ExecutorID string
 }
 
 // Config configures a [Template].
 type Config struct {
-	// ExecutorID identifies the executor instance that will own the pods;
-	// it goes into their labels (see [kubexec.Labels]). Required.
+	// ExecutorID identifies the executor instance that will own the pods
+	// of task specs that name none (TaskSpec.ExecutorID); it goes into
+	// their labels (see [kubexec.Labels]). A Template used by an executor
+	// needs none: the executor hands its own id in each TaskSpec.
+	// Default: none.
 	ExecutorID string
 	// MainContainer is the name of the container that runs the task: it
 	// receives the task spec's image, command, args, env and resources.
@@ -114,8 +122,10 @@ func (c Config) withDefaults() Config {
 }
 
 func (c Config) validate() error {
-	if err := kubexec.ValidateExecutorID(c.ExecutorID); err != nil {
-		return fmt.Errorf("%w: Config.ExecutorID: %w", ErrInvalidConfig, err)
+	if c.ExecutorID != "" {
+		if err := kubexec.ValidateExecutorID(c.ExecutorID); err != nil {
+			return fmt.Errorf("%w: Config.ExecutorID: %w", ErrInvalidConfig, err)
+		}
 	}
 	if i := slices.IndexFunc(c.Middleware, func(m Middleware) bool { return m == nil }); i >= 0 {
 		return fmt.Errorf("%w: Config.Middleware[%d] is nil: remove it", ErrInvalidConfig, i)
@@ -165,6 +175,13 @@ func (t *Template) Build(ctx context.Context, spec TaskSpec) (*corev1.Pod, error
 	if err := spec.Key.Validate(); err != nil {
 		return nil, err
 	}
+	id := spec.ExecutorID
+	if id == "" {
+		id = t.cfg.ExecutorID
+	}
+	if id == "" {
+		return nil, fmt.Errorf("%w: no executor id for %s: an executor sets TaskSpec.ExecutorID; a Template used on its own needs Config.ExecutorID", ErrInvalidConfig, spec.Key)
+	}
 	pod := t.base.DeepCopy()
 	if errs := applySpec(pod, t.cfg.MainContainer, spec); len(errs) > 0 {
 		return nil, &ValidationError{Key: spec.Key, Errs: errs}
@@ -180,7 +197,7 @@ func (t *Template) Build(ctx context.Context, spec TaskSpec) (*corev1.Pod, error
 		pod.Namespace = t.cfg.Namespace
 	}
 	mainFirst(pod, t.cfg.MainContainer)
-	if err := kubexec.ApplyMetadata(pod, t.cfg.ExecutorID, spec.Key); err != nil {
+	if err := kubexec.ApplyMetadata(pod, id, spec.Key); err != nil {
 		return nil, err
 	}
 	for i, mw := range t.cfg.Middleware {
@@ -191,7 +208,7 @@ func (t *Template) Build(ctx context.Context, spec TaskSpec) (*corev1.Pod, error
 			return nil, &MiddlewareError{Index: i, Err: err}
 		}
 	}
-	if err := kubexec.ApplyMetadata(pod, t.cfg.ExecutorID, spec.Key); err != nil {
+	if err := kubexec.ApplyMetadata(pod, id, spec.Key); err != nil {
 		return nil, err
 	}
 	pod.APIVersion, pod.Kind = "v1", "Pod"

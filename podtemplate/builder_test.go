@@ -58,9 +58,25 @@ func TestNew(t *testing.T) {
 	require.ErrorIs(t, err, podtemplate.ErrInvalidTemplate)
 	require.ErrorContains(t, err, "DefaultTemplate()")
 
-	_, err = podtemplate.New(podtemplate.DefaultTemplate(), podtemplate.Config{})
+	_, err = podtemplate.New(podtemplate.DefaultTemplate(), podtemplate.Config{ExecutorID: "has space"})
 	require.ErrorIs(t, err, kubexec.ErrInvalidExecutorID)
 	require.ErrorContains(t, err, "Config.ExecutorID")
+
+	// No executor id of its own: the executor hands one in the task spec.
+	anonymous, err := podtemplate.New(podtemplate.DefaultTemplate(), podtemplate.Config{})
+	require.NoError(t, err)
+	key := kubexec.TaskKey{WorkflowID: "etl", TaskID: "load", RunID: "r1", MapIndex: kubexec.NotMapped, Attempt: 1}
+	_, err = anonymous.Build(t.Context(), podtemplate.TaskSpec{Key: key, Image: "busybox"})
+	require.ErrorIs(t, err, podtemplate.ErrInvalidConfig)
+	require.ErrorContains(t, err, "TaskSpec.ExecutorID")
+	pod, err := anonymous.Build(t.Context(), podtemplate.TaskSpec{Key: key, Image: "busybox", ExecutorID: "scheduler-0"})
+	require.NoError(t, err)
+	require.Equal(t, "scheduler-0", pod.Labels[kubexec.LabelExecutor])
+	named, err := podtemplate.New(podtemplate.DefaultTemplate(), podtemplate.Config{ExecutorID: "from-config"})
+	require.NoError(t, err)
+	pod, err = named.Build(t.Context(), podtemplate.TaskSpec{Key: key, Image: "busybox", ExecutorID: "scheduler-0"})
+	require.NoError(t, err)
+	require.Equal(t, "scheduler-0", pod.Labels[kubexec.LabelExecutor], "the task spec's id wins")
 
 	_, err = podtemplate.New(podtemplate.DefaultTemplate(), podtemplate.Config{ExecutorID: "x", MainContainer: "main"})
 	require.ErrorIs(t, err, podtemplate.ErrInvalidTemplate)
@@ -73,7 +89,7 @@ func TestNew(t *testing.T) {
 	base := podtemplate.DefaultTemplate()
 	tpl := newTemplate(t, base, podtemplate.Config{})
 	base.Spec.Containers[0].Image = "changed-after-new"
-	pod, err := tpl.Build(t.Context(), podtemplate.TaskSpec{Key: testKey, Image: "busybox"})
+	pod, err = tpl.Build(t.Context(), podtemplate.TaskSpec{Key: testKey, Image: "busybox"})
 	require.NoError(t, err)
 	require.Equal(t, "busybox", pod.Spec.Containers[0].Image, "New copies the template")
 }
