@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -78,6 +79,10 @@ type SweepConfig struct {
 	Namespaces []string
 	// PageSize is the list page size. Default 500.
 	PageSize int64
+	// Concurrency is the most relabels in flight at once (each is one
+	// patch, paced by the client's own rate limiter). Default 16, at most
+	// 1,000.
+	Concurrency int
 	// LeaseNamespace and ExpiredLeaseAge: when ExpiredLeaseAge is set, each
 	// sweep also deletes the kubexec Leases in LeaseNamespace that nobody
 	// has renewed for that long (by this instance's clock), other than
@@ -133,6 +138,12 @@ func NewSweeper(client kubernetes.Interface, liveness Liveness, cfg SweepConfig)
 	if cfg.PageSize == 0 {
 		cfg.PageSize = 500
 	}
+	if cfg.Concurrency == 0 {
+		cfg.Concurrency = 16
+	}
+	if cfg.Concurrency < 0 || cfg.Concurrency > 1000 {
+		return nil, fmt.Errorf("%w: SweepConfig.Concurrency is %d: it must be between 1 and 1000 (0 for the default)", ErrInvalidConfig, cfg.Concurrency)
+	}
 	if cfg.ExpiredLeaseAge < 0 {
 		return nil, fmt.Errorf("%w: SweepConfig.ExpiredLeaseAge is negative (%s): use 0 to keep Leases", ErrInvalidConfig, cfg.ExpiredLeaseAge)
 	}
@@ -168,6 +179,7 @@ func (s *Sweeper) Sweep(ctx context.Context) (SweepStats, error) {
 	}
 	alive := map[string]bool{}
 	var errs []error
+	var take []*corev1.Pod // the page's pods to adopt
 	for _, ns := range s.cfg.Namespaces {
 		opts := metav1.ListOptions{LabelSelector: sel.String(), Limit: s.cfg.PageSize}
 		for {
@@ -200,13 +212,13 @@ func (s *Sweeper) Sweep(ctx context.Context) (SweepStats, error) {
 				if isAlive {
 					continue
 				}
-				st.APICalls++
-				if err := Relabel(ctx, s.client, pod, s.cfg.ExecutorID); err != nil {
-					errs = append(errs, err)
-					continue
-				}
-				st.Adopted++
+				take = append(take, pod)
 			}
+			adopted, relabelErrs := s.relabelAll(ctx, take)
+			st.APICalls += len(take)
+			st.Adopted += adopted
+			errs = append(errs, relabelErrs...)
+			take = take[:0]
 			if list.Continue == "" {
 				break
 			}
@@ -219,6 +231,34 @@ func (s *Sweeper) Sweep(ctx context.Context) (SweepStats, error) {
 		}
 	}
 	return st, errors.Join(errs...)
+}
+
+// relabelAll relabels pods to this instance, Concurrency at a time, and
+// returns how many it took and the errors of the others.
+func (s *Sweeper) relabelAll(ctx context.Context, pods []*corev1.Pod) (int, []error) {
+	var (
+		mu      sync.Mutex
+		adopted int
+		errs    []error
+		wg      sync.WaitGroup
+	)
+	sem := make(chan struct{}, s.cfg.Concurrency)
+	for _, pod := range pods {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			err := Relabel(ctx, s.client, pod, s.cfg.ExecutorID)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+				return
+			}
+			adopted++
+		})
+	}
+	wg.Wait()
+	return adopted, errs
 }
 
 // sweepLeases deletes the kubexec Leases not renewed for ExpiredLeaseAge.
