@@ -191,7 +191,9 @@ func (w *Watcher) WaitForSync(ctx context.Context) error {
 
 // LastResourceVersion returns the resourceVersion the watch of namespace
 // has reached: that of the newest list, event or bookmark it has received
-// (events up to it may still be on their way to the Handler). A watch
+// (events up to it may still be on their way to the Handler). Right after
+// the first sync it may still be "" for a moment: client-go records the
+// list's version just after handing the list over. A watch
 // that resumes after a disconnect starts from it. When all namespaces are
 // watched, every namespace shares one watch and one resourceVersion. It
 // is "" for a namespace that is not watched or before the first list.

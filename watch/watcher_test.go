@@ -30,7 +30,9 @@ func TestWatchDeliversEachChangeOnce(t *testing.T) {
 	w, rec := newWatcher(t, client, Config{ExecutorID: id, Namespaces: []string{ns}})
 	require.Equal(t, map[string][]string{"p00": {"add"}, "p01": {"add"}, "p02": {"add"}, "p03": {"add"}, "p04": {"add"}},
 		byPod(rec.since(0)), "the first list, delivered before HasSynced")
-	require.NotEmpty(t, w.LastResourceVersion(ns))
+	// The informer records the list's resourceVersion just after it has
+	// handed the list over, so it may lag behind the sync for a moment.
+	rec.waitFor(t, "the first list's resourceVersion", func() bool { return w.LastResourceVersion(ns) != "" })
 	require.Empty(t, w.LastResourceVersion("elsewhere"))
 
 	mark := rec.mark()
