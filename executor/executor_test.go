@@ -210,16 +210,7 @@ func TestMixedOutcomes(t *testing.T) {
 func TestQuotaKeepsAttemptsQueued(t *testing.T) {
 	ctx := t.Context()
 	ns := cluster.NewNamespace(t, "quota", nil)
-	quotas := cluster.Client().CoreV1().ResourceQuotas(ns)
-	_, err := quotas.Create(ctx, &corev1.ResourceQuota{
-		ObjectMeta: metav1.ObjectMeta{Name: "pods"},
-		Spec:       corev1.ResourceQuotaSpec{Hard: corev1.ResourceList{corev1.ResourcePods: resource.MustParse("3")}},
-	}, metav1.CreateOptions{})
-	require.NoError(t, err)
-	require.NoError(t, wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
-		q, err := quotas.Get(ctx, "pods", metav1.GetOptions{})
-		return err == nil && q.Status.Hard != nil, err
-	}))
+	cluster.NewQuota(t, ns, "pods", corev1.ResourceList{corev1.ResourcePods: resource.MustParse("3")})
 
 	// Count the pods that the quota counts (those not yet Succeeded or
 	// Failed) at once, from a watch of our own. An ended pod that is still
@@ -333,7 +324,7 @@ func TestRevokeAndTimeouts(t *testing.T) {
 	ctx := t.Context()
 	ns := cluster.NewNamespace(t, "revoke", nil)
 	full := cluster.NewNamespace(t, "revoke-full", nil)
-	zeroPodQuota(t, full)
+	cluster.NewQuota(t, full, "no-pods", corev1.ResourceList{corev1.ResourcePods: resource.MustParse("0")})
 	store := executor.NewMemoryStore()
 	cfg := testConfig(ns)
 	cfg.Namespaces = []string{ns, full}
@@ -393,22 +384,6 @@ func TestRevokeAndTimeouts(t *testing.T) {
 	require.Equal(t, kubexec.ReasonSucceeded, got[resumed].Reason)
 	require.True(t, got[pending].Reason.SystemFailure() || !got[pending].Reason.Retryable(), "revoked attempts must not look like task failures to retry")
 	requireNoTrackedPods(t, ns)
-}
-
-// zeroPodQuota gives ns a ResourceQuota of zero pods and waits until the
-// quota controller has written its status (admission enforces it then).
-func zeroPodQuota(t *testing.T, ns string) {
-	t.Helper()
-	quotas := cluster.Client().CoreV1().ResourceQuotas(ns)
-	_, err := quotas.Create(t.Context(), &corev1.ResourceQuota{
-		ObjectMeta: metav1.ObjectMeta{Name: "no-pods"},
-		Spec:       corev1.ResourceQuotaSpec{Hard: corev1.ResourceList{corev1.ResourcePods: resource.MustParse("0")}},
-	}, metav1.CreateOptions{})
-	require.NoError(t, err)
-	require.NoError(t, wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
-		q, err := quotas.Get(ctx, "no-pods", metav1.GetOptions{})
-		return err == nil && q.Status.Hard != nil, err
-	}))
 }
 
 // TestFanOutWiderThanParallelism: a host that queues three times

@@ -6,10 +6,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	authenticationv1 "k8s.io/api/authentication/v1"
-	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 
@@ -22,29 +19,7 @@ import (
 // returns a client configuration that authenticates as it.
 func serviceAccountConfig(t *testing.T, ns string, role *rbacv1.Role) *rest.Config {
 	t.Helper()
-	ctx := t.Context()
-	client := cluster.Client()
-	_, err := client.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "scheduler"}}, metav1.CreateOptions{})
-	require.NoError(t, err)
-	_, err = client.RbacV1().Roles(ns).Create(ctx, role, metav1.CreateOptions{})
-	require.NoError(t, err)
-	_, err = client.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "scheduler"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: "scheduler", Namespace: ns}},
-	}, metav1.CreateOptions{})
-	require.NoError(t, err)
-	expiry := int64(3600)
-	tok, err := client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, "scheduler", &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &expiry},
-	}, metav1.CreateOptions{})
-	require.NoError(t, err)
-	admin := cluster.RESTConfig()
-	return &rest.Config{
-		Host:            admin.Host,
-		TLSClientConfig: rest.TLSClientConfig{CAData: admin.CAData},
-		BearerToken:     tok.Status.Token,
-	}
+	return cluster.ServiceAccountConfig(t, ns, "scheduler", role)
 }
 
 func shippedRole(t *testing.T) *rbacv1.Role {

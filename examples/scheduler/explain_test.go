@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -29,22 +28,13 @@ func serviceAccountKubeconfig(t *testing.T, ns string, role *rbacv1.Role) string
 	t.Helper()
 	ctx := t.Context()
 	client := devCluster.Client()
-	_, err := client.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "scheduler"}}, metav1.CreateOptions{})
-	require.NoError(t, err)
-	_, err = client.RbacV1().Roles(ns).Create(ctx, role, metav1.CreateOptions{})
-	require.NoError(t, err)
+	sa := devCluster.ServiceAccountConfig(t, ns, "scheduler", role)
 	subject := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: "scheduler", Namespace: ns}}
-	_, err = client.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "scheduler"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
-		Subjects:   subject,
-	}, metav1.CreateOptions{})
-	require.NoError(t, err)
 	readNS := &rbacv1.ClusterRole{
 		ObjectMeta: metav1.ObjectMeta{Name: "read-namespaces-" + ns},
 		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"get"}}},
 	}
-	_, err = client.RbacV1().ClusterRoles().Create(ctx, readNS, metav1.CreateOptions{})
+	_, err := client.RbacV1().ClusterRoles().Create(ctx, readNS, metav1.CreateOptions{})
 	require.NoError(t, err)
 	_, err = client.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: readNS.Name},
@@ -56,15 +46,9 @@ func serviceAccountKubeconfig(t *testing.T, ns string, role *rbacv1.Role) string
 		_ = client.RbacV1().ClusterRoleBindings().Delete(context.Background(), readNS.Name, metav1.DeleteOptions{})
 		_ = client.RbacV1().ClusterRoles().Delete(context.Background(), readNS.Name, metav1.DeleteOptions{})
 	})
-	expiry := int64(3600)
-	tok, err := client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, "scheduler", &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &expiry},
-	}, metav1.CreateOptions{})
-	require.NoError(t, err)
-	admin := devCluster.RESTConfig()
 	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["dev"] = &clientcmdapi.Cluster{Server: admin.Host, CertificateAuthorityData: admin.CAData}
-	cfg.AuthInfos["scheduler"] = &clientcmdapi.AuthInfo{Token: tok.Status.Token}
+	cfg.Clusters["dev"] = &clientcmdapi.Cluster{Server: sa.Host, CertificateAuthorityData: sa.CAData}
+	cfg.AuthInfos["scheduler"] = &clientcmdapi.AuthInfo{Token: sa.BearerToken}
 	cfg.Contexts["scheduler"] = &clientcmdapi.Context{Cluster: "dev", AuthInfo: "scheduler", Namespace: ns}
 	cfg.CurrentContext = "scheduler"
 	path := filepath.Join(t.TempDir(), "kubeconfig")
@@ -132,16 +116,7 @@ tasks:
 func TestExplainQuotaWithNoRoom(t *testing.T) {
 	e := newEnv(t, "explain-quota")
 	ctx := t.Context()
-	quotas := devCluster.Client().CoreV1().ResourceQuotas(e.ns)
-	_, err := quotas.Create(ctx, &corev1.ResourceQuota{
-		ObjectMeta: metav1.ObjectMeta{Name: "cpu"},
-		Spec:       corev1.ResourceQuotaSpec{Hard: corev1.ResourceList{corev1.ResourceRequestsCPU: resource.MustParse("1")}},
-	}, metav1.CreateOptions{})
-	require.NoError(t, err)
-	require.NoError(t, wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
-		q, err := quotas.Get(ctx, "cpu", metav1.GetOptions{})
-		return err == nil && q.Status.Hard != nil, err
-	}))
+	devCluster.NewQuota(t, e.ns, "cpu", corev1.ResourceList{corev1.ResourceRequestsCPU: resource.MustParse("1")})
 	// used 0 < hard 1: only what the task asks for (2) makes it full.
 	wf := e.writeWorkflow(`workflow: quota
 defaults: {image: busybox:1.36}

@@ -74,21 +74,9 @@ func TestQuotaExceededIsRefused(t *testing.T) {
 	ctx := t.Context()
 	ns := cluster.NewNamespace(t, "quota", nil)
 	pods := cluster.Client().CoreV1().Pods(ns)
-	quotas := cluster.Client().CoreV1().ResourceQuotas(ns)
-	_, err := quotas.Create(ctx, &corev1.ResourceQuota{
-		ObjectMeta: metav1.ObjectMeta{Name: "pods"},
-		Spec:       corev1.ResourceQuotaSpec{Hard: corev1.ResourceList{corev1.ResourcePods: resource.MustParse("1")}},
-	}, metav1.CreateOptions{})
-	require.NoError(t, err)
-	// Admission refuses every pod until the quota controller has computed
-	// the quota's status.
-	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
-		q, err := quotas.Get(ctx, "pods", metav1.GetOptions{})
-		return err == nil && q.Status.Hard != nil, err
-	})
-	require.NoError(t, err, "the quota controller never computed the quota's status")
+	cluster.NewQuota(t, ns, "pods", corev1.ResourceList{corev1.ResourcePods: resource.MustParse("1")})
 
-	_, err = pods.Create(ctx, pausePod("first"), metav1.CreateOptions{})
+	_, err := pods.Create(ctx, pausePod("first"), metav1.CreateOptions{})
 	require.NoError(t, err)
 	_, err = pods.Create(ctx, pausePod("second"), metav1.CreateOptions{})
 	require.Error(t, err)

@@ -7,8 +7,11 @@ import (
 	"os"
 	"testing"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 )
 
 // Main starts one cluster for a package's tests, runs them, prints the
@@ -91,4 +94,61 @@ func (c *Cluster) NewNamespace(t testing.TB, prefix string, labels map[string]st
 		t.Fatal(err)
 	}
 	return ns.Name
+}
+
+// NewQuota creates the ResourceQuota name in ns with the given hard limits
+// and waits until the quota controller has computed its status: admission
+// refuses every pod of the namespace before that.
+func (c *Cluster) NewQuota(t testing.TB, ns, name string, hard corev1.ResourceList) {
+	t.Helper()
+	ctx := t.Context()
+	quotas := c.client.CoreV1().ResourceQuotas(ns)
+	_, err := quotas.Create(ctx, &corev1.ResourceQuota{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec:       corev1.ResourceQuotaSpec{Hard: hard},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create ResourceQuota %s/%s: %v", ns, name, err)
+	}
+	err = c.poll(ctx, "the status of ResourceQuota "+ns+"/"+name, []*process{c.controller}, func(ctx context.Context) (bool, error) {
+		q, err := quotas.Get(ctx, name, metav1.GetOptions{})
+		return err == nil && q.Status.Hard != nil, err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ServiceAccountConfig makes the ServiceAccount name in ns, bound to role
+// (created in ns), and returns a client configuration that authenticates
+// as it with a token valid for an hour.
+func (c *Cluster) ServiceAccountConfig(t testing.TB, ns, name string, role *rbacv1.Role) *rest.Config {
+	t.Helper()
+	ctx := t.Context()
+	fail := func(what string, err error) {
+		if err != nil {
+			t.Fatalf("%s for ServiceAccount %s/%s: %v", what, ns, name, err)
+		}
+	}
+	_, err := c.client.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	fail("create the ServiceAccount", err)
+	_, err = c.client.RbacV1().Roles(ns).Create(ctx, role, metav1.CreateOptions{})
+	fail("create the Role", err)
+	_, err = c.client.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: ns}},
+	}, metav1.CreateOptions{})
+	fail("create the RoleBinding", err)
+	expiry := int64(3600)
+	tok, err := c.client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &expiry},
+	}, metav1.CreateOptions{})
+	fail("create a token", err)
+	admin := c.RESTConfig()
+	return &rest.Config{
+		Host:            admin.Host,
+		TLSClientConfig: rest.TLSClientConfig{CAData: admin.CAData},
+		BearerToken:     tok.Status.Token,
+	}
 }
