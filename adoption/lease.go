@@ -54,15 +54,12 @@ type LeaseConfig struct {
 	Logger *slog.Logger
 }
 
-// DefaultLeaseDuration is LeaseConfig.LeaseDuration's default.
-const DefaultLeaseDuration = 15 * time.Second
-
 func (c LeaseConfig) withDefaults() LeaseConfig {
 	if c.Namespace == "" {
 		c.Namespace = "default"
 	}
 	if c.LeaseDuration == 0 {
-		c.LeaseDuration = DefaultLeaseDuration
+		c.LeaseDuration = 15 * time.Second
 	}
 	if c.RenewDeadline == 0 {
 		c.RenewDeadline = 10 * time.Second
@@ -125,6 +122,10 @@ func NewLeaseHolder(client kubernetes.Interface, cfg LeaseConfig) (*LeaseHolder,
 	}
 	return &LeaseHolder{client: client, cfg: cfg, name: LeaseName(cfg.ExecutorID)}, nil
 }
+
+// Duration is how long after its last renewal the holder counts as alive
+// (LeaseConfig.LeaseDuration, after defaults).
+func (h *LeaseHolder) Duration() time.Duration { return h.cfg.LeaseDuration }
 
 // Acquire creates or renews the Lease once. An instance restarted with the
 // same id takes its own Lease back at once.

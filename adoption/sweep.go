@@ -266,7 +266,7 @@ func (s *Sweeper) relabelAll(ctx context.Context, pods []*corev1.Pod) (int, []er
 // renewed meanwhile stays.
 func (s *Sweeper) sweepLeases(ctx context.Context, st *SweepStats) error {
 	leases := s.client.CoordinationV1().Leases(s.cfg.LeaseNamespace)
-	list, err := leases.List(ctx, metav1.ListOptions{LabelSelector: kubexec.LabelManagedBy + "=" + kubexec.ManagedByValue})
+	list, err := leases.List(ctx, metav1.ListOptions{LabelSelector: kubexec.ManagedSelector().String()})
 	st.APICalls++
 	if err != nil {
 		return fmt.Errorf("adoption: list Leases in %q: %w", s.cfg.LeaseNamespace, err)

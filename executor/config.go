@@ -69,7 +69,8 @@ type Config struct {
 
 	// Builder builds each attempt's pod. The executor hands it its
 	// identity in TaskSpec.ExecutorID (a Builder needs no ExecutorID of its
-	// own) and applies kubexec's metadata to a pod that lacks it. Default:
+	// own) and applies kubexec's metadata again after Build, so that a
+	// Builder of the host's own cannot mislabel pods. Default:
 	// podtemplate.New with podtemplate.DefaultTemplate() and Namespace.
 	Builder podtemplate.Builder
 
@@ -217,6 +218,12 @@ type GCPolicy struct {
 	Delay time.Duration
 }
 
+// Defaults of Config.ClientQPS and ClientBurst.
+const (
+	defaultClientQPS   = 50
+	defaultClientBurst = 100
+)
+
 func (c Config) withDefaults() Config {
 	if c.ExecutorID == "" {
 		c.ExecutorID = generateID()
@@ -242,10 +249,10 @@ func (c Config) withDefaults() Config {
 		c.CreateBurst = 30
 	}
 	if c.ClientQPS == 0 {
-		c.ClientQPS = 50
+		c.ClientQPS = defaultClientQPS
 	}
 	if c.ClientBurst == 0 {
-		c.ClientBurst = 100
+		c.ClientBurst = defaultClientBurst
 	}
 	if c.RevokeGracePeriod == 0 {
 		c.RevokeGracePeriod = 30 * time.Second

@@ -1,6 +1,7 @@
 package executor
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -237,10 +238,10 @@ func New(restConfig *rest.Config, store StateStore, cfg Config) (*Kubernetes, er
 	}
 	rc := rest.CopyConfig(restConfig)
 	if rc.QPS == 0 {
-		rc.QPS = cfg.withDefaults().ClientQPS
+		rc.QPS = cmp.Or(cfg.ClientQPS, defaultClientQPS)
 	}
 	if rc.Burst == 0 {
-		rc.Burst = cfg.withDefaults().ClientBurst
+		rc.Burst = cmp.Or(cfg.ClientBurst, defaultClientBurst)
 	}
 	client, err := kubernetes.NewForConfig(rc)
 	if err != nil {
@@ -303,15 +304,11 @@ func NewForClient(client kubernetes.Interface, store StateStore, cfg Config) (*K
 			liveness = adoption.NewLeaseLiveness(client, cfg.LeaseNamespace)
 		}
 	}
-	leaseDuration := cfg.LeaseDuration
-	if leaseDuration == 0 {
-		leaseDuration = adoption.DefaultLeaseDuration
-	}
 	sweeper, err := adoption.NewSweeper(client, liveness, adoption.SweepConfig{
 		ExecutorID:      cfg.ExecutorID,
 		Namespaces:      cfg.Namespaces,
 		LeaseNamespace:  cfg.LeaseNamespace,
-		ExpiredLeaseAge: expiredLeaseDurations * leaseDuration,
+		ExpiredLeaseAge: expiredLeaseDurations * lease.Duration(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("executor: %w", err)

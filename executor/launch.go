@@ -181,12 +181,8 @@ func (e *Kubernetes) build(ctx context.Context, spec podtemplate.TaskSpec) (*cor
 			return nil, fmt.Errorf("Config.XCom could not prepare the pod: %w", err)
 		}
 	}
-	// A Builder of the host's own may label pods wrongly or not at all:
-	// kubexec's metadata is applied unless the pod carries it already.
-	if k, err := kubexec.KeyFromObject(pod); err != nil || k != spec.Key || pod.Labels[kubexec.LabelExecutor] != e.cfg.ExecutorID || !slices.Contains(pod.Finalizers, kubexec.FinalizerResultTracking) {
-		if err := kubexec.ApplyMetadata(pod, e.cfg.ExecutorID, spec.Key); err != nil {
-			return nil, err
-		}
+	if err := kubexec.ApplyMetadata(pod, e.cfg.ExecutorID, spec.Key); err != nil {
+		return nil, err
 	}
 	if !e.cfg.allNamespaces() && !slices.Contains(e.cfg.Namespaces, pod.Namespace) {
 		return nil, fmt.Errorf("the pod's namespace %q is not one the executor watches (%v): add it to Config.Namespaces or change the task's namespace", pod.Namespace, e.cfg.Namespaces)

@@ -38,7 +38,20 @@ type Permission struct {
 
 // String says it as the PermissionError lists it, such as `create pods in
 // namespace "etl"`.
-func (p Permission) String() string { return describePermission(p) }
+func (p Permission) String() string {
+	res := p.Resource
+	if p.Subresource != "" {
+		res += "/" + p.Subresource
+	}
+	if p.Group != "" {
+		res += "." + p.Group
+	}
+	where := fmt.Sprintf("in namespace %q", p.Namespace)
+	if p.Namespace == "" {
+		where = "in all namespaces"
+	}
+	return fmt.Sprintf("%s %s %s", p.Verb, res, where)
+}
 
 // Features are the optional parts of an executor that need permissions of
 // their own.
@@ -116,19 +129,4 @@ func (e *Kubernetes) checkPermissions(ctx context.Context) error {
 		return err
 	}
 	return nil
-}
-
-func describePermission(p Permission) string {
-	res := p.Resource
-	if p.Subresource != "" {
-		res += "/" + p.Subresource
-	}
-	if p.Group != "" {
-		res += "." + p.Group
-	}
-	where := fmt.Sprintf("in namespace %q", p.Namespace)
-	if p.Namespace == "" {
-		where = "in all namespaces"
-	}
-	return fmt.Sprintf("%s %s %s", p.Verb, res, where)
 }

@@ -408,13 +408,14 @@ func (e *Kubernetes) release(ctx context.Context, a *attempt) error {
 	e.mu.Lock()
 	ns, name, uid := a.namespace, a.podName, a.podUID
 	gone, released, force, grace, deleteAt := a.podGone || a.podName == "", a.released, a.releasePod, a.grace, a.deleteAt
+	deleted := a.stopSent // readyToSave deleted it before the save
 	succeeded := a.result.Reason == kubexec.ReasonSucceeded
 	e.mu.Unlock()
 
 	if !gone {
 		del := force || (succeeded && !e.cfg.GC.KeepOnSuccess) || (!succeeded && e.cfg.GC.DeleteOnFailure)
 		delayed := del && !force && e.cfg.GC.Delay > 0
-		if del && !delayed && !released {
+		if del && !delayed && !released && !deleted {
 			// Delete before the finalizer goes: a crash in between leaves
 			// a terminating pod that still holds the finalizer (a restart
 			// releases it again), never a pod that nobody tracks.

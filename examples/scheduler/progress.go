@@ -134,8 +134,8 @@ func (p *progress) rows(ctx context.Context) ([]row, map[string]int, error) {
 // executor says of it.
 func attemptState(st executor.AttemptStatus, tracked bool) (string, string) {
 	detail := func(fallback string) string {
-		if m := strings.Join(strings.Fields(st.Message), " "); m != "" {
-			return truncate(m, 80)
+		if m := strings.TrimSpace(st.Message); m != "" {
+			return driver.OneLine(m, 80)
 		}
 		return fallback
 	}
@@ -152,15 +152,6 @@ func attemptState(st executor.AttemptStatus, tracked bool) (string, string) {
 		return "running", "on " + st.Node
 	}
 	return "finishing", string(st.State) + ", saving the result and logs"
-}
-
-// truncate cuts s to n runes with an ellipsis.
-func truncate(s string, n int) string {
-	r := []rune(s)
-	if len(r) <= n {
-		return s
-	}
-	return string(r[:n-1]) + "…"
 }
 
 var stateOrder = []string{"succeeded", "running", "pending", "queued", "finishing", "retrying", "waiting", "failed", "upstream_failed", "cancelled"}

@@ -102,12 +102,14 @@ func Describe(r kubexec.Result) string {
 		s += "ended " + string(r.Reason)
 	}
 	if r.Message != "" {
-		s += " (" + oneLine(r.Message, 400) + ")"
+		s += " (" + OneLine(r.Message, 400) + ")"
 	}
 	return s
 }
 
-func oneLine(s string, n int) string {
+// OneLine returns s on one line (line breaks and tabs become spaces), cut
+// to n runes with an ellipsis.
+func OneLine(s string, n int) string {
 	out := make([]rune, 0, len(s))
 	for _, c := range s {
 		if c == '\n' || c == '\r' || c == '\t' {
