@@ -29,8 +29,11 @@ bench: devcluster
 	$(GO) run ./internal/bench -go $(GO) -out BENCHMARKS.md -dir _output/bench
 
 ## devcluster: build etcd, kube-apiserver, kube-controller-manager,
-## kube-scheduler and the process node into _output/bin (cold: ~5-10 min).
+## kube-scheduler, the kubelet and the process node into _output/bin (cold:
+## ~10-15 min), and install the Debian packages the kubelet node runs
+## (containerd, runc, ...) if missing.
 devcluster:
+	bash internal/devcluster/bin/install-packages.sh
 	bash internal/devcluster/bin/build.sh $(BIN)
 
 vet:
@@ -38,6 +41,8 @@ vet:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
 ## cluster-up: start a dev cluster in the background; prints its kubeconfig.
+## NODE_KIND=kubelet runs the real kubelet (with containerd and runc)
+## instead of the process node; NODE_KIND=both runs one of each.
 cluster-up: devcluster
 	bash internal/devcluster/cluster.sh up
 

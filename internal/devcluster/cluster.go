@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -36,6 +37,13 @@ type Options struct {
 
 	// Nodes is the number of process nodes to start. Default: 0.
 	Nodes int
+	// KubeletNodes is the number of real kubelet nodes to start (kubelet,
+	// containerd and runc on this machine; see kubelet.go). They need root
+	// and Debian's containerd, runc, containernetworking-plugins and
+	// busybox-static. Default: 0. Both kinds can run in one cluster; pods
+	// choose one with a nodeSelector on ProcessNodeLabel or
+	// KubeletNodeLabel.
+	KubeletNodes int
 	// NodeCPU is each node's cpu capacity. Default: "8".
 	NodeCPU string
 	// NodeMemory is each node's memory capacity. Default: "16Gi".
@@ -68,6 +76,27 @@ type Options struct {
 
 	// Logf receives progress messages. Default: discarded.
 	Logf func(format string, args ...any)
+}
+
+// NodeKinds are the values SetNodeKind takes.
+var NodeKinds = []string{"process", "kubelet", "both"}
+
+// SetNodeKind sets Nodes and KubeletNodes for a cluster of n nodes of one
+// kind: "process" (n process nodes), "kubelet" (n kubelet nodes) or "both"
+// (n of each). It is what the --node-kind flags of `make cluster-up` and
+// the example scheduler call.
+func (o *Options) SetNodeKind(kind string, n int) error {
+	switch kind {
+	case "process":
+		o.Nodes, o.KubeletNodes = n, 0
+	case "kubelet":
+		o.Nodes, o.KubeletNodes = 0, n
+	case "both":
+		o.Nodes, o.KubeletNodes = n, n
+	default:
+		return fmt.Errorf("devcluster: node kind %q: use one of %s", kind, strings.Join(NodeKinds, ", "))
+	}
+	return nil
 }
 
 func (o Options) withDefaults() Options {
@@ -105,6 +134,9 @@ func (o Options) validate() error {
 	if o.Nodes < 0 {
 		return fmt.Errorf("devcluster: Options.Nodes is %d; use 0 or more", o.Nodes)
 	}
+	if o.KubeletNodes < 0 || o.KubeletNodes > 250 {
+		return fmt.Errorf("devcluster: Options.KubeletNodes is %d; use 0 to 250", o.KubeletNodes)
+	}
 	if o.NodePods < 0 {
 		return fmt.Errorf("devcluster: Options.NodePods is %d; use 1 or more", o.NodePods)
 	}
@@ -129,6 +161,7 @@ type Cluster struct {
 	controller *process
 	scheduler  *process
 	nodes      []*nodeAgent
+	kubelets   []*kubeletNode
 	stopped    bool
 
 	restConfig *rest.Config
@@ -197,6 +230,11 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 			return nil, err
 		}
 	}
+	if opts.KubeletNodes > 0 {
+		if err := c.startKubeletNodes(ctx); err != nil {
+			return nil, err
+		}
+	}
 	opts.Logf("devcluster: ready at %s (folder %s)", c.restConfig.Host, c.dir)
 	return c, nil
 }
@@ -229,6 +267,9 @@ func (c *Cluster) Stop() error {
 	}
 	c.stopped = true
 	var errs []error
+	for i := len(c.kubelets) - 1; i >= 0; i-- {
+		errs = append(errs, c.kubelets[i].stop())
+	}
 	for i := len(c.nodes) - 1; i >= 0; i-- {
 		errs = append(errs, c.nodes[i].proc.stop(5*time.Second))
 	}

@@ -2,6 +2,8 @@
 # cluster.sh up|down: runs the dev cluster in the background for people
 # (make cluster-up / make cluster-down). State lives in .devcluster/ in the
 # project root; the kubeconfig is at .devcluster/cluster/kubeconfig.
+# NODES (default 1) and NODE_KIND (process, kubelet or both; default
+# process) choose the nodes.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 state="$root/.devcluster"
@@ -18,7 +20,7 @@ up)
 	fi
 	(cd "$root" && go build -o _output/bin/devcluster ./internal/devcluster/cmd/devcluster)
 	rm -f "$state/cluster/ready"
-	nohup "$root/_output/bin/devcluster" up --dir "$state/cluster" --nodes "${NODES:-1}" \
+	nohup "$root/_output/bin/devcluster" up --dir "$state/cluster" --nodes "${NODES:-1}" --node-kind "${NODE_KIND:-process}" \
 		>"$state/devcluster.log" 2>&1 </dev/null &
 	echo $! >"$pidfile"
 	for _ in $(seq 1 1800); do

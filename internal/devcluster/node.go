@@ -84,8 +84,14 @@ func (c *Cluster) nodeArgs(a *nodeAgent) []string {
 // controller-manager has lifted the not-ready taint every new node starts
 // with, so that pods can be scheduled on it.
 func (c *Cluster) waitNodeReady(ctx context.Context, a *nodeAgent) error {
-	return c.poll(ctx, "node "+a.name+" Ready", []*process{a.proc, c.apiserver}, func(ctx context.Context) (bool, error) {
-		n, err := c.client.CoreV1().Nodes().Get(ctx, a.name, metav1.GetOptions{})
+	return c.waitReady(ctx, a.name, a.proc)
+}
+
+// waitReady waits until node name is Ready and schedulable, failing early
+// if one of procs (the node's own) or the API server exits.
+func (c *Cluster) waitReady(ctx context.Context, name string, procs ...*process) error {
+	return c.poll(ctx, "node "+name+" Ready", append(procs, c.apiserver), func(ctx context.Context) (bool, error) {
+		n, err := c.client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return false, nil
 		}

@@ -32,14 +32,23 @@ type process struct {
 // gets SIGKILL when the process that started it dies (Pdeathsig), so a
 // killed test binary leaves nothing behind.
 func (c *Cluster) startProcess(name, binary string, args ...string) (*process, error) {
+	return c.startCommand(name, filepath.Join(c.opts.BinDir, binary), nil, args...)
+}
+
+// startCommand starts the program at path with args, and env added to this
+// process's environment, as startProcess does.
+func (c *Cluster) startCommand(name, path string, env []string, args ...string) (*process, error) {
 	logPath := filepath.Join(c.dir, name+".log")
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
 	defer logFile.Close()
-	fmt.Fprintf(logFile, "==== %s starting %s %s\n", time.Now().Format(time.RFC3339Nano), binary, strings.Join(args, " "))
-	cmd := exec.Command(filepath.Join(c.opts.BinDir, binary), args...)
+	fmt.Fprintf(logFile, "==== %s starting %s %s\n", time.Now().Format(time.RFC3339Nano), path, strings.Join(args, " "))
+	cmd := exec.Command(path, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Dir = c.dir
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
@@ -110,6 +119,9 @@ func (c *Cluster) logTails(n int) string {
 	procs := []*process{c.etcd, c.apiserver, c.controller, c.scheduler}
 	for _, a := range c.nodes {
 		procs = append(procs, a.proc)
+	}
+	for _, k := range c.kubelets {
+		procs = append(procs, k.containerd, k.kubelet)
 	}
 	for _, p := range procs {
 		if p == nil {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the dev cluster's binaries into the folder given as $1: etcd,
-# kube-apiserver, kube-controller-manager, kube-scheduler (from the Go module
+# kube-apiserver, kube-controller-manager, kube-scheduler, kubelet (from the Go module
 # proxy, pinned by this folder's go.mod) and every main package of this
 # module. A cold build takes about 5-10 minutes on two cores; later builds
 # are incremental.
@@ -15,5 +15,6 @@ go build -ldflags "$ldflags" -o "$out/" \
 	k8s.io/kubernetes/cmd/kube-apiserver \
 	k8s.io/kubernetes/cmd/kube-controller-manager \
 	k8s.io/kubernetes/cmd/kube-scheduler \
+	k8s.io/kubernetes/cmd/kubelet \
 	$own
 go build -ldflags "$ldflags" -o "$out/etcd" go.etcd.io/etcd/server/v3

@@ -1,7 +1,10 @@
 // Command devcluster runs kubexec's dev cluster for people.
 //
-//	devcluster up --dir DIR [--nodes N]   run until SIGINT/SIGTERM; DIR/kubeconfig is written when ready
-//	devcluster info [--nodes N]           start a cluster, print what it serves, stop it
+//	devcluster up --dir DIR [--nodes N] [--node-kind K]   run until SIGINT/SIGTERM; DIR/kubeconfig is written when ready
+//	devcluster info [--nodes N] [--node-kind K]           start a cluster, print what it serves, stop it
+//
+// K is process (kubexec-node, the default), kubelet (the real kubelet with
+// containerd and runc) or both.
 //
 // `make cluster-up` and `make cluster-down` wrap `up` in the background.
 package main
@@ -44,24 +47,44 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: devcluster up --dir DIR [--nodes N] | devcluster info [--nodes N]")
+	fmt.Fprintln(os.Stderr, "usage: devcluster up --dir DIR [--nodes N] [--node-kind process|kubelet|both] | devcluster info [--nodes N] [--node-kind process|kubelet|both]")
 	os.Exit(2)
 }
 
-func commonFlags(name string) (*flag.FlagSet, *devcluster.Options) {
-	opts := &devcluster.Options{Logf: log.Printf}
-	fs := flag.NewFlagSet(name, flag.ExitOnError)
-	fs.IntVar(&opts.Nodes, "nodes", 1, "number of process nodes")
-	fs.StringVar(&opts.BinDir, "bin", "", "folder of the dev cluster binaries (default: _output/bin in the module root)")
-	return fs, opts
+// clusterFlags are the flags of every subcommand.
+type clusterFlags struct {
+	fs    *flag.FlagSet
+	opts  devcluster.Options
+	nodes int
+	kind  string
+}
+
+func commonFlags(name string) *clusterFlags {
+	f := &clusterFlags{opts: devcluster.Options{Logf: log.Printf}, fs: flag.NewFlagSet(name, flag.ExitOnError)}
+	f.fs.IntVar(&f.nodes, "nodes", 1, "number of nodes (of each kind with --node-kind both)")
+	f.fs.StringVar(&f.kind, "node-kind", "process", "process (kubexec-node), kubelet (the real kubelet with containerd and runc) or both")
+	f.fs.StringVar(&f.opts.BinDir, "bin", "", "folder of the dev cluster binaries (default: _output/bin in the module root)")
+	return f
+}
+
+// parse parses args and applies --nodes and --node-kind.
+func (f *clusterFlags) parse(args []string) (*devcluster.Options, error) {
+	_ = f.fs.Parse(args)
+	if err := f.opts.SetNodeKind(f.kind, f.nodes); err != nil {
+		return nil, err
+	}
+	return &f.opts, nil
 }
 
 // up runs a cluster in DIR until it is told to stop. It writes DIR/ready
 // once the cluster is ready, so a script can wait for it.
 func up(args []string) error {
-	fs, opts := commonFlags("up")
-	fs.StringVar(&opts.Dir, "dir", "", "folder for the cluster's data, kubeconfig and logs (required; emptied first)")
-	_ = fs.Parse(args)
+	f := commonFlags("up")
+	f.fs.StringVar(&f.opts.Dir, "dir", "", "folder for the cluster's data, kubeconfig and logs (required; emptied first)")
+	opts, err := f.parse(args)
+	if err != nil {
+		return err
+	}
 	if opts.Dir == "" {
 		return errors.New("--dir is required")
 	}
@@ -88,8 +111,10 @@ func up(args []string) error {
 
 // info starts a cluster, prints what it serves and stops it.
 func info(args []string, w io.Writer) error {
-	fs, opts := commonFlags("info")
-	_ = fs.Parse(args)
+	opts, err := commonFlags("info").parse(args)
+	if err != nil {
+		return err
+	}
 	opts.Logf = func(string, ...any) {}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
