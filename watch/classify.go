@@ -694,19 +694,27 @@ func mainStartedAt(pod *corev1.Pod) time.Time {
 	switch {
 	case main.State.Running != nil:
 		// After a restart, the first start is in the last termination.
-		if t := main.LastTerminationState.Terminated; t != nil && !t.StartedAt.IsZero() {
-			return t.StartedAt.Time
+		if t := startedAt(main.LastTerminationState.Terminated); !t.IsZero() {
+			return t
 		}
 		return main.State.Running.StartedAt.Time
 	case main.State.Terminated != nil:
-		if t := main.LastTerminationState.Terminated; t != nil && !t.StartedAt.IsZero() {
-			return t.StartedAt.Time
+		if t := startedAt(main.LastTerminationState.Terminated); !t.IsZero() {
+			return t
 		}
-		return main.State.Terminated.StartedAt.Time
-	case main.LastTerminationState.Terminated != nil:
-		return main.LastTerminationState.Terminated.StartedAt.Time
+		return startedAt(main.State.Terminated)
 	}
-	return time.Time{}
+	return startedAt(main.LastTerminationState.Terminated)
+}
+
+// startedAt is when a terminated container started, or zero if it never
+// did: the kubelet reports a container whose process could not start
+// (StartError) with startedAt 1970-01-01T00:00:00Z, the CRI's zero time.
+func startedAt(t *corev1.ContainerStateTerminated) time.Time {
+	if t == nil || t.StartedAt.Unix() <= 0 {
+		return time.Time{}
+	}
+	return t.StartedAt.Time
 }
 
 // pullSince is when image pulls could have started: the pod's start on its

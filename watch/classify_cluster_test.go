@@ -17,14 +17,17 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubexec/kubexec"
+	"github.com/kubexec/kubexec/internal/devcluster"
 )
 
-// nodePod is a pod for the process node: its containers run the host's
-// programs, whatever the image says.
+// nodePod is a pod for a process node (its containers run the host's
+// programs, whatever the image says) unless a mutation pins it elsewhere
+// (onKind).
 func nodePod(t testing.TB, executorID, name string, command string, mutate ...func(*corev1.Pod)) *corev1.Pod {
 	t.Helper()
 	p := newPod(t, executorID, name)
 	p.Spec.SchedulerName = ""
+	p.Spec.NodeSelector = map[string]string{devcluster.ProcessNodeLabel: "true"}
 	p.Spec.TerminationGracePeriodSeconds = new(int64(5))
 	p.Spec.Containers[0].Command = []string{"sh", "-c", command}
 	for _, m := range mutate {
@@ -117,19 +120,38 @@ func classifyWatched(t *testing.T, h *history, name string, opts ClassifyOptions
 func terminalClass(c Classification) bool { return c.Terminal() }
 func runningClass(c Classification) bool  { return c.Phase == PhaseRunning }
 
-// TestClassifyRealPods runs pods on the process node into each outcome the
+// nodeKinds are the kinds of node the cross-node cases run on, each with
+// the label that pins a pod to it: kubexec-node, and the real kubelet with
+// containerd and runc.
+var nodeKinds = []struct{ name, label string }{
+	{"process", devcluster.ProcessNodeLabel},
+	{"kubelet", devcluster.KubeletNodeLabel},
+}
+
+// TestClassifyRealPods runs pods on each kind of node into each outcome the
 // node can produce and checks how Classify reads what the Watcher
 // delivered (trimmed pods): success, exit codes, init containers, OOM
 // kills, deadlines, image and configuration errors, unschedulable pods,
-// eviction, preemption and deletion.
+// eviction and deletion. The same cases, with the same expectations, run
+// on the process node and on the real kubelet.
 func TestClassifyRealPods(t *testing.T) {
 	t.Parallel()
+	for _, kind := range nodeKinds {
+		t.Run(kind.name, func(t *testing.T) {
+			t.Parallel()
+			testClassifyRealPods(t, kind.label)
+		})
+	}
+}
+
+func testClassifyRealPods(t *testing.T, nodeLabel string) {
 	client := cluster.Client()
 	ns := cluster.NewNamespace(t, "watch-classify", nil)
 	id := executorID(t)
 	h := watchHistory(t, client, id, ns)
 	create := func(p *corev1.Pod) {
 		t.Helper()
+		p.Spec.NodeSelector = map[string]string{nodeLabel: "true"}
 		_, err := client.CoreV1().Pods(ns).Create(t.Context(), p, metav1.CreateOptions{})
 		require.NoError(t, err)
 	}

@@ -189,6 +189,16 @@ func classifyCases() []classifyCase {
 			startedAt: t0.Add(minute), finishedAt: t0.Add(2 * minute),
 		},
 		{
+			name: "failed to start: the kubelet's startedAt of 1970 is no start",
+			pod: testPod(phase(corev1.PodFailed), status(false, corev1.ContainerStatus{Name: "base", State: corev1.ContainerState{
+				Terminated: &corev1.ContainerStateTerminated{ExitCode: 128, Reason: "StartError",
+					Message:   `failed to create containerd task: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: exec: "/no/such/binary": stat /no/such/binary: no such file or directory: unknown`,
+					StartedAt: metav1.Unix(0, 0), FinishedAt: at(2 * minute)}}})),
+			phase: PhaseTerminal, reason: kubexec.ReasonFailed, container: "base", exitCode: 128,
+			message:    []string{"exited with code 128", "/no/such/binary"},
+			finishedAt: t0.Add(2 * minute),
+		},
+		{
 			name: "failed: a restarted container is judged by its last termination",
 			pod: testPod(phase(corev1.PodFailed), status(false, corev1.ContainerStatus{Name: "base", RestartCount: 1,
 				State:                corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}},

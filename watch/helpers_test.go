@@ -37,6 +37,9 @@ func TestMain(m *testing.M) {
 		// Two nodes: the node controller evicts nothing when every node of
 		// a zone is lost, so TestClassifyNodeLost needs one to survive.
 		Nodes: 2,
+		// One real kubelet node: TestClassifyRealPods runs its cases on
+		// both kinds.
+		KubeletNodes: 1,
 		// A lost node is noticed, and its pods evicted, within seconds
 		// (TestClassifyNodeLost) rather than minutes.
 		NodeMonitorGracePeriod:       16 * time.Second,

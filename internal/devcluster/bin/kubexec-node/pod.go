@@ -709,8 +709,10 @@ func (r *podRuntime) startAndWait(pod *corev1.Pod, c *ctr, env []string, mounts 
 		now := metav1.Now()
 		msg := "failed to start container process: " + err.Error()
 		r.mu.Lock()
+		// The kubelet reports a container that never started with
+		// startedAt 1970-01-01T00:00:00Z (the CRI's zero), not now.
 		c.state = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
-			ExitCode: 128, Reason: "StartError", Message: msg, StartedAt: now, FinishedAt: now, ContainerID: id,
+			ExitCode: 128, Reason: "StartError", Message: msg, StartedAt: metav1.Unix(0, 0), FinishedAt: now, ContainerID: id,
 		}}
 		r.mu.Unlock()
 		r.kick()
