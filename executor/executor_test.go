@@ -31,7 +31,13 @@ import (
 var cluster *devcluster.Cluster
 
 func TestMain(m *testing.M) {
-	os.Exit(devcluster.Main(m, devcluster.Options{Nodes: 2, NodeCPU: "32", NodeMemory: "64Gi", NodePods: 300}, &cluster))
+	os.Exit(devcluster.Main(m, devcluster.Options{
+		Nodes: 2, NodeCPU: "32", NodeMemory: "64Gi", NodePods: 300,
+		// A real kubelet node for the cases that run on both kinds
+		// (TestOnBothNodeKinds); tainted, so other tests' pods stay on the
+		// process nodes.
+		KubeletNodes: 1, KubeletNodeTaint: true,
+	}, &cluster))
 }
 
 var executorSeq atomic.Int64
@@ -144,6 +150,10 @@ func TestMixedOutcomes(t *testing.T) {
 	if testing.Short() {
 		n = 60
 	}
+	testMixedOutcomes(t, n, onAnyNode)
+}
+
+func testMixedOutcomes(t *testing.T, n int, pin nodePin) {
 	ns := cluster.NewNamespace(t, "mixed", nil)
 	store := executor.NewMemoryStore()
 	e := startExecutor(t, cluster.RESTConfig(), store, testConfig(ns))
@@ -153,6 +163,7 @@ func TestMixedOutcomes(t *testing.T) {
 		k := key("mixed", i)
 		spec := shell(k, "exit 0")
 		var reason kubexec.Reason
+		extra := "" // pod spec fields of the task's override
 		switch i % 6 {
 		case 0:
 			reason = kubexec.ReasonSucceeded
@@ -173,12 +184,10 @@ func TestMixedOutcomes(t *testing.T) {
 		case 5:
 			reason = kubexec.ReasonDeadlineExceeded
 			spec = shell(k, "sleep 60")
-			o, err := podtemplate.ParseOverride("deadline", []byte("spec:\n  activeDeadlineSeconds: 2\n"))
-			require.NoError(t, err)
-			spec.Override = o
+			extra = "activeDeadlineSeconds: 2"
 		}
 		want[k] = reason
-		require.NoError(t, e.Queue(spec))
+		require.NoError(t, e.Queue(pin.apply(t, spec, extra)))
 	}
 	require.ErrorIs(t, e.Queue(shell(key("mixed", 0), "exit 0")), executor.ErrDuplicate)
 
@@ -196,6 +205,9 @@ func TestMixedOutcomes(t *testing.T) {
 			require.Equal(t, podtemplate.DefaultMainContainer, r.Container)
 		case kubexec.ReasonOOMKilled:
 			require.Equal(t, int32(137), r.ExitCode)
+		}
+		if reason != kubexec.ReasonUnschedulable {
+			pin.requireRanThere(t, r)
 		}
 		require.NotEmpty(t, r.Message, "%s: a result must say what happened", k)
 	}

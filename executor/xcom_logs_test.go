@@ -25,14 +25,14 @@ import (
 // once).
 func TestXComAndLogArchive(t *testing.T) {
 	t.Run("one value, sidecar channel", func(t *testing.T) {
-		testXComAndLogArchive(t, false, xcom.ChannelSidecar)
+		testXComAndLogArchive(t, false, xcom.ChannelSidecar, onAnyNode)
 	})
 	t.Run("middleware in the builder, termination message", func(t *testing.T) {
-		testXComAndLogArchive(t, true, xcom.ChannelTerminationMessage)
+		testXComAndLogArchive(t, true, xcom.ChannelTerminationMessage, onAnyNode)
 	})
 }
 
-func testXComAndLogArchive(t *testing.T, builderMiddleware bool, channel xcom.Channel) {
+func testXComAndLogArchive(t *testing.T, builderMiddleware bool, channel xcom.Channel, pin nodePin) {
 	ctx := t.Context()
 	ns := cluster.NewNamespace(t, "xcom", nil)
 	cfg := testConfig(ns)
@@ -60,12 +60,13 @@ func testXComAndLogArchive(t *testing.T, builderMiddleware bool, channel xcom.Ch
 	store := executor.NewMemoryStore()
 	e := startExecutor(t, cluster.RESTConfig(), store, cfg)
 	good, bad := key("xcom", 1), key("xcom", 2)
-	require.NoError(t, e.Queue(shell(good, `echo "computing"; echo '{"rows": 42}' > "$`+xcom.EnvPath+`"`)))
-	require.NoError(t, e.Queue(shell(bad, `echo 'not json' > "$`+xcom.EnvPath+`"`)))
+	require.NoError(t, e.Queue(pin.apply(t, shell(good, `echo "computing"; echo '{"rows": 42}' > "$`+xcom.EnvPath+`"`), "")))
+	require.NoError(t, e.Queue(pin.apply(t, shell(bad, `echo 'not json' > "$`+xcom.EnvPath+`"`), "")))
 	drive(t, e, 2*time.Minute, "results", func() bool { return len(store.Results()) == 2 })
 
 	got := resultsByKey(store)
 	require.Equal(t, kubexec.ReasonSucceeded, got[good].Reason, "%+v", got[good])
+	pin.requireRanThere(t, got[good])
 	require.NotEmpty(t, got[good].XComRef)
 	value, err := backend.Get(ctx, got[good].XComRef)
 	require.NoError(t, err)

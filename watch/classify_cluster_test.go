@@ -152,6 +152,7 @@ func testClassifyRealPods(t *testing.T, nodeLabel string) {
 	create := func(p *corev1.Pod) {
 		t.Helper()
 		p.Spec.NodeSelector = map[string]string{nodeLabel: "true"}
+		p.Spec.Tolerations = append(p.Spec.Tolerations, devcluster.KubeletToleration)
 		_, err := client.CoreV1().Pods(ns).Create(t.Context(), p, metav1.CreateOptions{})
 		require.NoError(t, err)
 	}

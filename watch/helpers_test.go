@@ -37,9 +37,10 @@ func TestMain(m *testing.M) {
 		// Two nodes: the node controller evicts nothing when every node of
 		// a zone is lost, so TestClassifyNodeLost needs one to survive.
 		Nodes: 2,
-		// One real kubelet node: TestClassifyRealPods runs its cases on
-		// both kinds.
-		KubeletNodes: 1,
+		// One real kubelet node, tainted so that only the pods of the
+		// cross-node cases (TestClassifyRealPods) run there.
+		KubeletNodes:     1,
+		KubeletNodeTaint: true,
 		// A lost node is noticed, and its pods evicted, within seconds
 		// (TestClassifyNodeLost) rather than minutes.
 		NodeMonitorGracePeriod:       16 * time.Second,

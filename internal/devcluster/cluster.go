@@ -44,6 +44,11 @@ type Options struct {
 	// choose one with a nodeSelector on ProcessNodeLabel or
 	// KubeletNodeLabel.
 	KubeletNodes int
+	// KubeletNodeTaint registers kubelet nodes with the taint
+	// KubeletNodeLabel=true:NoSchedule, so that only pods that tolerate it
+	// run there: a package's tests written for process nodes can share a
+	// cluster with a kubelet node. Default: false.
+	KubeletNodeTaint bool
 	// NodeCPU is each node's cpu capacity. Default: "8".
 	NodeCPU string
 	// NodeMemory is each node's memory capacity. Default: "16Gi".

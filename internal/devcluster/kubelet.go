@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/yaml"
@@ -54,7 +55,8 @@ const (
 	kubeletBinary = "kubelet"
 	pauseBinary   = "kubexec-pause"
 	// KubeletNodeLabel is set to "true" on kubelet nodes; process nodes
-	// carry ProcessNodeLabel.
+	// carry ProcessNodeLabel. It is also the key of the taint of
+	// Options.KubeletNodeTaint.
 	KubeletNodeLabel = "kubexec.io/kubelet-node"
 	// ProcessNodeLabel is set to "true" on process nodes.
 	ProcessNodeLabel = "kubexec.io/process-node"
@@ -335,6 +337,9 @@ func (c *Cluster) writeKubeletFiles(k *kubeletNode) error {
 		"enableDebuggingHandlers":     true,
 		"clusterDomain":               "cluster.local",
 	}
+	if c.opts.KubeletNodeTaint {
+		kubeletConfig["registerWithTaints"] = []map[string]string{{"key": KubeletNodeLabel, "value": "true", "effect": "NoSchedule"}}
+	}
 	data, err := yaml.Marshal(kubeletConfig)
 	if err != nil {
 		return err
@@ -582,6 +587,9 @@ func (k *kubeletNode) removeCgroups(hs []string) error {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// KubeletToleration tolerates the taint of Options.KubeletNodeTaint.
+var KubeletToleration = corev1.Toleration{Key: KubeletNodeLabel, Operator: corev1.TolerationOpEqual, Value: "true", Effect: corev1.TaintEffectNoSchedule}
 
 // KubeletNodeNames returns the names of the cluster's kubelet nodes.
 func (c *Cluster) KubeletNodeNames() []string {
