@@ -70,7 +70,10 @@ func startDevCluster(ctx context.Context, o *options) (*cluster, error) {
 	}
 	fmt.Fprintln(o.stderr, "Starting the dev cluster (no --kubeconfig given; it stops when the scheduler exits)...")
 	start := time.Now()
-	opts := devcluster.Options{Nodes: 1}
+	var opts devcluster.Options
+	if err := opts.SetNodeKind(o.nodeKind, 1); err != nil {
+		return nil, fmt.Errorf("--node-kind: %w", err)
+	}
 	if o.verbose {
 		opts.Logf = func(format string, args ...any) { fmt.Fprintf(o.stderr, format+"\n", args...) }
 	}

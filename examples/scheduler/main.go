@@ -62,6 +62,7 @@ type options struct {
 	podTemplate string
 	keepPods    bool
 	verbose     bool
+	nodeKind    string
 	plain       bool
 
 	// command flags
@@ -100,6 +101,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.IntVar(&o.parallelism, "parallelism", 16, "most task attempts running at once")
 	fs.StringVar(&o.podTemplate, "pod-template", "", "base pod template `file` (YAML, kind Pod or PodTemplate, main container \"base\"); default: kubexec's restricted template running as uid 65534")
 	fs.BoolVar(&o.keepPods, "keep-pods", false, "keep succeeded pods (labelled done) until cleanup, e.g. for explain; by default they are deleted once their result is saved and their logs archived (failed pods are always kept)")
+	fs.StringVar(&o.nodeKind, "node-kind", "process", "nodes of the embedded dev cluster: process (kubexec-node, runs each container as a local process), kubelet (the real kubelet with containerd and runc) or both")
 	fs.BoolVar(&o.verbose, "v", false, "log what the executor does, to stderr")
 	fs.BoolVar(&o.plain, "plain", false, "print one line per event even on a terminal")
 	fs.BoolVar(&o.follow, "follow", false, "logs: keep streaming while the task runs")

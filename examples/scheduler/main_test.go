@@ -21,11 +21,13 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/yaml"
 
 	"github.com/kubexec/kubexec"
 	"github.com/kubexec/kubexec/examples/scheduler/sqlitestore"
 	"github.com/kubexec/kubexec/internal/devcluster"
 	"github.com/kubexec/kubexec/logs"
+	"github.com/kubexec/kubexec/podtemplate"
 )
 
 // The tests run against one real dev cluster (control plane and a process
@@ -47,7 +49,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build the scheduler: %v\n%s", err, out)
 		os.Exit(1)
 	}
-	code := devcluster.Main(m, devcluster.Options{Nodes: 1}, &devCluster)
+	// A process node, and a real kubelet node that only pods tolerating
+	// its taint run on (TestSampleWorkflow runs the sample on each).
+	code := devcluster.Main(m, devcluster.Options{Nodes: 1, KubeletNodes: 1, KubeletNodeTaint: true}, &devCluster)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -57,6 +61,8 @@ type env struct {
 	t  *testing.T
 	ns string
 	db string
+	// flags are more global flags for every command.
+	flags []string
 }
 
 func newEnv(t *testing.T, prefix string) *env {
@@ -64,7 +70,8 @@ func newEnv(t *testing.T, prefix string) *env {
 }
 
 func (e *env) args(args ...string) []string {
-	return append([]string{"--kubeconfig", devCluster.Kubeconfig(), "--namespace", e.ns, "--db", e.db}, args...)
+	flags := append([]string{"--kubeconfig", devCluster.Kubeconfig(), "--namespace", e.ns, "--db", e.db}, e.flags...)
+	return append(flags, args...)
 }
 
 // main runs the scheduler's Main in this process.
@@ -169,8 +176,33 @@ func podNames(t *testing.T, ns string) []string {
 // override reaches the pod; load's XCom value reaches report; succeeded
 // pods are deleted and failed ones kept; status, logs (live, and archived
 // once the pod is gone), explain and cleanup work on it.
+// TestSampleWorkflow runs the sample workflow on the process node and on
+// the real kubelet (pinned there by a pod template), with the same checks.
 func TestSampleWorkflow(t *testing.T) {
+	t.Run("process node", func(t *testing.T) { testSampleWorkflow(t, "") })
+	t.Run("kubelet node", func(t *testing.T) { testSampleWorkflow(t, devCluster.KubeletNodeNames()[0]) })
+}
+
+// kubeletTemplate writes kubexec's default pod template, pinned to the
+// kubelet node, and returns its path.
+func kubeletTemplate(t *testing.T) string {
+	pod := podtemplate.DefaultTemplate()
+	pod.Spec.NodeSelector = map[string]string{devcluster.KubeletNodeLabel: "true"}
+	pod.Spec.Tolerations = append(pod.Spec.Tolerations, devcluster.KubeletToleration)
+	data, err := yaml.Marshal(pod)
+	require.NoError(t, err)
+	path := filepath.Join(t.TempDir(), "kubelet-template.yaml")
+	require.NoError(t, os.WriteFile(path, data, 0o644))
+	return path
+}
+
+// testSampleWorkflow runs the sample on node, or on the process node when
+// node is "".
+func testSampleWorkflow(t *testing.T, node string) {
 	e := newEnv(t, "sample")
+	if node != "" {
+		e.flags = []string{"--pod-template", kubeletTemplate(t)}
+	}
 	ctx := t.Context()
 	seenPod := recordPods(t, e.ns)
 	code, out, _ := e.main(ctx, "run", filepath.Join("workflows", "sample.yaml"))
@@ -198,6 +230,9 @@ func TestSampleWorkflow(t *testing.T) {
 		require.Len(t, attempts, want, id)
 		for _, a := range attempts {
 			require.NotNil(t, a.Result, "%s attempt %d has a result", id, a.Attempt)
+			if node != "" {
+				require.Equal(t, node, a.Result.Node, "%s attempt %d ran on the kubelet node", id, a.Attempt)
+			}
 		}
 		// The final table says where the logs are: every attempt's are
 		// archived before its pod may go.
