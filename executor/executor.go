@@ -234,7 +234,7 @@ func NewForClient(client kubernetes.Interface, store StateStore, cfg Config) (*K
 		Logger: cfg.Logger,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("executor: Config lease timing: %w", err)
+		return nil, fmt.Errorf("%w: Config lease timing: %w", ErrInvalidConfig, err)
 	}
 	liveness := cfg.Liveness
 	if liveness == nil {
@@ -251,7 +251,7 @@ func NewForClient(client kubernetes.Interface, store StateStore, cfg Config) (*K
 		ExpiredLeaseAge: expiredLeaseDurations * lease.Duration(),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("executor: %w", err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	*e = Kubernetes{
 		lease:         lease,
@@ -539,7 +539,11 @@ func (e *Kubernetes) Stop(ctx context.Context) error {
 	if e.cfg.DeleteLeaseOnStop {
 		e.releaseLease()
 	}
-	e.log.Info("executor stopped", "leaseDeleted", e.cfg.DeleteLeaseOnStop)
+	lease := "kept"
+	if e.cfg.DeleteLeaseOnStop {
+		lease = "deleted"
+	}
+	e.log.Info("executor stopped", "lease", lease)
 	return err
 }
 

@@ -255,7 +255,7 @@ func (e *Kubernetes) handleCreate(key kubexec.TaskKey, pod, created *corev1.Pod,
 		}
 		e.mu.Unlock()
 		e.cfg.Metrics.ObserveLaunch(LaunchQuotaExceeded, now.Sub(queuedAt))
-		e.log.Debug("quota exceeded; the namespace backs off", "namespace", pod.Namespace, "for", b.duration, "task", key)
+		e.log.Debug("quota exceeded; the namespace backs off", "namespace", pod.Namespace, "backoff", b.duration, "task", key)
 	case apierrors.IsTooManyRequests(err):
 		delay, ok := apierrors.SuggestsClientDelay(err)
 		wait := defaultRetryWait
@@ -272,7 +272,7 @@ func (e *Kubernetes) handleCreate(key kubexec.TaskKey, pod, created *corev1.Pod,
 		}
 		e.mu.Unlock()
 		e.cfg.Metrics.ObserveLaunch(LaunchThrottled, now.Sub(queuedAt))
-		e.log.Info("the API server throttles creates; pausing them", "for", wait)
+		e.log.Info("the API server throttles creates; pausing them", "pause", wait)
 	case apierr.Transient(err), apierr.ContextEnded(err):
 		// A create cut short by the executor's stop is retried by the next
 		// run like any create whose outcome is unknown.

@@ -39,7 +39,7 @@ func (e *Kubernetes) observe(pod *corev1.Pod) {
 		// by an earlier run with the same id, or adopted.
 		a = &attempt{key: key, stage: stageLaunched, queuedAt: time.Now()}
 		e.attempts[key] = a
-		e.log.Info("tracking an existing pod", "task", key, "pod", pod.Name)
+		e.log.Info("tracking an existing pod", "task", key, "pod", pod.Namespace+"/"+pod.Name)
 	}
 	switch a.stage {
 	case stageStopping:
@@ -533,14 +533,14 @@ func (e *Kubernetes) verifyStep(ctx context.Context, a *attempt) error {
 		e.endLocked(a, r, a.settledStage())
 	case pod.Labels[kubexec.LabelExecutor] != e.cfg.ExecutorID:
 		// Adopted by another executor: it saves the result now.
-		e.log.Info("pod adopted by another executor", "task", key, "pod", name, "owner", pod.Labels[kubexec.LabelExecutor])
+		e.log.Info("pod adopted by another executor", "task", key, "pod", ns+"/"+name, "owner", pod.Labels[kubexec.LabelExecutor])
 		e.forgetLocked(a)
 	default:
 		// Still ours (for example labelled done by hand): decide from its
 		// current state.
 		e.classifyLocked(a, pod, now)
 		if a.stage == stageVerifying {
-			e.log.Warn("pod left the watch but is still this executor's and not finished; no longer tracked", "task", key, "pod", name)
+			e.log.Warn("pod left the watch but is still this executor's and not finished; no longer tracked", "task", key, "pod", ns+"/"+name)
 			e.forgetLocked(a)
 		}
 	}
