@@ -159,7 +159,8 @@ func (e *Kubernetes) launch(key kubexec.TaskKey) {
 }
 
 // build runs the builder and applies kubexec's metadata for this executor
-// again, so that no builder can mislabel a pod.
+// again, after Config.XCom's PodMutator, so that neither a Builder of the
+// host's own nor the mutator can mislabel a pod.
 func (e *Kubernetes) build(ctx context.Context, spec podtemplate.TaskSpec) (*corev1.Pod, error) {
 	spec.ExecutorID = e.cfg.ExecutorID
 	pod, err := e.builder.Build(ctx, spec)
