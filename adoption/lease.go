@@ -172,7 +172,7 @@ func (h *LeaseHolder) Run(ctx context.Context) {
 		h.mu.Lock()
 		since := time.Since(h.lastRenew)
 		h.mu.Unlock()
-		h.cfg.Logger.Warn("lease renewal failed", "lease", h.name, "err", err, "sinceRenewal", since)
+		h.cfg.Logger.Warn("lease renewal failed", "lease", h.name, "err", err, "age", since)
 		if since > h.cfg.RenewDeadline && !lost {
 			lost = true
 			h.cfg.Logger.Error("lease lost: other executors may adopt this executor's pods", "lease", h.name)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/kubexec/kubexec/adoption"
 	"github.com/kubexec/kubexec/internal/apierr"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -71,6 +72,16 @@ func TestConfigValidation(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestNewWrapsErrInvalidConfig(t *testing.T) {
+	t.Parallel()
+	// The Lease timing is checked by package adoption; the error matches
+	// both packages' sentinels.
+	_, err := New(&rest.Config{Host: "https://127.0.0.1:1"}, NewMemoryStore(), Config{LeaseDuration: time.Second, RenewDeadline: 5 * time.Second})
+	require.ErrorIs(t, err, ErrInvalidConfig)
+	require.ErrorIs(t, err, adoption.ErrInvalidConfig)
+	require.ErrorContains(t, err, "LeaseDuration")
 }
 
 func TestNewRejectsNilDependencies(t *testing.T) {

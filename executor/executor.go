@@ -122,66 +122,6 @@ type Stats struct {
 	LeaseLost bool
 }
 
-type phase int
-
-const (
-	phaseQueued    phase = iota // waiting for a slot or a retry
-	phaseLaunching              // a create is in flight
-	phaseLaunched               // the pod exists
-)
-
-// attempt is the executor's record of one attempt. Its fields are guarded
-// by Kubernetes.mu.
-type attempt struct {
-	key      kubexec.TaskKey
-	spec     podtemplate.TaskSpec
-	phase    phase
-	queuedAt time.Time
-	// firstTry is when the attempt was first handed to a launch worker (it
-	// had a slot); QueuedTimeout counts from it. lastRefusal says why the
-	// latest create did not happen.
-	firstTry    time.Time
-	lastRefusal string
-	// notBefore delays the next create after a transient failure.
-	notBefore time.Time
-	failures  int
-
-	namespace string
-	podName   string
-	podUID    types.UID
-	lastPod   *corev1.Pod
-
-	// result is set once the outcome is known; the attempt then only
-	// waits for the result to be saved and the pod released.
-	result     *kubexec.Result
-	resultAt   time.Time
-	saved      bool
-	releasePod bool   // delete the pod whatever the GC policy (it may still run)
-	grace      *int64 // grace period of that delete
-	podGone    bool   // there is no pod to release
-	released   bool   // finalizer removed (and done label set)
-	// stopSent: the pod of a result that waits for it to stop (releasePod)
-	// was deleted before the save; stopSeen: it left the watch since.
-	stopSent bool
-	stopSeen bool
-	deleteAt time.Time
-	// maybeCreated: a create failed after it was sent, so the pod
-	// (podName) may exist although no create succeeded.
-	maybeCreated bool
-	// archived: the logs are in the LogArchiver.
-	archived bool
-	// XCom: xcomWaiting asks the result worker to collect the value while
-	// the sidecar keeps the pod running; xcomDone holds the answer.
-	xcomWaiting bool
-	xcomDone    bool
-	xcomRef     string
-	xcomErr     error // matches kubexec.ErrXComValue
-	// verifyGone: the watch reported the pod deleted before a result was
-	// known: find out whether it vanished or was adopted by another
-	// executor.
-	verifyGone bool
-}
-
 // Kubernetes is the Executor that runs attempts as pods on a Kubernetes
 // cluster.
 type Kubernetes struct {
@@ -215,7 +155,7 @@ type Kubernetes struct {
 	// leaseLost: the Lease could not be renewed for RenewDeadline; no
 	// create is sent until a renewal succeeds.
 	leaseLost bool
-	// ready is the FIFO of attempts handed to the launch workers (phase
+	// ready is the FIFO of attempts handed to the launch workers (stage
 	// launching, create not yet sent); readyCond wakes the workers.
 	ready     []kubexec.TaskKey
 	readyCond *sync.Cond
@@ -294,7 +234,7 @@ func NewForClient(client kubernetes.Interface, store StateStore, cfg Config) (*K
 		Logger: cfg.Logger,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("executor: Config lease timing: %w", err)
+		return nil, fmt.Errorf("%w: Config lease timing: %w", ErrInvalidConfig, err)
 	}
 	liveness := cfg.Liveness
 	if liveness == nil {
@@ -311,7 +251,7 @@ func NewForClient(client kubernetes.Interface, store StateStore, cfg Config) (*K
 		ExpiredLeaseAge: expiredLeaseDurations * lease.Duration(),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("executor: %w", err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	*e = Kubernetes{
 		lease:         lease,
@@ -418,7 +358,7 @@ func (e *Kubernetes) start(ctx context.Context) error {
 		return ErrStopped
 	}
 	for range e.cfg.ResultWorkers {
-		e.goRun(func() { e.worker(e.results, "saving a result", e.finish) })
+		e.goRun(func() { e.worker(e.results, "saving a result", e.resultStep) })
 		e.goRun(func() { e.worker(e.releases, "releasing a pod", e.releaseStep) })
 	}
 	for range e.cfg.CreateConcurrency {
@@ -550,10 +490,16 @@ func (e *Kubernetes) Stop(ctx context.Context) error {
 	e.stopped = true
 	started := e.started
 	// Attempts handed to the launch workers whose create was not sent yet
-	// stay queued; the workers finish the creates in flight and exit.
+	// stay queued (those revoked meanwhile finish); the workers finish the
+	// creates in flight and exit.
 	for _, key := range e.ready {
-		if a, ok := e.attempts[key]; ok && a.phase == phaseLaunching {
-			a.phase = phaseQueued
+		a, ok := e.attempts[key]
+		switch {
+		case !ok:
+		case a.stage == stageLaunching:
+			e.moveLocked(a, stageQueued)
+		case a.stage == stageCancelling:
+			e.createEndedLocked(a) // its create is never sent
 		}
 	}
 	e.ready = nil
@@ -593,7 +539,11 @@ func (e *Kubernetes) Stop(ctx context.Context) error {
 	if e.cfg.DeleteLeaseOnStop {
 		e.releaseLease()
 	}
-	e.log.Info("executor stopped", "leaseDeleted", e.cfg.DeleteLeaseOnStop)
+	lease := "kept"
+	if e.cfg.DeleteLeaseOnStop {
+		lease = "deleted"
+	}
+	e.log.Info("executor stopped", "lease", lease)
 	return err
 }
 
@@ -608,7 +558,7 @@ func (e *Kubernetes) pendingResults() int {
 	defer e.mu.Unlock()
 	n := 0
 	for _, a := range e.attempts {
-		if a.result != nil && (!a.saved || (!a.released && !a.podGone && a.podName != "")) {
+		if a.unsaved() {
 			n++
 		}
 	}
@@ -632,7 +582,7 @@ func (e *Kubernetes) Queue(spec podtemplate.TaskSpec) error {
 	if ns == "" {
 		ns = e.cfg.Namespace
 	}
-	e.attempts[spec.Key] = &attempt{key: spec.Key, spec: spec, phase: phaseQueued, queuedAt: time.Now(), namespace: ns}
+	e.attempts[spec.Key] = &attempt{key: spec.Key, spec: spec, stage: stageQueued, queuedAt: time.Now(), namespace: ns}
 	e.queue = append(e.queue, spec.Key)
 	e.reportSlotsLocked()
 	return nil
@@ -681,12 +631,12 @@ func (e *Kubernetes) Attempt(key kubexec.TaskKey) (AttemptStatus, bool) {
 		st.Node = a.lastPod.Spec.NodeName
 	}
 	switch {
-	case a.result != nil:
+	case a.stage.hasResult():
 		r := *a.result
 		st.State, st.Message, st.Result = r.State, r.Message, &r
-	case a.phase == phaseQueued:
+	case a.stage == stageQueued:
 		st.State, st.Message = kubexec.StateQueued, a.lastRefusal
-	case a.phase == phaseLaunching || a.lastPod == nil:
+	case a.stage == stageLaunching || a.lastPod == nil:
 		st.State = kubexec.StateLaunching
 	default:
 		c := watch.Classify(a.lastPod, time.Now(), e.cfg.Classify)
@@ -709,12 +659,12 @@ func (e *Kubernetes) statsLocked() Stats {
 	var s Stats
 	for _, a := range e.attempts {
 		switch {
-		case a.result != nil:
+		case a.stage.hasResult():
 			s.Finishing++
-		case a.phase == phaseQueued:
-			s.Queued++
-		default:
+		case a.stage.running():
 			s.Running++
+		case a.stage == stageQueued:
+			s.Queued++
 		}
 	}
 	s.OpenSlots = max(0, e.cfg.Parallelism-s.Running)
@@ -738,22 +688,25 @@ func (e *Kubernetes) Revoke(ctx context.Context, key kubexec.TaskKey) error {
 	if !ok {
 		return fmt.Errorf("%w: %s", ErrUnknownAttempt, key)
 	}
-	if a.result != nil {
+	if a.stage.hasResult() {
 		return nil // already ending
 	}
 	grace := int64(e.cfg.RevokeGracePeriod / time.Second)
+	a.grace = &grace
 	r := e.newResultLocked(a, kubexec.ReasonRevoked, "the host revoked the attempt")
-	switch a.phase {
-	case phaseQueued:
-		a.grace = &grace
+	switch a.stage {
+	case stageQueued:
 		e.unlaunchedLocked(a)
-	case phaseLaunching, phaseLaunched:
-		// A create in flight: launch() sees the result and releases the
-		// pod it made.
-		a.releasePod = true
-		a.grace = &grace
+		e.endLocked(a, r, a.settledStage())
+	case stageLaunching:
+		// The create in flight may make a pod: it is released once the
+		// create returns.
+		a.podMayRun = true
+		e.endLocked(a, r, stageCancelling)
+	default:
+		a.podMayRun = true
+		e.endLocked(a, r, a.settledStage())
 	}
-	e.setResultLocked(a, r)
 	return ctx.Err()
 }
 
@@ -774,11 +727,43 @@ func (e *Kubernetes) newResultLocked(a *attempt, reason kubexec.Reason, msg stri
 	return r
 }
 
-// setResultLocked records the outcome of a and hands it to the result
-// workers.
-func (e *Kubernetes) setResultLocked(a *attempt, r kubexec.Result) {
+// endLocked records the outcome of a and moves it to stage to (see
+// attempt.settledStage): stopping or finishing hand it to the result
+// workers; cancelling waits for its create to return.
+func (e *Kubernetes) endLocked(a *attempt, r kubexec.Result, to stage) {
+	if !e.moveLocked(a, to) {
+		return
+	}
 	a.result = &r
 	a.resultAt = time.Now()
-	e.results.Add(a.key)
+	if to != stageCancelling {
+		e.results.Add(a.key)
+	}
 	e.reportSlotsLocked()
+}
+
+// createEndedLocked hands on an attempt that was revoked during its create,
+// once that create has returned without a pod or will never be sent.
+func (e *Kubernetes) createEndedLocked(a *attempt) {
+	e.unlaunchedLocked(a)
+	if e.moveLocked(a, a.settledStage()) {
+		e.results.Add(a.key)
+	}
+	e.reportSlotsLocked()
+}
+
+// illegalTransition receives the error of each refused stage move; the
+// package's tests make it panic.
+var illegalTransition = func(error) {}
+
+// moveLocked moves a to stage to and reports whether it did: a move the
+// transitions table does not allow is refused and logged, and leaves a as
+// it was.
+func (e *Kubernetes) moveLocked(a *attempt, to stage) bool {
+	if err := a.moveTo(to); err != nil {
+		e.log.Error("refused an attempt's stage change", "task", a.key, "err", err)
+		illegalTransition(err)
+		return false
+	}
+	return true
 }

@@ -44,13 +44,14 @@ var executorSeq atomic.Int64
 
 // testConfig is a config with short timeouts, for one test namespace. Its
 // pods run as user 1000: the default template is restricted (runAsNonRoot),
-// and the process node, like a kubelet, refuses to run them as root.
+// and the process node, like a kubelet, refuses to run them as root. The
+// builder has no ExecutorID: the executor hands it its own.
 func testConfig(ns string) executor.Config {
 	id := fmt.Sprintf("test-%d-%d", os.Getpid(), executorSeq.Add(1))
 	template := podtemplate.DefaultTemplate()
 	uid := int64(1000)
 	template.Spec.SecurityContext.RunAsUser = &uid
-	builder, err := podtemplate.New(template, podtemplate.Config{ExecutorID: id, Namespace: ns})
+	builder, err := podtemplate.New(template, podtemplate.Config{Namespace: ns})
 	if err != nil {
 		panic(err)
 	}

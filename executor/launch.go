@@ -48,14 +48,16 @@ func (e *Kubernetes) launchReady() {
 	handed := 0
 	for _, key := range e.queue {
 		a, ok := e.attempts[key]
-		if !ok || a.phase != phaseQueued || a.result != nil {
+		if !ok || a.stage != stageQueued {
 			continue // stale entry
 		}
 		if open == 0 || e.leaseLost || now.Before(e.pauseUntil) || now.Before(a.notBefore) || now.Before(e.nsBackoff[a.namespace].until) {
 			kept = append(kept, key)
 			continue
 		}
-		a.phase = phaseLaunching
+		if !e.moveLocked(a, stageLaunching) {
+			continue
+		}
 		if a.firstTry.IsZero() {
 			a.firstTry = now
 		}
@@ -95,49 +97,45 @@ func (e *Kubernetes) launchWorker() {
 }
 
 // requeueLocked puts a back in the queue after a create that did not
-// happen.
+// happen. An attempt revoked meanwhile has nothing more to launch: it
+// finishes.
 func (e *Kubernetes) requeueLocked(a *attempt, notBefore time.Time) {
-	a.phase = phaseQueued
-	if a.result != nil {
-		// Revoked (or timed out) while its create was in flight: nothing
-		// more to launch; finish it.
-		e.unlaunchedLocked(a)
-		e.enqueueLocked(a)
-		e.reportSlotsLocked()
-		return
+	switch a.stage {
+	case stageLaunching:
+		if e.moveLocked(a, stageQueued) {
+			a.notBefore = notBefore
+			e.queue = append(e.queue, a.key)
+			e.reportSlotsLocked()
+		}
+	case stageCancelling:
+		e.createEndedLocked(a)
 	}
-	a.notBefore = notBefore
-	e.queue = append(e.queue, a.key)
-	e.reportSlotsLocked()
 }
 
 // unlaunchedLocked records what an attempt that ends before a create
 // succeeded leaves behind: no pod, unless an earlier create's outcome was
 // unknown (an error after the request was sent), in which case the pod of
-// that name is deleted if it exists.
+// that name is deleted if it exists (it may run).
 func (e *Kubernetes) unlaunchedLocked(a *attempt) {
-	if a.maybeCreated {
-		a.podGone, a.releasePod = false, true
-		if a.result != nil {
-			a.result.PodName, a.result.Namespace = a.podName, a.namespace
-		}
+	if a.pod != podMaybe {
 		return
 	}
-	a.podGone = true
+	a.podMayRun = true
+	if a.result != nil {
+		a.result.PodName, a.result.Namespace = a.podName, a.namespace
+	}
 }
 
 // launch builds and creates the pod of one attempt, on a launch worker.
 func (e *Kubernetes) launch(key kubexec.TaskKey) {
 	e.mu.Lock()
 	a, ok := e.attempts[key]
-	if !ok || a.phase != phaseLaunching {
+	if !ok || !a.creating() {
 		e.mu.Unlock()
 		return
 	}
-	if a.result != nil { // revoked before the create
-		a.phase = phaseQueued
-		e.unlaunchedLocked(a)
-		e.enqueueLocked(a)
+	if a.stage == stageCancelling { // revoked before the create
+		e.createEndedLocked(a)
 		e.mu.Unlock()
 		return
 	}
@@ -152,9 +150,7 @@ func (e *Kubernetes) launch(key kubexec.TaskKey) {
 	}
 	if err := e.waitToCreate(ctx); err != nil {
 		e.mu.Lock()
-		if a.phase == phaseLaunching {
-			e.requeueLocked(a, time.Time{})
-		}
+		e.requeueLocked(a, time.Time{})
 		e.mu.Unlock()
 		return
 	}
@@ -163,7 +159,8 @@ func (e *Kubernetes) launch(key kubexec.TaskKey) {
 }
 
 // build runs the builder and applies kubexec's metadata for this executor
-// again, so that no builder can mislabel a pod.
+// again, after Config.XCom's PodMutator, so that neither a Builder of the
+// host's own nor the mutator can mislabel a pod.
 func (e *Kubernetes) build(ctx context.Context, spec podtemplate.TaskSpec) (*corev1.Pod, error) {
 	spec.ExecutorID = e.cfg.ExecutorID
 	pod, err := e.builder.Build(ctx, spec)
@@ -253,13 +250,13 @@ func (e *Kubernetes) handleCreate(key kubexec.TaskKey, pod, created *corev1.Pod,
 			b.until = now.Add(jitter(b.duration))
 			e.nsBackoff[pod.Namespace] = b
 		}
-		if a, ok := e.attempts[key]; ok && a.phase == phaseLaunching {
+		if a, ok := e.attempts[key]; ok && a.creating() {
 			a.lastRefusal = "the namespace's ResourceQuota is exhausted: " + err.Error()
 			e.requeueLocked(a, time.Time{})
 		}
 		e.mu.Unlock()
 		e.cfg.Metrics.ObserveLaunch(LaunchQuotaExceeded, now.Sub(queuedAt))
-		e.log.Debug("quota exceeded; the namespace backs off", "namespace", pod.Namespace, "for", b.duration, "task", key)
+		e.log.Debug("quota exceeded; the namespace backs off", "namespace", pod.Namespace, "backoff", b.duration, "task", key)
 	case apierrors.IsTooManyRequests(err):
 		delay, ok := apierrors.SuggestsClientDelay(err)
 		wait := defaultRetryWait
@@ -270,23 +267,23 @@ func (e *Kubernetes) handleCreate(key kubexec.TaskKey, pod, created *corev1.Pod,
 		if until := now.Add(wait); until.After(e.pauseUntil) {
 			e.pauseUntil = until
 		}
-		if a, ok := e.attempts[key]; ok && a.phase == phaseLaunching {
+		if a, ok := e.attempts[key]; ok && a.creating() {
 			a.lastRefusal = "the API server throttled the create (429)"
 			e.requeueLocked(a, time.Time{})
 		}
 		e.mu.Unlock()
 		e.cfg.Metrics.ObserveLaunch(LaunchThrottled, now.Sub(queuedAt))
-		e.log.Info("the API server throttles creates; pausing them", "for", wait)
+		e.log.Info("the API server throttles creates; pausing them", "pause", wait)
 	case apierr.Transient(err), apierr.ContextEnded(err):
 		// A create cut short by the executor's stop is retried by the next
 		// run like any create whose outcome is unknown.
 		e.mu.Lock()
-		if a, ok := e.attempts[key]; ok && a.phase == phaseLaunching {
+		if a, ok := e.attempts[key]; ok && a.creating() {
 			a.failures++
 			a.lastRefusal = "the create failed: " + err.Error()
 			// The server may have created the pod before the error: if the
 			// attempt ends before a later create finds it, it is deleted.
-			a.maybeCreated = true
+			a.pod = podMaybe
 			a.namespace, a.podName = pod.Namespace, pod.Name
 			d := min(createBackoffMin<<min(a.failures-1, 10), createBackoffMax)
 			e.requeueLocked(a, now.Add(jitter(d)))
@@ -309,7 +306,7 @@ func (e *Kubernetes) alreadyExists(key kubexec.TaskKey, pod *corev1.Pod, queuedA
 	case apierrors.IsNotFound(err):
 		// Deleted between the create and the get: create again.
 		e.mu.Lock()
-		if a, ok := e.attempts[key]; ok && a.phase == phaseLaunching {
+		if a, ok := e.attempts[key]; ok {
 			e.requeueLocked(a, time.Time{})
 		}
 		e.mu.Unlock()
@@ -346,26 +343,29 @@ func (e *Kubernetes) tracked(key kubexec.TaskKey, pod *corev1.Pod, outcome Launc
 	if !ok {
 		return
 	}
-	if a.phase != phaseLaunched {
-		a.phase = phaseLaunched
-		a.namespace, a.podName, a.podUID = pod.Namespace, pod.Name, pod.UID
-	}
+	// A create that succeeds resets its namespace's quota backoff.
+	delete(e.nsBackoff, pod.Namespace)
 	if a.lastPod == nil {
 		a.lastPod = pod
 	}
-	// A create that succeeds resets its namespace's quota backoff.
-	delete(e.nsBackoff, pod.Namespace)
-	switch {
-	case a.result != nil:
+	switch a.stage {
+	case stageLaunching:
+		if !e.moveLocked(a, stageLaunched) {
+			return
+		}
+		a.setPod(pod)
+		if pod.Labels[kubexec.LabelDone] == kubexec.DoneValue {
+			// Queued again after its pod was kept (labelled done): the
+			// watch no longer delivers that pod, so decide from it now.
+			e.classifyLocked(a, pod, time.Now())
+		}
+	case stageCancelling:
 		// Revoked while the create was in flight: release the new pod.
+		a.setPod(pod)
 		a.result.PodName, a.result.Namespace = pod.Name, pod.Namespace
-		a.podGone = false
-		e.enqueueLocked(a)
-	case pod.Labels[kubexec.LabelDone] == kubexec.DoneValue:
-		// Queued again after its pod was kept (labelled done): the watch
-		// no longer delivers that pod, so decide from it now.
-		e.classifyLocked(a, pod, time.Now())
+		e.createEndedLocked(a)
 	}
+	// Otherwise the watch saw the pod first and tracks it.
 	e.reportSlotsLocked()
 }
 
@@ -378,14 +378,15 @@ func (e *Kubernetes) rejectLaunch(key kubexec.TaskKey, queuedAt time.Time, msg s
 	if !ok {
 		return
 	}
-	e.log.Warn("launch rejected", "task", key, "reason", msg)
-	a.phase = phaseQueued
-	e.unlaunchedLocked(a)
-	if a.result == nil {
-		e.setResultLocked(a, e.newResultLocked(a, kubexec.ReasonLaunchRejected, msg))
-	} else {
-		e.enqueueLocked(a)
+	switch a.stage {
+	case stageLaunching:
+		e.log.Warn("launch rejected", "task", key, "reason", msg)
+		e.unlaunchedLocked(a)
+		e.endLocked(a, e.newResultLocked(a, kubexec.ReasonLaunchRejected, msg), a.settledStage())
+	case stageCancelling:
+		e.createEndedLocked(a)
 	}
+	// Otherwise the watch saw the attempt's pod meanwhile and tracks it.
 }
 
 // IsQuotaExceeded reports a create refused by the ResourceQuota admission

@@ -37,23 +37,35 @@ func (e *Kubernetes) observe(pod *corev1.Pod) {
 	if !ok {
 		// A pod of this executor that this process did not launch: left
 		// by an earlier run with the same id, or adopted.
-		a = &attempt{key: key, phase: phaseLaunched, queuedAt: time.Now()}
+		a = &attempt{key: key, stage: stageLaunched, queuedAt: time.Now()}
 		e.attempts[key] = a
-		e.log.Info("tracking an existing pod", "task", key, "pod", pod.Name)
+		e.log.Info("tracking an existing pod", "task", key, "pod", pod.Namespace+"/"+pod.Name)
 	}
-	if a.result != nil {
-		if a.awaitsStop() {
-			// The result waits for this pod to stop: look again.
-			a.lastPod = pod
-			e.results.Add(key)
-		}
+	switch a.stage {
+	case stageStopping:
+		// The result waits for this pod to stop: look again.
+		a.lastPod = pod
+		e.results.Add(key)
 		return
+	case stageCancelling:
+		// Revoked during a create: stopping reads this pod once the
+		// create returns.
+		a.lastPod = pod
+		return
+	case stageQueued, stageLaunching, stageVerifying:
+		// The pod of a create whose outcome is not known yet, or one
+		// that came back into the watch.
+		if !e.moveLocked(a, stageLaunched) {
+			return
+		}
+	case stageLaunched:
+	default:
+		return // its outcome is known
 	}
-	a.phase = phaseLaunched
-	a.namespace, a.podName, a.podUID, a.lastPod = pod.Namespace, pod.Name, pod.UID, pod
-	a.verifyGone = false
+	a.setPod(pod)
+	a.lastPod = pod
 	e.classifyLocked(a, pod, time.Now())
-	if w, ok := e.cfg.XCom.(XComWaiter); ok && a.result == nil && !a.xcomDone && w.Waiting(pod) {
+	if w, ok := e.cfg.XCom.(XComWaiter); ok && a.stage == stageLaunched && !a.xcomDone && w.Waiting(pod) {
 		a.xcomWaiting = true
 		e.results.Add(key)
 	}
@@ -94,8 +106,8 @@ func (e *Kubernetes) classifyLocked(a *attempt, pod *corev1.Pod, now time.Time) 
 	// A pod that ended by classification while it could still run
 	// (unschedulable, image pull failure) is deleted whatever the GC
 	// policy.
-	a.releasePod = pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed
-	e.setResultLocked(a, r)
+	a.podMayRun = pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed
+	e.endLocked(a, r, a.settledStage())
 }
 
 // observeDeleted handles a pod that left the watch, on the watch's
@@ -117,22 +129,23 @@ func (e *Kubernetes) observeDeleted(pod *corev1.Pod, gone bool) {
 	if !ok || (a.podUID != "" && a.podUID != pod.UID) {
 		return
 	}
-	if a.result != nil {
-		if a.awaitsStop() {
-			a.stopSeen = true
+	switch a.stage {
+	case stageStopping:
+		// The pod the result waits for has stopped.
+		if e.moveLocked(a, stageFinishing) {
 			e.results.Add(key)
 		}
-		return
+	case stageCancelling:
+		if a.pod == podMaybe {
+			a.pod = podGone // the pod of an earlier create is gone
+		}
+	case stageLaunched, stageVerifying:
+		if a.stage == stageLaunched && !e.moveLocked(a, stageVerifying) {
+			return
+		}
+		a.lastPod = pod
+		e.results.Add(key)
 	}
-	a.lastPod = pod
-	a.verifyGone = true
-	e.results.Add(key)
-}
-
-// awaitsStop reports whether a's result waits for its pod to stop before
-// it is saved.
-func (a *attempt) awaitsStop() bool {
-	return a.result != nil && !a.saved && a.releasePod && !a.podGone && a.podName != ""
 }
 
 // podStopped reports whether pod runs nothing any more: it ended, it was
@@ -157,42 +170,44 @@ func podStopped(pod *corev1.Pod) bool {
 	return true
 }
 
-// readyToSave is the step before saving a result whose pod may still run:
-// it deletes the pod (once) and reports whether the pod has stopped, or
-// Config.PodStopWait has passed (then the result says the pod may still
-// run).
-func (e *Kubernetes) readyToSave(ctx context.Context, a *attempt) (bool, error) {
+// stopStep is the step of stageStopping, on a result worker: it deletes
+// the pod (once) and, once the pod has stopped or Config.PodStopWait has
+// passed (then the result says the pod may still run), moves the attempt
+// to finishing and saves its result.
+func (e *Kubernetes) stopStep(ctx context.Context, a *attempt) error {
 	e.mu.Lock()
-	if !a.awaitsStop() {
+	if a.stage != stageStopping {
 		e.mu.Unlock()
-		return true, nil
+		return nil
 	}
 	ns, name, uid, grace, sent := a.namespace, a.podName, a.podUID, a.grace, a.stopSent
-	stopped := a.stopSeen || podStopped(a.lastPod)
+	stopped := podStopped(a.lastPod)
 	waited := time.Since(a.resultAt)
 	e.mu.Unlock()
 	wait := e.cfg.PodStopWait
 	if wait > 0 && !stopped && !sent {
 		if err := e.deletePod(ctx, ns, name, uid, grace); err != nil {
-			return false, err
+			return err
 		}
 		e.mu.Lock()
 		a.stopSent = true
 		e.mu.Unlock()
 	}
-	if stopped {
-		return true, nil
-	}
-	if wait > 0 && waited < wait {
-		return false, nil // a pod event or the resync looks again
+	if !stopped && wait > 0 && waited < wait {
+		return nil // a pod event or the resync looks again
 	}
 	e.mu.Lock()
-	a.result.PodMayStillRun = true
-	e.mu.Unlock()
-	if wait > 0 {
-		e.log.Warn("the pod did not stop within PodStopWait; saving the result anyway", "task", a.key, "pod", ns+"/"+name, "waited", waited.Round(time.Second))
+	if a.stage == stageStopping { // else the watch saw the pod go meanwhile
+		if !stopped {
+			a.result.PodMayStillRun = true
+			if wait > 0 {
+				e.log.Warn("the pod did not stop within PodStopWait; saving the result anyway", "task", a.key, "pod", ns+"/"+name, "waited", waited.Round(time.Second))
+			}
+		}
+		e.moveLocked(a, stageFinishing)
 	}
-	return true, nil
+	e.mu.Unlock()
+	return e.saveStep(ctx, a)
 }
 
 // resyncLoop classifies tracked pods again every ResyncInterval, for
@@ -223,14 +238,14 @@ func (e *Kubernetes) resync(retryNow bool) {
 	}
 	for _, a := range e.attempts {
 		switch {
-		case a.result != nil:
-			if retryNow || (a.stopSent && a.awaitsStop()) {
+		case a.stage.hasResult():
+			if retryNow || (a.stage == stageStopping && a.stopSent) {
 				e.enqueueLocked(a)
 			}
-		case a.phase == phaseQueued && !a.firstTry.IsZero() && now.Sub(a.firstTry) > e.cfg.QueuedTimeout:
+		case a.stage == stageQueued && !a.firstTry.IsZero() && now.Sub(a.firstTry) > e.cfg.QueuedTimeout:
 			e.unlaunchedLocked(a)
-			e.setResultLocked(a, e.newResultLocked(a, kubexec.ReasonQueuedTimeout, queuedTimeoutMessage(a, e.cfg.QueuedTimeout)))
-		case a.phase == phaseLaunched && e.watcher != nil:
+			e.endLocked(a, e.newResultLocked(a, kubexec.ReasonQueuedTimeout, queuedTimeoutMessage(a, e.cfg.QueuedTimeout)), a.settledStage())
+		case (a.stage == stageLaunched || a.stage == stageVerifying) && e.watcher != nil:
 			if pod, ok := e.watcher.Get(a.namespace, a.podName); ok && pod.UID == a.podUID {
 				e.classifyLocked(a, pod, now)
 			}
@@ -266,89 +281,93 @@ func (e *Kubernetes) worker(queue workqueue.TypedRateLimitingInterface[kubexec.T
 	}
 }
 
-// enqueueLocked hands a to the workers its state needs: the result
-// workers until its result is saved, the release workers after.
+// enqueueLocked hands a to the workers of its stage: the result workers
+// until its result is saved, the release workers after.
 func (e *Kubernetes) enqueueLocked(a *attempt) {
-	if a.saved {
-		e.releases.Add(a.key)
-	} else {
+	switch a.stage {
+	case stageStopping, stageFinishing:
 		e.results.Add(a.key)
+	case stageReleasing:
+		e.releases.Add(a.key)
 	}
 }
 
-// finish moves one attempt forward: find out whether a vanished pod is
-// gone, save the result, release the pod, forget the attempt.
-func (e *Kubernetes) finish(ctx context.Context, key kubexec.TaskKey) error {
+// resultStep runs the step of key's stage that belongs to the result
+// workers: verifying a pod that left the watch, collecting an XCom value
+// that a sidecar waits for, waiting for a pod to stop, saving the result.
+func (e *Kubernetes) resultStep(ctx context.Context, key kubexec.TaskKey) error {
 	e.mu.Lock()
 	a, ok := e.attempts[key]
 	if !ok {
 		e.mu.Unlock()
 		return nil
 	}
-	if a.verifyGone && a.result == nil {
-		ns, name, uid, last := a.namespace, a.podName, a.podUID, a.lastPod
-		e.mu.Unlock()
-		return e.verifyGone(ctx, key, ns, name, uid, last)
-	}
-	if a.result == nil {
-		collect, pod := a.xcomWaiting, a.lastPod
-		e.mu.Unlock()
+	st, collect, pod := a.stage, a.xcomWaiting, a.lastPod
+	e.mu.Unlock()
+	switch st {
+	case stageVerifying:
+		return e.verifyStep(ctx, a)
+	case stageLaunched:
 		if collect {
 			// The main container ended and the xcom sidecar keeps the
 			// pod running: read the value, which stops the sidecar.
 			return e.collectXCom(ctx, a, pod)
 		}
-		return nil
+	case stageStopping:
+		return e.stopStep(ctx, a)
+	case stageFinishing:
+		return e.saveStep(ctx, a)
 	}
-	if a.phase == phaseLaunching {
-		// Revoked during its create: launch() hands it back when the
-		// create returns.
-		e.mu.Unlock()
-		return nil
-	}
-	saved, hasPod, pod := a.saved, !a.podGone && a.podName != "", a.lastPod
-	e.mu.Unlock()
-
-	if !saved {
-		if ready, err := e.readyToSave(ctx, a); err != nil || !ready {
-			return err
-		}
-		if e.cfg.XCom != nil && hasPod && pod != nil {
-			if err := e.collectXCom(ctx, a, pod); err != nil {
-				return err
-			}
-		}
-		e.mu.Lock()
-		r, resultAt := *a.result, a.resultAt
-		e.mu.Unlock()
-		if err := e.store.SaveResult(ctx, r); err != nil {
-			if m, ok := e.cfg.Metrics.(SaveErrorMetrics); ok && ctx.Err() == nil {
-				m.ObserveSaveError(r.Reason)
-			}
-			return fmt.Errorf("StateStore.SaveResult: %w", err)
-		}
-		e.cfg.Metrics.ObserveResult(r.Reason, time.Since(resultAt))
-		e.mu.Lock()
-		a.saved = true
-		e.mu.Unlock()
-		e.log.Debug("result saved", "task", key, "reason", r.Reason)
-	}
-	// Releasing takes API calls (and maybe a log archive): other results
-	// are not kept waiting behind it.
-	e.releases.Add(key)
 	return nil
 }
 
-// releaseStep archives a saved attempt's logs and releases its pod, on a
-// release worker.
-func (e *Kubernetes) releaseStep(ctx context.Context, key kubexec.TaskKey) error {
+// saveStep is the step of stageFinishing, on a result worker: it collects
+// the XCom value and saves the result, then hands the attempt to the
+// release workers (releasing takes API calls, and maybe a log archive:
+// other results are not kept waiting behind it).
+func (e *Kubernetes) saveStep(ctx context.Context, a *attempt) error {
 	e.mu.Lock()
-	a, ok := e.attempts[key]
-	if !ok || !a.saved {
+	if a.stage != stageFinishing {
 		e.mu.Unlock()
 		return nil
 	}
-	hasPod, pod, archived := !a.podGone && a.podName != "", a.lastPod, a.archived
+	hasPod, pod := a.hasPod(), a.lastPod
+	e.mu.Unlock()
+	if e.cfg.XCom != nil && hasPod && pod != nil {
+		if err := e.collectXCom(ctx, a, pod); err != nil {
+			return err
+		}
+	}
+	e.mu.Lock()
+	r, resultAt := *a.result, a.resultAt
+	e.mu.Unlock()
+	if err := e.store.SaveResult(ctx, r); err != nil {
+		if m, ok := e.cfg.Metrics.(SaveErrorMetrics); ok && ctx.Err() == nil {
+			m.ObserveSaveError(r.Reason)
+		}
+		return fmt.Errorf("StateStore.SaveResult: %w", err)
+	}
+	e.cfg.Metrics.ObserveResult(r.Reason, time.Since(resultAt))
+	e.mu.Lock()
+	moved := e.moveLocked(a, stageReleasing)
+	e.mu.Unlock()
+	e.log.Debug("result saved", "task", a.key, "reason", r.Reason)
+	if moved {
+		e.releases.Add(a.key)
+	}
+	return nil
+}
+
+// releaseStep is the step of stageReleasing, on a release worker: it
+// archives the logs and releases the pod.
+func (e *Kubernetes) releaseStep(ctx context.Context, key kubexec.TaskKey) error {
+	e.mu.Lock()
+	a, ok := e.attempts[key]
+	if !ok || a.stage != stageReleasing {
+		e.mu.Unlock()
+		return nil
+	}
+	hasPod, pod, archived := a.hasPod(), a.lastPod, a.archived
 	e.mu.Unlock()
 	if e.cfg.LogArchiver != nil && hasPod && pod != nil && !archived {
 		// Before the pod may go: the tracking finalizer holds it until
@@ -390,7 +409,7 @@ func (e *Kubernetes) collectXCom(ctx context.Context, a *attempt, pod *corev1.Po
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	a.xcomWaiting = false
-	if a.result != nil && !a.saved {
+	if a.stage.hasResult() && a.stage != stageReleasing {
 		a.result.XComRef = a.xcomRef
 		if a.xcomErr != nil && a.result.Reason == kubexec.ReasonSucceeded {
 			// The task ran but its value is unusable: a failure of the
@@ -407,12 +426,12 @@ func (e *Kubernetes) collectXCom(ctx context.Context, a *attempt, pod *corev1.Po
 func (e *Kubernetes) release(ctx context.Context, a *attempt) error {
 	e.mu.Lock()
 	ns, name, uid := a.namespace, a.podName, a.podUID
-	gone, released, force, grace, deleteAt := a.podGone || a.podName == "", a.released, a.releasePod, a.grace, a.deleteAt
-	deleted := a.stopSent // readyToSave deleted it before the save
+	hasPod, released, force, grace, deleteAt := a.hasPod(), a.released, a.podMayRun, a.grace, a.deleteAt
+	deleted := a.stopSent // stopStep deleted it before the save
 	succeeded := a.result.Reason == kubexec.ReasonSucceeded
 	e.mu.Unlock()
 
-	if !gone {
+	if hasPod {
 		del := force || (succeeded && !e.cfg.GC.KeepOnSuccess) || (!succeeded && e.cfg.GC.DeleteOnFailure)
 		delayed := del && !force && e.cfg.GC.Delay > 0
 		if del && !delayed && !released && !deleted {
@@ -454,10 +473,12 @@ func (e *Kubernetes) release(ctx context.Context, a *attempt) error {
 		}
 	}
 	e.mu.Lock()
-	if cur, ok := e.attempts[a.key]; ok && cur == a {
-		delete(e.attempts, a.key)
+	if e.moveLocked(a, stageDone) {
+		if cur, ok := e.attempts[a.key]; ok && cur == a {
+			delete(e.attempts, a.key)
+		}
 	}
-	if uid != "" && !gone {
+	if uid != "" && hasPod {
 		e.released[uid] = time.Now()
 	}
 	e.reportSlotsLocked()
@@ -479,47 +500,58 @@ func (e *Kubernetes) deletePod(ctx context.Context, ns, name string, uid types.U
 	return nil
 }
 
-// verifyGone finds out why the watch reported a pod deleted before its
-// result was known.
-func (e *Kubernetes) verifyGone(ctx context.Context, key kubexec.TaskKey, ns, name string, uid types.UID, last *corev1.Pod) error {
+// verifyStep is the step of stageVerifying, on a result worker: it finds
+// out why the watch reported a pod deleted before its result was known.
+func (e *Kubernetes) verifyStep(ctx context.Context, a *attempt) error {
+	e.mu.Lock()
+	if a.stage != stageVerifying {
+		e.mu.Unlock()
+		return nil
+	}
+	key, ns, name, uid, last := a.key, a.namespace, a.podName, a.podUID, a.lastPod
+	e.mu.Unlock()
 	pod, err := e.client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("get pod %s/%s: %w", ns, name, err)
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	a, ok := e.attempts[key]
-	if !ok || a.result != nil || !a.verifyGone {
-		return nil
+	if a.stage != stageVerifying {
+		return nil // the watch saw it again, or it was revoked
 	}
-	a.verifyGone = false
 	now := time.Now()
 	switch {
 	case err != nil || (uid != "" && pod.UID != uid):
 		// Vanished: deleted without our finalizer holding it.
 		c := watch.ClassifyDeleted(last, now)
-		a.podGone = true
+		a.pod = podGone
 		r := kubexec.Result{
 			Key: key, State: c.Reason.State(), Reason: c.Reason, ExitCode: c.ExitCode,
 			Container: c.Container, Message: c.Message, PodName: name, Namespace: ns,
 			Node: last.Spec.NodeName, StartedAt: c.StartedAt, FinishedAt: now,
 		}
-		e.setResultLocked(a, r)
+		e.endLocked(a, r, a.settledStage())
 	case pod.Labels[kubexec.LabelExecutor] != e.cfg.ExecutorID:
 		// Adopted by another executor: it saves the result now.
-		e.log.Info("pod adopted by another executor", "task", key, "pod", name, "owner", pod.Labels[kubexec.LabelExecutor])
-		delete(e.attempts, key)
-		e.reportSlotsLocked()
+		e.log.Info("pod adopted by another executor", "task", key, "pod", ns+"/"+name, "owner", pod.Labels[kubexec.LabelExecutor])
+		e.forgetLocked(a)
 	default:
 		// Still ours (for example labelled done by hand): decide from its
 		// current state.
-		a.lastPod = pod
 		e.classifyLocked(a, pod, now)
-		if a.result == nil {
-			e.log.Warn("pod left the watch but is still this executor's and not finished; no longer tracked", "task", key, "pod", name)
-			delete(e.attempts, key)
-			e.reportSlotsLocked()
+		if a.stage == stageVerifying {
+			e.log.Warn("pod left the watch but is still this executor's and not finished; no longer tracked", "task", key, "pod", ns+"/"+name)
+			e.forgetLocked(a)
 		}
 	}
 	return nil
+}
+
+// forgetLocked drops an attempt that has no result (its pod is no longer
+// this executor's to watch).
+func (e *Kubernetes) forgetLocked(a *attempt) {
+	if e.moveLocked(a, stageDone) {
+		delete(e.attempts, a.key)
+		e.reportSlotsLocked()
+	}
 }

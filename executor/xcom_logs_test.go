@@ -41,7 +41,7 @@ func testXComAndLogArchive(t *testing.T, builderMiddleware bool, channel xcom.Ch
 		uid := int64(1000)
 		template.Spec.SecurityContext.RunAsUser = &uid
 		builder, err := podtemplate.New(template, podtemplate.Config{
-			ExecutorID: cfg.ExecutorID, Namespace: ns,
+			Namespace:  ns,
 			Middleware: []podtemplate.Middleware{xcom.Middleware(xcom.PodConfig{Channel: channel})},
 		})
 		require.NoError(t, err)

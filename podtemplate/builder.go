@@ -197,6 +197,7 @@ func (t *Template) Build(ctx context.Context, spec TaskSpec) (*corev1.Pod, error
 		pod.Namespace = t.cfg.Namespace
 	}
 	mainFirst(pod, t.cfg.MainContainer)
+	// Middleware sees the pod's final name, labels and annotations ...
 	if err := kubexec.ApplyMetadata(pod, id, spec.Key); err != nil {
 		return nil, err
 	}
@@ -208,6 +209,8 @@ func (t *Template) Build(ctx context.Context, spec TaskSpec) (*corev1.Pod, error
 			return nil, &MiddlewareError{Index: i, Err: err}
 		}
 	}
+	// ... and what it changed of them is undone, so that a Template used
+	// without an executor builds correctly labelled pods too.
 	if err := kubexec.ApplyMetadata(pod, id, spec.Key); err != nil {
 		return nil, err
 	}

@@ -59,11 +59,11 @@ func cmdRun(ctx context.Context, o *options, file string) (int, error) {
 	if err != nil {
 		return exitFailed, err
 	}
-	builder, err := newBuilder(o, wf, execID, ns)
+	builder, err := newBuilder(o, wf, ns)
 	if err != nil {
 		return exitUsage, err
 	}
-	if err := preflight(ctx, cl, builder, wf, ns); err != nil {
+	if err := preflight(ctx, cl, builder, wf, ns, execID); err != nil {
 		return exitUsage, err
 	}
 	if err := applySecrets(ctx, cl, wf, ns); err != nil {
@@ -128,7 +128,7 @@ func resumeRun(ctx context.Context, o *options, store *sqlitestore.Store, run sq
 	if err != nil {
 		return exitFailed, err
 	}
-	builder, err := newBuilder(o, wf, execID, run.Namespace)
+	builder, err := newBuilder(o, wf, run.Namespace)
 	if err != nil {
 		return exitUsage, err
 	}
@@ -170,8 +170,9 @@ func namespaceFor(o *options, wf *workflow.Workflow) string {
 // timeout as the pod's deadline, and the XCom channel: each task may write
 // one JSON value to the file named by $KUBEXEC_XCOM_PATH, its termination
 // message unless its pod override chooses the sidecar channel
-// (annotation xcom.kubexec.io/channel: sidecar).
-func newBuilder(o *options, wf *workflow.Workflow, execID, ns string) (podtemplate.Builder, error) {
+// (annotation xcom.kubexec.io/channel: sidecar). It needs no executor id:
+// the executor hands its own in each TaskSpec.
+func newBuilder(o *options, wf *workflow.Workflow, ns string) (podtemplate.Builder, error) {
 	var base *corev1.Pod
 	if o.podTemplate != "" {
 		var err error
@@ -187,8 +188,7 @@ func newBuilder(o *options, wf *workflow.Workflow, execID, ns string) (podtempla
 		base.Spec.SecurityContext.RunAsGroup = &nobody
 	}
 	return podtemplate.New(base, podtemplate.Config{
-		ExecutorID: execID,
-		Namespace:  ns,
+		Namespace: ns,
 		Middleware: []podtemplate.Middleware{
 			driver.DeadlineMiddleware(wf),
 			driver.RequireXComMiddleware(wf),
@@ -199,8 +199,9 @@ func newBuilder(o *options, wf *workflow.Workflow, execID, ns string) (podtempla
 
 // preflight builds every task's first pod and has the API server check it
 // with a dry run, so that a pod the cluster would reject is reported
-// before anything of the run exists.
-func preflight(ctx context.Context, cl *cluster, builder podtemplate.Builder, wf *workflow.Workflow, ns string) error {
+// before anything of the run exists. The pods carry execID, as the
+// executor's will.
+func preflight(ctx context.Context, cl *cluster, builder podtemplate.Builder, wf *workflow.Workflow, ns, execID string) error {
 	if _, err := cl.client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); err != nil {
 		if apierrors.IsNotFound(err) {
 			return fmt.Errorf("namespace %q does not exist: create it (kubectl create namespace %s) or pick another with --namespace", ns, ns)
@@ -211,6 +212,7 @@ func preflight(ctx context.Context, cl *cluster, builder podtemplate.Builder, wf
 	var problems []*workflow.Error
 	for _, t := range wf.Tasks {
 		spec := driver.Spec(probe, t, 1)
+		spec.ExecutorID = execID
 		pod, err := builder.Build(ctx, spec)
 		if err == nil {
 			_, err = cl.client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
