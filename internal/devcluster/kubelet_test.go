@@ -1,7 +1,9 @@
 package devcluster
 
 import (
+	"archive/tar"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -81,6 +83,40 @@ func testKubeletPods(t *testing.T, c *Cluster, ns string) {
 		out, _, code = execInPod(t, c, ns, "logs", "main", "cat", "/proc/1/cmdline")
 		require.Zero(t, code)
 		require.Contains(t, out, "sleep")
+	})
+	t.Run("OwnImageImported", func(t *testing.T) {
+		t.Parallel()
+		// What the README tells a user: a docker-archive tarball, imported
+		// with ctr into the node's containerd, runs with IfNotPresent.
+		img, err := busyboxImage()
+		require.NoError(t, err)
+		img.tags = []string{"example.com/team/app:1"}
+		img.files = append(img.files, imageFile{name: "app.txt", mode: 0o644, typ: tar.TypeReg, content: []byte("from the imported image\n")})
+		archive := filepath.Join(t.TempDir(), "app.tar")
+		require.NoError(t, writeDockerArchive(archive, img))
+		sock, err := c.ContainerdSocket(c.KubeletNodeNames()[0])
+		require.NoError(t, err)
+		out, err := exec.Command("ctr", "--address", sock, "-n", "k8s.io", "images", "import", archive).CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		p := kubeletPod("own-image", "cat /app.txt")
+		p.Spec.Containers[0].Image = "example.com/team/app:1"
+		p.Spec.Containers[0].ImagePullPolicy = corev1.PullIfNotPresent
+		createPod(t, c, ns, p)
+		p = waitPod(t, c, ns, "own-image", 3*time.Minute, "terminal", terminal)
+		require.Equal(t, corev1.PodSucceeded, p.Status.Phase, podSummary(p))
+		require.Equal(t, "from the imported image\n", podLogs(t, c, ns, "own-image", &corev1.PodLogOptions{}))
+	})
+	t.Run("MissingImageIsErrImagePull", func(t *testing.T) {
+		t.Parallel()
+		p := kubeletPod("missing-image", "true")
+		p.Spec.Containers[0].Image = "registry.example.com/team/missing:1"
+		createPod(t, c, ns, p)
+		p = waitPod(t, c, ns, "missing-image", 3*time.Minute, "a pull error", func(p *corev1.Pod) bool {
+			r := waitingReason(p, "main")
+			return r == "ErrImagePull" || r == "ImagePullBackOff"
+		})
+		// containerd was sent to the loopback port, not to the registry.
+		require.Contains(t, p.Status.ContainerStatuses[0].State.Waiting.Message, noRegistry)
 	})
 	t.Run("Succeeds", func(t *testing.T) {
 		t.Parallel()
