@@ -127,6 +127,7 @@ func testKubeletPods(t *testing.T, c *Cluster, ns string) {
 		require.NotNil(t, term)
 		require.Equal(t, "Completed", term.Reason)
 		require.Equal(t, "done\n", term.Message)
+		requireSandboxEnded(t, c, ns, "succeeds")
 	})
 	t.Run("OOMKilledByTheKernel", func(t *testing.T) {
 		t.Parallel()
@@ -141,6 +142,18 @@ func testKubeletPods(t *testing.T, c *Cluster, ns string) {
 		require.EqualValues(t, 137, term.ExitCode)
 	})
 
+}
+
+// requireSandboxEnded waits until an ended pod's sandbox is reported
+// stopped, and checks the condition as the kubelet writes it, which the
+// process node copies.
+func requireSandboxEnded(t *testing.T, c *Cluster, ns, name string) {
+	t.Helper()
+	p := waitPod(t, c, ns, name, 3*time.Minute, "PodReadyToStartContainers False", func(p *corev1.Pod) bool {
+		cond := condition(p, corev1.PodReadyToStartContainers)
+		return cond != nil && cond.Status == corev1.ConditionFalse
+	})
+	require.Equal(t, "PodSandboxNotReady", condition(p, corev1.PodReadyToStartContainers).Reason)
 }
 
 func readSysctls(t *testing.T) map[string]string {

@@ -314,6 +314,7 @@ func testPodSucceeds(t *testing.T, c *Cluster) {
 		require.Equal(t, want, cond.Status, "condition %s\n%s", typ, podSummary(p))
 	}
 	require.Equal(t, "PodCompleted", condition(p, corev1.PodReady).Reason)
+	requireSandboxEnded(t, c, ns, "ok")
 	require.Equal(t, "hello\n", podLogs(t, c, ns, "ok", &corev1.PodLogOptions{}))
 }
 

@@ -62,8 +62,13 @@ func (r *podRuntime) statusLocked() corev1.PodStatus {
 	}
 
 	ready := r.sandboxReady && !r.finished
+	// The kubelet gives the False condition a reason.
+	sandboxReason := ""
+	if !ready {
+		sandboxReason = "PodSandboxNotReady"
+	}
 	s.Conditions = []corev1.PodCondition{
-		r.condition(corev1.PodReadyToStartContainers, boolStatus(ready), "", ""),
+		r.condition(corev1.PodReadyToStartContainers, boolStatus(ready), sandboxReason, ""),
 		r.initializedCondition(&s),
 	}
 	cr := r.containersReadyCondition(&s)
