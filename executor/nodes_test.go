@@ -1,14 +1,24 @@
 package executor_test
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/httpstream"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/remotecommand"
+	utilexec "k8s.io/client-go/util/exec"
 
 	"github.com/kubexec/kubexec"
+	"github.com/kubexec/kubexec/executor"
 	"github.com/kubexec/kubexec/internal/devcluster"
+	"github.com/kubexec/kubexec/logs"
 	"github.com/kubexec/kubexec/podtemplate"
 	"github.com/kubexec/kubexec/xcom"
 )
@@ -56,10 +66,10 @@ func (p nodePin) apply(t *testing.T, spec podtemplate.TaskSpec, extra string) po
 }
 
 // TestOnTheKubelet runs the executor's end-to-end cases on the real kubelet
-// (with containerd and runc) that the process node's tests run on
-// kubexec-node: every kind of ending, XCom over both channels (the sidecar
-// read by exec through the kubelet), and logs read live and from the
-// archive after the pod is gone.
+// (with containerd and runc) that other tests run on kubexec-node: every
+// kind of ending, XCom over both channels (the sidecar read by exec through
+// the kubelet), and logs read live and from the archive after the pod is
+// gone.
 func TestOnTheKubelet(t *testing.T) {
 	t.Run("MixedOutcomes", func(t *testing.T) {
 		testMixedOutcomes(t, 30, onKubelet)
@@ -70,4 +80,71 @@ func TestOnTheKubelet(t *testing.T) {
 	t.Run("XComTerminationMessage", func(t *testing.T) {
 		testXComAndLogArchive(t, true, xcom.ChannelTerminationMessage, onKubelet)
 	})
+	t.Run("LogsLive", func(t *testing.T) { testLogsLive(t, onKubelet) })
+}
+
+// TestLogsLive follows a running task's log on the process node; the same
+// case runs on the kubelet in TestOnTheKubelet.
+func TestLogsLive(t *testing.T) { testLogsLive(t, onAnyNode) }
+
+// testLogsLive follows a running task's log through the logs Service, as
+// `scheduler logs --follow` does: each line arrives while the pod runs,
+// and the stream ends when the container does.
+func testLogsLive(t *testing.T, pin nodePin) {
+	ctx := t.Context()
+	ns := cluster.NewNamespace(t, "logs-live", nil)
+	cfg := testConfig(ns)
+	sink, err := logs.NewFileSink(t.TempDir())
+	require.NoError(t, err)
+	logService, err := logs.New(cluster.Client(), sink, logs.Config{Namespace: ns})
+	require.NoError(t, err)
+	cfg.LogArchiver = logService
+	store := executor.NewMemoryStore()
+	e := startExecutor(t, cluster.RESTConfig(), store, cfg)
+	k := key("logs-live", 1)
+	// The task waits for a file the test writes, so the first line is read
+	// while the pod certainly runs.
+	require.NoError(t, e.Queue(pin.apply(t, shell(k, "echo first; while [ ! -e /tmp/go ]; do sleep 0.1; done; echo second"), "")))
+	drive(t, e, 3*time.Minute, "running", func() bool {
+		st, ok := e.Attempt(k)
+		return ok && st.State == kubexec.StateRunning
+	})
+	name, err := kubexec.PodName(k)
+	require.NoError(t, err)
+	var lines []string
+	for line, err := range logService.Lines(ctx, k, logs.Options{Namespace: ns, Follow: true}) {
+		require.NoError(t, err)
+		lines = append(lines, line.Text)
+		if line.Text == "first" {
+			_, _, code := execIn(t, ns, name, "touch", "/tmp/go")
+			require.Zero(t, code)
+		}
+	}
+	require.Equal(t, []string{"first", "second"}, lines)
+	drive(t, e, 3*time.Minute, "result", func() bool { return len(store.Results()) == 1 })
+	r := store.Results()[0]
+	require.Equal(t, kubexec.ReasonSucceeded, r.Reason, "%+v", r)
+	pin.requireRanThere(t, r)
+}
+
+// execIn runs cmd in the pod's main container, as kubectl exec does, and
+// returns its stdout, stderr and exit code.
+func execIn(t *testing.T, ns, pod string, cmd ...string) (string, string, int) {
+	t.Helper()
+	req := cluster.Client().CoreV1().RESTClient().Post().Resource("pods").Namespace(ns).Name(pod).SubResource("exec").
+		VersionedParams(&corev1.PodExecOptions{Container: podtemplate.DefaultMainContainer, Command: cmd, Stdout: true, Stderr: true}, scheme.ParameterCodec)
+	ws, err := remotecommand.NewWebSocketExecutor(cluster.RESTConfig(), "GET", req.URL().String())
+	require.NoError(t, err)
+	spdy, err := remotecommand.NewSPDYExecutor(cluster.RESTConfig(), "POST", req.URL())
+	require.NoError(t, err)
+	exec, err := remotecommand.NewFallbackExecutor(ws, spdy, httpstream.IsUpgradeFailure)
+	require.NoError(t, err)
+	var stdout, stderr bytes.Buffer
+	err = exec.StreamWithContext(t.Context(), remotecommand.StreamOptions{Stdout: &stdout, Stderr: &stderr})
+	var exitErr utilexec.ExitError
+	if errors.As(err, &exitErr) {
+		return stdout.String(), stderr.String(), exitErr.ExitStatus()
+	}
+	require.NoError(t, err)
+	return stdout.String(), stderr.String(), 0
 }
