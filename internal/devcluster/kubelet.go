@@ -29,12 +29,13 @@ import (
 // Debian's containerd and runc, on this machine:
 //
 //   - kubelet and containerd run in a mount namespace of their own, held by
-//     a sleeping process. In it, files holding the host's current values are
-//     bind-mounted over the sysctls the kubelet would rewrite
-//     (vm.overcommit_memory, kernel.panic, ...), and tmpfs over the host
-//     paths containerd and the kubelet write to (/run/containerd,
-//     /run/netns, /var/log/containers), so the host is left as it was and
-//     every mount goes away with the namespace.
+//     a sleeping process. In it, files holding the values the kubelet wants
+//     are bind-mounted over the sysctls it checks (vm.overcommit_memory,
+//     kernel.panic, ...; it runs with protectKernelDefaults, so it never
+//     writes them), and tmpfs over the host paths containerd and the
+//     kubelet write to (/run/containerd, /run/netns, /var/log/containers),
+//     so the host is left as it was and every mount goes away with the
+//     namespace.
 //   - Everything else is under the cluster's folder (<Dir>/kubelet-i):
 //     containerd's root and state, the kubelet's root, pod logs,
 //     certificates, the CNI plugin and its addresses.
@@ -80,11 +81,19 @@ var hostPackages = []struct{ path, pkg string }{
 	{"/usr/sbin/ip", "iproute2"},
 }
 
-// guardedSysctls are the sysctls the kubelet sets at start when they differ
-// from what it wants. The node keeps the host's values.
-var guardedSysctls = []string{
-	"vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
-	"kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes",
+// kubeletSysctls are the sysctls the kubelet checks at start, with the
+// values it wants (setupKernelTunables). In the node's mount namespace each
+// is covered by a file holding that value, and the kubelet runs with
+// protectKernelDefaults, so it never writes one: if the cover were missing,
+// it would refuse to start ("invalid kernel flag") rather than change the
+// host.
+var kubeletSysctls = map[string]string{
+	"vm/overcommit_memory":      "1",
+	"vm/panic_on_oom":           "0",
+	"kernel/panic":              "10",
+	"kernel/panic_on_oops":      "1",
+	"kernel/keys/root_maxkeys":  "1000000",
+	"kernel/keys/root_maxbytes": "25000000",
 }
 
 // hostTmpfs are host paths containerd and the kubelet write to whatever
@@ -189,6 +198,9 @@ func (c *Cluster) startKubelet(ctx context.Context, k *kubeletNode) error {
 	if err != nil {
 		return err
 	}
+	if err := c.waitNamespace(ctx, k); err != nil {
+		return err
+	}
 	if err := k.prepareNamespace(ctx); err != nil {
 		return err
 	}
@@ -238,12 +250,36 @@ func (k *kubeletNode) enter() []string {
 	return []string{"--target", strconv.Itoa(k.holder.cmd.Process.Pid), "--mount", "--"}
 }
 
-// prepareNamespace guards the sysctls and covers the host paths with tmpfs,
-// inside the node's mount namespace.
+// waitNamespace waits until the holder runs sleep in a mount namespace of
+// its own. Until then /proc/<pid>/ns/mnt is still the host's, and a mount
+// made through it would land on the host.
+func (c *Cluster) waitNamespace(ctx context.Context, k *kubeletNode) error {
+	host, err := os.Readlink("/proc/self/ns/mnt")
+	if err != nil {
+		return err
+	}
+	pid := strconv.Itoa(k.holder.cmd.Process.Pid)
+	return c.poll(ctx, "the mount namespace of "+k.name, []*process{k.holder}, func(context.Context) (bool, error) {
+		ns, err := os.Readlink(filepath.Join("/proc", pid, "ns", "mnt"))
+		if err != nil || ns == host {
+			return false, nil
+		}
+		comm, err := os.ReadFile(filepath.Join("/proc", pid, "comm"))
+		return err == nil && strings.TrimSpace(string(comm)) == "sleep", nil
+	})
+}
+
+// prepareNamespace covers the kubelet's sysctls and the host paths with
+// tmpfs, inside the node's mount namespace. The script refuses to run in
+// the host's mount namespace.
 func (k *kubeletNode) prepareNamespace(ctx context.Context) error {
+	host, err := os.Readlink("/proc/self/ns/mnt")
+	if err != nil {
+		return err
+	}
 	var script strings.Builder
-	script.WriteString("set -e\n")
-	for _, s := range guardedSysctls {
+	fmt.Fprintf(&script, "set -e\n[ \"$(readlink /proc/self/ns/mnt)\" != %q ] || { echo 'in the host mount namespace' >&2; exit 1; }\n", host)
+	for s := range kubeletSysctls {
 		fmt.Fprintf(&script, "mount --bind %s /proc/sys/%s\n", filepath.Join(k.dir, "sysctl", strings.ReplaceAll(s, "/", ".")), s)
 	}
 	for _, p := range hostTmpfs {
@@ -323,7 +359,7 @@ func (c *Cluster) writeKubeletFiles(k *kubeletNode) error {
 		"oomScoreAdj":                 0,
 		"failSwapOn":                  false,
 		"makeIPTablesUtilChains":      false,
-		"protectKernelDefaults":       false,
+		"protectKernelDefaults":       true,
 		"imageGCHighThresholdPercent": 100,
 		"imageGCLowThresholdPercent":  99,
 		"evictionHard":                map[string]string{"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%", "nodefs.inodesFree": "1%"},
@@ -406,12 +442,8 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
 		return err
 	}
 
-	for _, s := range guardedSysctls {
-		v, err := os.ReadFile(filepath.Join("/proc/sys", s))
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(k.dir, "sysctl", strings.ReplaceAll(s, "/", ".")), v, 0o644); err != nil {
+	for s, v := range kubeletSysctls {
+		if err := os.WriteFile(filepath.Join(k.dir, "sysctl", strings.ReplaceAll(s, "/", ".")), []byte(v+"\n"), 0o644); err != nil {
 			return err
 		}
 	}

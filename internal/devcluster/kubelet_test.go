@@ -159,7 +159,7 @@ func requireSandboxEnded(t *testing.T, c *Cluster, ns, name string) {
 func readSysctls(t *testing.T) map[string]string {
 	t.Helper()
 	m := map[string]string{}
-	for _, s := range guardedSysctls {
+	for s := range kubeletSysctls {
 		v, err := os.ReadFile(filepath.Join("/proc/sys", s))
 		require.NoError(t, err)
 		m[s] = strings.TrimSpace(string(v))
