@@ -1,7 +1,10 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -153,3 +156,59 @@ func TestLifecycleTimings(t *testing.T) {
 
 // seconds formats d as seconds with two decimals.
 func seconds(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
+
+// The timings of a restart, for docs/lifecycle.md: a scheduler stopped
+// while an attempt runs (its pod goes on), then `scheduler resume`, which
+// starts an executor with the same ExecutorID: how long until it tracks
+// the running attempt again, and until the run ends once the attempt is
+// let go.
+func TestRestartTimings(t *testing.T) {
+	e := newEnv(t, "restart")
+	shared := t.TempDir()
+	require.NoError(t, os.Chmod(shared, 0o777)) // tasks run as uid 65534
+	wf := e.writeWorkflow(fmt.Sprintf(`workflow: restart
+defaults: {image: busybox:1.36}
+tasks:
+- id: long
+  command: [sh, -c, 'until [ -e /shared/release ]; do sleep 0.1; done']
+  podOverride:
+    spec:
+      volumes: [{name: shared, hostPath: {path: %s, type: Directory}}]
+      containers: [{name: base, volumeMounts: [{name: shared, mountPath: /shared}]}]
+`, shared))
+	ctx, stop := context.WithCancel(t.Context())
+	first := make(chan int)
+	go func() {
+		code, _, _ := e.main(ctx, "--plain", "run", wf)
+		first <- code
+	}()
+	e.waitPod(podName(t, "restart", "restart-1", "long", 1), "runs", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
+	stop()
+	require.Equal(t, exitStopped, <-first)
+
+	var out syncBuffer
+	start := time.Now()
+	second := make(chan int, 1)
+	go func() { second <- Main(t.Context(), e.args("--plain", "resume"), &out, &out) }()
+	require.Eventually(t, func() bool {
+		return strings.Contains(out.String(), "long: attempt 1: its pod was running before the restart; tracking it again")
+	}, 3*time.Minute, 10*time.Millisecond, "resume did not track the running attempt again:\n%s", out.String())
+	tracked := time.Since(start)
+	release := time.Now()
+	require.NoError(t, os.WriteFile(filepath.Join(shared, "release"), nil, 0o644))
+	var code int
+	select {
+	case code = <-second:
+	case <-time.After(3 * time.Minute):
+		t.Fatalf("the resumed run did not end:\n%s", out.String())
+	}
+	ended := time.Since(release)
+	require.Equal(t, exitOK, code, out.String())
+	require.Contains(t, out.String(), "Run restart-1 succeeded")
+
+	table := "| step | time |\n|---|---:|\n" +
+		fmt.Sprintf("| `scheduler resume` started → the running attempt tracked again (same ExecutorID: no adoption, no Lease wait) | %s |\n", seconds(tracked)) +
+		fmt.Sprintf("| the task told to finish → it ends, its result is saved, its pod released, the run finished | %s |\n", seconds(ended))
+	t.Logf("timings:\n%s", table)
+	docExample(t, "timings-restart.md", table, numberShape)
+}
