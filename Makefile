@@ -3,7 +3,7 @@ GO ?= go
 BIN := $(CURDIR)/_output/bin
 export KUBEXEC_DEVCLUSTER_BIN := $(BIN)
 
-.PHONY: run test test-loaded devcluster vet cluster-up cluster-down fmt bench
+.PHONY: run test test-loaded devcluster vet docs cluster-up cluster-down fmt bench
 
 ## run: build the dev cluster, then run the example scheduler's sample
 ## workflow on it (the scheduler starts the dev cluster, follows the run,
@@ -11,8 +11,9 @@ export KUBEXEC_DEVCLUSTER_BIN := $(BIN)
 run: devcluster
 	$(GO) -C examples/scheduler run . run workflows/sample.yaml
 
-## test: build the dev cluster, then vet and run every test with -race.
-test: devcluster vet
+## test: build the dev cluster, then vet, check the docs and run every
+## test with -race.
+test: devcluster vet docs
 	$(GO) test -race -count=1 -timeout 30m $(GOTESTFLAGS) ./...
 	cd examples/scheduler && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 30m $(GOTESTFLAGS) ./...
 
@@ -35,6 +36,17 @@ bench: devcluster
 devcluster:
 	bash internal/devcluster/bin/install-packages.sh
 	bash internal/devcluster/bin/build.sh $(BIN)
+
+## docs: check that every Mermaid block in docs/*.md parses (a node script
+## in docs/check; its npm packages come from its package-lock.json, installed
+## once with npm ci). The example scheduler's tests check the rest of the
+## guide: its commands exist, its examples are current, every Config field
+## is described.
+docs: docs/check/node_modules/.package-lock.json
+	cd docs/check && node check.mjs
+
+docs/check/node_modules/.package-lock.json: docs/check/package-lock.json
+	cd docs/check && npm ci --no-audit --no-fund
 
 vet:
 	$(GO) vet ./...

@@ -118,6 +118,14 @@ func cmdExplain(ctx context.Context, o *options, ref string) error {
 	if path := archivedLogs(o, run, a); path != "" {
 		fmt.Fprintf(w, "  Logs of attempt %d: archived in %s (`scheduler logs %s/%s --attempt %d`).\n", a.Attempt, path, run.ID, task.TaskID, a.Attempt)
 	}
+	// An earlier attempt, or a failed one the task recovered from, has a
+	// Reason of its own: its hint applies to it.
+	if r := a.Result; r != nil && r.Reason != kubexec.ReasonSucceeded && (r.Reason != task.Reason || !task.State.Terminal()) {
+		fmt.Fprintf(w, "  Attempt %d: Reason %s: retryable=%t, platform failure=%t.\n", a.Attempt, r.Reason, r.Reason.Retryable(), r.Reason.SystemFailure())
+		if h := r.Reason.Hint(); h != "" && (r.Reason != kubexec.ReasonFailed || r.ExitCode != 0) {
+			todo = append(todo, h)
+		}
+	}
 	if o.kubeconfig == "" {
 		fmt.Fprintln(w, "\nThe pod, its events, quota and permissions: not shown, no --kubeconfig given (the embedded dev cluster lives only while `run` runs).")
 		printTodo(w, todo)
@@ -135,11 +143,13 @@ func cmdExplain(ctx context.Context, o *options, ref string) error {
 	switch {
 	case apierrors.IsNotFound(err):
 		if a.Result != nil {
-			fmt.Fprint(w, "  It is gone: deleted after its result was saved (success, or `scheduler cleanup`)")
+			fmt.Fprintf(w, "  It is gone: %s", goneWhy(a.Result.Reason))
 			if archivedLogs(o, run, a) != "" {
 				fmt.Fprintln(w, "; its logs are archived (above).")
 			} else {
-				fmt.Fprintln(w, "; its logs were not archived.")
+				fmt.Fprintln(w, "; its logs were not archived, so they are lost.")
+				todo = append(todo, fmt.Sprintf("The logs of attempt %d went with its pod: there is no archive of them in %s. The scheduler archives each attempt's logs before it lets its pod go, so the archive was removed since, or this is not the database the run used (pass its --db). To keep pods as well, run with --keep-pods.",
+					a.Attempt, logDir(o.db)))
 			}
 		} else {
 			fmt.Fprintln(w, "  It does not exist: the executor has not created it yet.")
@@ -149,6 +159,7 @@ func cmdExplain(ctx context.Context, o *options, ref string) error {
 		fmt.Fprintf(w, "  Cannot read it: %v\n", err)
 	default:
 		todo = append(todo, explainPod(w, pod)...)
+		todo = append(todo, explainNode(ctx, w, cl, pod)...)
 		explainEvents(ctx, w, cl, pod)
 		// The pod exists, so it passed the quota's admission: the quota
 		// is shown, never blamed.
@@ -157,6 +168,19 @@ func cmdExplain(ctx context.Context, o *options, ref string) error {
 	todo = append(todo, explainPermissions(ctx, w, cl, a.Namespace)...)
 	printTodo(w, todo)
 	return nil
+}
+
+// goneWhy says why the pod of an attempt that ended with reason is gone.
+func goneWhy(reason kubexec.Reason) string {
+	switch reason {
+	case kubexec.ReasonSucceeded:
+		return "deleted after its result was saved (succeeded pods are deleted once their logs are archived, unless --keep-pods)"
+	case kubexec.ReasonDeletedExternally:
+		return "deleted by someone other than the scheduler before it finished; its tracking finalizer held it until its result was saved"
+	case kubexec.ReasonFailed, kubexec.ReasonOOMKilled, kubexec.ReasonDeadlineExceeded:
+		return "deleted after its result was saved (failed pods are kept until `scheduler cleanup`, or someone deleted it)"
+	}
+	return "deleted by the executor once the attempt's outcome was known (" + string(reason) + "), before its result was saved, so that a retry never runs beside it"
 }
 
 func printTodo(w io.Writer, todo []string) {
@@ -203,7 +227,7 @@ func explainPod(w io.Writer, pod *corev1.Pod) []string {
 		}
 		fmt.Fprintln(w)
 		if c.Type == corev1.PodScheduled && c.Reason == corev1.PodReasonUnschedulable {
-			todo = append(todo, "No node can take the pod: lower its resources requests, or fix its nodeSelector, affinity or tolerations (the condition's message says which), or add capacity.")
+			todo = append(todo, unschedulableAdvice(pod, c.Message))
 		}
 	}
 	statuses := append(append([]corev1.ContainerStatus{}, pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...)
@@ -239,12 +263,72 @@ func explainPod(w io.Writer, pod *corev1.Pod) []string {
 					}
 				}
 				todo = append(todo, fmt.Sprintf("Container %s used more memory than its limit (%s): raise resources.limits.memory, or make the task use less.", cs.Name, lim))
-			} else if t.ExitCode != 0 {
+			} else if t.Reason == "ContainerStatusUnknown" {
+				todo = append(todo, fmt.Sprintf("Container %s was lost with its node (ContainerStatusUnknown): not the task's fault; the attempt ends Disrupted and the scheduler retries it without using the task's retries.", cs.Name))
+			} else if t.ExitCode != 0 && pod.DeletionTimestamp == nil {
 				todo = append(todo, fmt.Sprintf("The task's own code failed (exit code %d): read its logs with `scheduler logs`.", t.ExitCode))
 			}
 		}
 	}
 	return todo
+}
+
+// unschedulableAdvice says what to change for a pod that no node takes,
+// from the scheduler's message (which names each node's objection).
+func unschedulableAdvice(pod *corev1.Pod, msg string) string {
+	var fixes []string
+	if strings.Contains(msg, "affinity/selector") {
+		if len(pod.Spec.NodeSelector) > 0 {
+			var sel []string
+			for k, v := range pod.Spec.NodeSelector {
+				sel = append(sel, k+"="+v)
+			}
+			sort.Strings(sel)
+			fixes = append(fixes, fmt.Sprintf("no node has the labels of its nodeSelector (%s): fix the task's nodeSelector or affinity, or label a node (`kubectl get nodes --show-labels`)", strings.Join(sel, ", ")))
+		} else {
+			fixes = append(fixes, "no node matches its node affinity: fix the task's affinity, or label a node (`kubectl get nodes --show-labels`)")
+		}
+	}
+	if strings.Contains(msg, "Insufficient ") {
+		var res []string
+		for _, f := range strings.Split(msg, "Insufficient ")[1:] {
+			res = append(res, strings.TrimRight(strings.Fields(f)[0], ".,"))
+		}
+		fixes = append(fixes, fmt.Sprintf("no node has enough free %s for its requests: lower the task's resources.requests, or add capacity (`kubectl describe nodes` shows what is allocated)", strings.Join(dedupe(res), " and ")))
+	}
+	if strings.Contains(msg, "taint") {
+		fixes = append(fixes, "the nodes have taints it does not tolerate: add tolerations to the task's podOverride, or use untainted nodes")
+	}
+	if len(fixes) == 0 {
+		return "No node can take the pod: lower its resources requests, or fix its nodeSelector, affinity or tolerations (the condition's message says which), or add capacity."
+	}
+	return "No node can take the pod: " + strings.Join(fixes, "; ") + ". It fails as Unschedulable if this lasts the pending timeout (5m by default)."
+}
+
+// explainNode says when the pod's node is not Ready: its pods' states are
+// then stale.
+func explainNode(ctx context.Context, w io.Writer, cl *cluster, pod *corev1.Pod) []string {
+	if pod.Spec.NodeName == "" || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+		return nil
+	}
+	node, err := cl.client.CoreV1().Nodes().Get(ctx, pod.Spec.NodeName, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		fmt.Fprintf(w, "  node %s: it no longer exists\n", pod.Spec.NodeName)
+		return []string{fmt.Sprintf("The pod's node %s is gone: the pod garbage collector deletes the pod, and the attempt ends Disrupted; the scheduler retries it without using the task's retries.", pod.Spec.NodeName)}
+	case err != nil:
+		fmt.Fprintf(w, "  node %s: cannot read it: %v\n", pod.Spec.NodeName, err)
+		return nil
+	}
+	for _, c := range node.Status.Conditions {
+		if c.Type != corev1.NodeReady || c.Status == corev1.ConditionTrue {
+			continue
+		}
+		fmt.Fprintf(w, "  node %s: Ready=%s %s: %s\n", node.Name, c.Status, c.Reason, c.Message)
+		return []string{fmt.Sprintf("The pod's node %s is not ready (%s): what the pod shows is its last report, and its containers may be dead. If the node comes back, its lost pods are reported failed; if not, they are evicted after their tolerationSeconds for the node.kubernetes.io/unreachable taint (300 s unless the pod sets it). Either way the attempt ends Disrupted and the scheduler retries it without using the task's retries. Check the node: `kubectl describe node %s`.",
+			node.Name, c.Reason, node.Name)}
+	}
+	return nil
 }
 
 // archivedLogs returns the file of attempt a's log archive, or "".

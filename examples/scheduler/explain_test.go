@@ -46,9 +46,16 @@ func serviceAccountKubeconfig(t *testing.T, ns string, role *rbacv1.Role) string
 		_ = client.RbacV1().ClusterRoleBindings().Delete(context.Background(), readNS.Name, metav1.DeleteOptions{})
 		_ = client.RbacV1().ClusterRoles().Delete(context.Background(), readNS.Name, metav1.DeleteOptions{})
 	})
+	return writeKubeconfig(t, &clientcmdapi.Cluster{Server: sa.Host, CertificateAuthorityData: sa.CAData}, sa.BearerToken, ns)
+}
+
+// writeKubeconfig writes a kubeconfig for cluster that authenticates
+// with token, in namespace ns, and returns its path.
+func writeKubeconfig(t *testing.T, cluster *clientcmdapi.Cluster, token, ns string) string {
+	t.Helper()
 	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["dev"] = &clientcmdapi.Cluster{Server: sa.Host, CertificateAuthorityData: sa.CAData}
-	cfg.AuthInfos["scheduler"] = &clientcmdapi.AuthInfo{Token: sa.BearerToken}
+	cfg.Clusters["dev"] = cluster
+	cfg.AuthInfos["scheduler"] = &clientcmdapi.AuthInfo{Token: token}
 	cfg.Contexts["scheduler"] = &clientcmdapi.Context{Cluster: "dev", AuthInfo: "scheduler", Namespace: ns}
 	cfg.CurrentContext = "scheduler"
 	path := filepath.Join(t.TempDir(), "kubeconfig")
@@ -71,7 +78,7 @@ func TestExplainPermissionError(t *testing.T) {
 		case len(r.Resources) == 1 && r.Resources[0] == "pods/exec":
 			continue // no XCom rights
 		case len(r.Resources) == 1 && r.Resources[0] == "pods":
-			r.Verbs = []string{"create", "get", "list", "watch", "patch"} // no delete
+			r.Verbs = []string{"get", "list", "watch", "patch"} // no create, no delete
 		}
 		rules = append(rules, r)
 	}
@@ -101,13 +108,32 @@ tasks:
 		code = Main(ctx, args("explain", task), &out, &errb)
 		t.Logf("explain %s: exit %d\n%s%s", task, code, out.String(), errb.String())
 		require.Equal(t, exitOK, code)
+		require.Contains(t, out.String(), `create pods in namespace "`+e.ns+`"`)
 		require.Contains(t, out.String(), `delete pods in namespace "`+e.ns+`"`)
 		require.Contains(t, out.String(), `create pods/exec in namespace "`+e.ns+`"`)
 		require.Contains(t, out.String(), "Grant the scheduler's identity the Role in kubexec's executor/rbac.yaml")
 		require.NotContains(t, out.String(), "leases", "the shipped Role's Lease rule is granted")
 		todo := out.String()[strings.Index(out.String(), "What to do:"):]
 		require.True(t, strings.HasPrefix(todo, "What to do:\n  - Grant the scheduler's identity"), "the missing permissions come first:\n%s", todo)
+		if task == "root" {
+			docExample(t, "explain-rbac.txt", e.normalize(out.String()), explainShape)
+		}
 	}
+
+	// An API server that cannot be reached: explain says what it knows
+	// from the database, then which address it could not reach.
+	unreachable := writeKubeconfig(t, &clientcmdapi.Cluster{Server: "https://127.0.0.1:1", InsecureSkipTLSVerify: true}, "none", e.ns)
+	out.Reset()
+	errb.Reset()
+	code = Main(ctx, []string{"--kubeconfig", unreachable, "--db", e.db, "explain", "root"}, &out, &errb)
+	t.Logf("explain root, unreachable: exit %d\n%s%s", code, out.String(), errb.String())
+	require.Equal(t, exitFailed, code)
+	require.Contains(t, out.String(), "Task root of run rbac-1 (workflow rbac): waiting")
+	require.Contains(t, errb.String(), "scheduler explain: cannot reach the cluster at https://127.0.0.1:1: ")
+	require.Contains(t, errb.String(), "connection refused")
+	docExample(t, "explain-unreachable.txt", e.normalize(out.String()+errb.String()), func(s string) string {
+		return strings.Split(s, "\n")[0] + "\n" + s[strings.Index(s, "scheduler explain:"):strings.Index(s, "https://127.0.0.1:1:")]
+	})
 }
 
 // TestExplainQuotaWithNoRoom: an attempt held back by a ResourceQuota with

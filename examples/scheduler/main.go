@@ -122,20 +122,12 @@ func defaultDB() string { return filepath.Join(".kubexec", "scheduler.db") }
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	o := &options{stdout: stdout, stderr: stderr}
 	fs := newFlagSet(o)
-	// Flags may come before or after the command and its arguments.
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return exitOK
-			}
-			return exitUsage
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
 		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
+		return exitUsage
 	}
 	if len(pos) == 0 {
 		fs.Usage()
@@ -161,7 +153,6 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return ""
 	}
-	var err error
 	code := exitOK
 	switch cmd {
 	case "run":
@@ -219,6 +210,22 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	return code
+}
+
+// parseArgs parses args with fs and returns the positional arguments: the
+// command and its arguments. Flags may come before or after them.
+func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
 }
 
 // usageError is an error in what the user asked for (exit code 2).

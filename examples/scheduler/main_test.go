@@ -307,7 +307,7 @@ func testSampleWorkflow(t *testing.T, node string) {
 	require.Equal(t, exitOK, code)
 	require.Contains(t, out, "attempt 1: pod "+e.ns+"/"+b[0].PodName)
 	require.Contains(t, out, "Logs of attempt 2: archived in "+logDir(e.db)+"/"+b[1].PodName)
-	require.Contains(t, out, "It is gone: deleted after its result was saved (success, or `scheduler cleanup`); its logs are archived (above).")
+	require.Contains(t, out, "It is gone: deleted after its result was saved (succeeded pods are deleted once their logs are archived, unless --keep-pods); its logs are archived (above).")
 	require.Contains(t, out, "permissions: this identity may do all the executor needs")
 
 	// cleanup deletes the kept pod; its logs then come from the archive,

@@ -200,13 +200,20 @@ func newBuilder(o *options, wf *workflow.Workflow, ns string) (podtemplate.Build
 // preflight builds every task's first pod and has the API server check it
 // with a dry run, so that a pod the cluster would reject is reported
 // before anything of the run exists. The pods carry execID, as the
-// executor's will.
+// executor's will. An identity that may not create pods skips the dry run:
+// the executor reports its missing permissions.
 func preflight(ctx context.Context, cl *cluster, builder podtemplate.Builder, wf *workflow.Workflow, ns, execID string) error {
 	if _, err := cl.client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); err != nil {
 		if apierrors.IsNotFound(err) {
 			return fmt.Errorf("namespace %q does not exist: create it (kubectl create namespace %s) or pick another with --namespace", ns, ns)
 		}
 		return fmt.Errorf("namespace %q: %w", ns, err)
+	}
+	// Without the right to create pods there is nothing to dry-run: the
+	// executor's Start then names every permission that is missing, with
+	// the fix, and explain shows it for the run's tasks.
+	if missing, err := executor.MissingPermissions(ctx, cl.client, []executor.Permission{{Namespace: ns, Resource: "pods", Verb: "create"}}); err == nil && len(missing) > 0 {
+		return nil
 	}
 	probe := sqlitestore.Run{ID: "preflight", Workflow: wf.ID, Namespace: ns}
 	var problems []*workflow.Error
