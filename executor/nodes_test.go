@@ -1,19 +1,12 @@
 package executor_test
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/util/httpstream"
-	"k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/tools/remotecommand"
-	utilexec "k8s.io/client-go/util/exec"
 
 	"github.com/kubexec/kubexec"
 	"github.com/kubexec/kubexec/executor"
@@ -116,7 +109,7 @@ func testLogsLive(t *testing.T, pin nodePin) {
 		require.NoError(t, err)
 		lines = append(lines, line.Text)
 		if line.Text == "first" {
-			_, _, code := execIn(t, ns, name, "touch", "/tmp/go")
+			_, _, code := cluster.Exec(t, ns, name, podtemplate.DefaultMainContainer, "touch", "/tmp/go")
 			require.Zero(t, code)
 		}
 	}
@@ -125,26 +118,4 @@ func testLogsLive(t *testing.T, pin nodePin) {
 	r := store.Results()[0]
 	require.Equal(t, kubexec.ReasonSucceeded, r.Reason, "%+v", r)
 	pin.requireRanThere(t, r)
-}
-
-// execIn runs cmd in the pod's main container, as kubectl exec does, and
-// returns its stdout, stderr and exit code.
-func execIn(t *testing.T, ns, pod string, cmd ...string) (string, string, int) {
-	t.Helper()
-	req := cluster.Client().CoreV1().RESTClient().Post().Resource("pods").Namespace(ns).Name(pod).SubResource("exec").
-		VersionedParams(&corev1.PodExecOptions{Container: podtemplate.DefaultMainContainer, Command: cmd, Stdout: true, Stderr: true}, scheme.ParameterCodec)
-	ws, err := remotecommand.NewWebSocketExecutor(cluster.RESTConfig(), "GET", req.URL().String())
-	require.NoError(t, err)
-	spdy, err := remotecommand.NewSPDYExecutor(cluster.RESTConfig(), "POST", req.URL())
-	require.NoError(t, err)
-	exec, err := remotecommand.NewFallbackExecutor(ws, spdy, httpstream.IsUpgradeFailure)
-	require.NoError(t, err)
-	var stdout, stderr bytes.Buffer
-	err = exec.StreamWithContext(t.Context(), remotecommand.StreamOptions{Stdout: &stdout, Stderr: &stderr})
-	var exitErr utilexec.ExitError
-	if errors.As(err, &exitErr) {
-		return stdout.String(), stderr.String(), exitErr.ExitStatus()
-	}
-	require.NoError(t, err)
-	return stdout.String(), stderr.String(), 0
 }

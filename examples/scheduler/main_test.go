@@ -21,13 +21,11 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"sigs.k8s.io/yaml"
 
 	"github.com/kubexec/kubexec"
 	"github.com/kubexec/kubexec/examples/scheduler/sqlitestore"
 	"github.com/kubexec/kubexec/internal/devcluster"
 	"github.com/kubexec/kubexec/logs"
-	"github.com/kubexec/kubexec/podtemplate"
 )
 
 // The tests run against one real dev cluster (control plane and a process
@@ -49,29 +47,28 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build the scheduler: %v\n%s", err, out)
 		os.Exit(1)
 	}
-	// A process node, and a real kubelet node that only pods tolerating
-	// its taint run on (TestSampleWorkflow runs the sample on each).
-	code := devcluster.Main(m, devcluster.Options{Nodes: 1, KubeletNodes: 1, KubeletNodeTaint: true}, &devCluster)
+	code := devcluster.Main(m, devcluster.Options{Nodes: 1}, &devCluster)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
 
-// env is one test's namespace and database.
+// env is one test's cluster, namespace and database.
 type env struct {
 	t  *testing.T
+	c  *devcluster.Cluster
 	ns string
 	db string
-	// flags are more global flags for every command.
-	flags []string
 }
 
-func newEnv(t *testing.T, prefix string) *env {
-	return &env{t: t, ns: devCluster.NewNamespace(t, prefix, nil), db: filepath.Join(t.TempDir(), "scheduler.db")}
+func newEnv(t *testing.T, prefix string) *env { return newEnvOn(t, devCluster, prefix) }
+
+// newEnvOn is newEnv on another cluster than the package's.
+func newEnvOn(t *testing.T, c *devcluster.Cluster, prefix string) *env {
+	return &env{t: t, c: c, ns: c.NewNamespace(t, prefix, nil), db: filepath.Join(t.TempDir(), "scheduler.db")}
 }
 
 func (e *env) args(args ...string) []string {
-	flags := append([]string{"--kubeconfig", devCluster.Kubeconfig(), "--namespace", e.ns, "--db", e.db}, e.flags...)
-	return append(flags, args...)
+	return append([]string{"--kubeconfig", e.c.Kubeconfig(), "--namespace", e.ns, "--db", e.db}, args...)
 }
 
 // main runs the scheduler's Main in this process.
@@ -110,8 +107,9 @@ func taskStates(t *testing.T, s *sqlitestore.Store, runID string) map[string]sql
 // returns waits until the watch has delivered the pod (it may lag behind
 // on a loaded machine), for up to 3 minutes, and returns nil if it never
 // did.
-func recordPods(t *testing.T, ns string) func(name string) *corev1.Pod {
-	w, err := devCluster.Client().CoreV1().Pods(ns).Watch(t.Context(), metav1.ListOptions{})
+func (e *env) recordPods() func(name string) *corev1.Pod {
+	t, ns := e.t, e.ns
+	w, err := e.c.Client().CoreV1().Pods(ns).Watch(t.Context(), metav1.ListOptions{})
 	require.NoError(t, err)
 	var mu sync.Mutex
 	seen := map[string]*corev1.Pod{}
@@ -162,8 +160,9 @@ func (s *syncBuffer) String() string {
 }
 
 // podNames lists the pods in namespace ns.
-func podNames(t *testing.T, ns string) []string {
-	pods, err := devCluster.Client().CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{})
+func (e *env) podNames() []string {
+	t, ns := e.t, e.ns
+	pods, err := e.c.Client().CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{})
 	require.NoError(t, err)
 	var names []string
 	for _, p := range pods.Items {
@@ -176,35 +175,22 @@ func podNames(t *testing.T, ns string) []string {
 // override reaches the pod; load's XCom value reaches report; succeeded
 // pods are deleted and failed ones kept; status, logs (live, and archived
 // once the pod is gone), explain and cleanup work on it.
-// TestSampleWorkflow runs the sample workflow on the process node and on
-// the real kubelet (pinned there by a pod template), with the same checks.
+// TestSampleWorkflow runs the sample workflow on the package's cluster
+// (a process node) and on a cluster whose only node is the real kubelet,
+// with the same checks.
 func TestSampleWorkflow(t *testing.T) {
-	t.Run("process node", func(t *testing.T) { testSampleWorkflow(t, "") })
-	t.Run("kubelet node", func(t *testing.T) { testSampleWorkflow(t, devCluster.KubeletNodeNames()[0]) })
+	t.Run("process node", func(t *testing.T) { testSampleWorkflow(t, newEnv(t, "sample"), "") })
+	t.Run("kubelet node", func(t *testing.T) {
+		c := devcluster.StartForTest(t, devcluster.Options{KubeletNodes: 1})
+		testSampleWorkflow(t, newEnvOn(t, c, "sample"), c.KubeletNodeNames()[0])
+	})
 }
 
-// kubeletTemplate writes kubexec's default pod template, pinned to the
-// kubelet node, and returns its path.
-func kubeletTemplate(t *testing.T) string {
-	pod := podtemplate.DefaultTemplate()
-	pod.Spec.NodeSelector = map[string]string{devcluster.KubeletNodeLabel: "true"}
-	pod.Spec.Tolerations = append(pod.Spec.Tolerations, devcluster.KubeletToleration)
-	data, err := yaml.Marshal(pod)
-	require.NoError(t, err)
-	path := filepath.Join(t.TempDir(), "kubelet-template.yaml")
-	require.NoError(t, os.WriteFile(path, data, 0o644))
-	return path
-}
-
-// testSampleWorkflow runs the sample on node, or on the process node when
-// node is "".
-func testSampleWorkflow(t *testing.T, node string) {
-	e := newEnv(t, "sample")
-	if node != "" {
-		e.flags = []string{"--pod-template", kubeletTemplate(t)}
-	}
+// testSampleWorkflow runs the sample in e; node, if not "", is the node
+// every attempt must have run on.
+func testSampleWorkflow(t *testing.T, e *env, node string) {
 	ctx := t.Context()
-	seenPod := recordPods(t, e.ns)
+	seenPod := e.recordPods()
 	code, out, _ := e.main(ctx, "run", filepath.Join("workflows", "sample.yaml"))
 	require.Equal(t, exitOK, code)
 	require.Contains(t, out, "Run sample-1 succeeded")
@@ -263,16 +249,16 @@ func testSampleWorkflow(t *testing.T, node string) {
 	// Succeeded pods are deleted once their logs are archived; the failed
 	// attempt's pod is kept, released.
 	require.Eventually(t, func() bool {
-		return slices.Equal(podNames(t, e.ns), []string{b[0].PodName})
-	}, 3*time.Minute, 200*time.Millisecond, "pods left: %v", podNames(t, e.ns))
-	kept, err := devCluster.Client().CoreV1().Pods(e.ns).Get(ctx, b[0].PodName, metav1.GetOptions{})
+		return slices.Equal(e.podNames(), []string{b[0].PodName})
+	}, 3*time.Minute, 200*time.Millisecond, "pods left: %v", e.podNames())
+	kept, err := e.c.Client().CoreV1().Pods(e.ns).Get(ctx, b[0].PodName, metav1.GetOptions{})
 	require.NoError(t, err)
 	require.Equal(t, kubexec.DoneValue, kept.Labels[kubexec.LabelDone])
 	require.NotContains(t, kept.Finalizers, kubexec.FinalizerResultTracking)
 
 	// The override: resources and env from the Secret the workflow
 	// declares, as the pod ran.
-	secret, err := devCluster.Client().CoreV1().Secrets(e.ns).Get(ctx, "sample-api", metav1.GetOptions{})
+	secret, err := e.c.Client().CoreV1().Secrets(e.ns).Get(ctx, "sample-api", metav1.GetOptions{})
 	require.NoError(t, err)
 	require.Equal(t, "sample-token-not-secret", string(secret.Data["API_TOKEN"]))
 	c, err := s.Attempts(ctx, "sample", run.ID, "transform-c")
@@ -318,7 +304,7 @@ func testSampleWorkflow(t *testing.T, node string) {
 	code, out, _ = e.main(ctx, "cleanup", "--older-than", "0s")
 	require.Equal(t, exitOK, code)
 	require.Contains(t, out, "Deleted 1 kept pods")
-	require.Eventually(t, func() bool { return len(podNames(t, e.ns)) == 0 }, 3*time.Minute, 200*time.Millisecond)
+	require.Eventually(t, func() bool { return len(e.podNames()) == 0 }, 3*time.Minute, 200*time.Millisecond)
 	code, out, _ = e.main(ctx, "logs", "sample-1/transform-b", "--attempt", "1")
 	require.Equal(t, exitOK, code)
 	require.Equal(t, live, out)
@@ -620,8 +606,8 @@ func TestKillAndResume(t *testing.T) {
 	flaky, err := kubexec.PodName(kubexec.TaskKey{WorkflowID: "kill", TaskID: "flaky", RunID: "kill-1", MapIndex: kubexec.NotMapped, Attempt: 1})
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
-		return slices.Equal(podNames(t, e.ns), []string{flaky})
-	}, 3*time.Minute, 200*time.Millisecond, "pods left: %v", podNames(t, e.ns))
+		return slices.Equal(e.podNames(), []string{flaky})
+	}, 3*time.Minute, 200*time.Millisecond, "pods left: %v", e.podNames())
 	pod, err := devCluster.Client().CoreV1().Pods(e.ns).Get(ctx, flaky, metav1.GetOptions{})
 	require.NoError(t, err)
 	require.NotContains(t, pod.Finalizers, kubexec.FinalizerResultTracking)

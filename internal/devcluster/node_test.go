@@ -1,9 +1,7 @@
 package devcluster
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -21,12 +19,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/tools/remotecommand"
-	utilexec "k8s.io/client-go/util/exec"
 )
 
 // The node tests run pods on process nodes of a real dev cluster and look
@@ -147,28 +141,6 @@ func waitLogs(t *testing.T, c *Cluster, ns, pod, container, want string) {
 		return strings.Contains(last, want), nil
 	})
 	require.NoError(t, err, "the log of %s/%s never contained %q; last read:\n%s", pod, container, want, last)
-}
-
-// execInPod runs cmd in the container the way kubectl does (WebSocket,
-// falling back to SPDY) and returns its stdout, stderr and exit code.
-func execInPod(t *testing.T, c *Cluster, ns, pod, container string, cmd ...string) (string, string, int) {
-	t.Helper()
-	req := c.Client().CoreV1().RESTClient().Post().Resource("pods").Namespace(ns).Name(pod).SubResource("exec").
-		VersionedParams(&corev1.PodExecOptions{Container: container, Command: cmd, Stdout: true, Stderr: true}, scheme.ParameterCodec)
-	ws, err := remotecommand.NewWebSocketExecutor(c.RESTConfig(), "GET", req.URL().String())
-	require.NoError(t, err)
-	spdy, err := remotecommand.NewSPDYExecutor(c.RESTConfig(), "POST", req.URL())
-	require.NoError(t, err)
-	exec, err := remotecommand.NewFallbackExecutor(ws, spdy, httpstream.IsUpgradeFailure)
-	require.NoError(t, err)
-	var stdout, stderr bytes.Buffer
-	err = exec.StreamWithContext(t.Context(), remotecommand.StreamOptions{Stdout: &stdout, Stderr: &stderr})
-	var exitErr utilexec.ExitError
-	if errors.As(err, &exitErr) {
-		return stdout.String(), stderr.String(), exitErr.ExitStatus()
-	}
-	require.NoError(t, err)
-	return stdout.String(), stderr.String(), 0
 }
 
 func TestNode(t *testing.T) {
@@ -431,17 +403,17 @@ func testPodExec(t *testing.T, c *Cluster) {
 	waitPod(t, c, ns, "target", 2*time.Minute, "phase Running", running)
 	waitLogs(t, c, ns, "target", "main", "ready")
 
-	stdout, stderr, code := execInPod(t, c, ns, "target", "main", "sh", "-c", `echo out $GREETING; echo err >&2; exit 7`)
+	stdout, stderr, code := c.Exec(t, ns, "target", "main", "sh", "-c", `echo out $GREETING; echo err >&2; exit 7`)
 	require.Equal(t, "out hi\n", stdout)
 	require.Equal(t, "err\n", stderr)
 	require.Equal(t, 7, code)
 
 	// The command runs in the container's mount and UTS namespaces: its
 	// private /tmp and its hostname.
-	stdout, _, code = execInPod(t, c, ns, "target", "main", "cat", "/tmp/private")
+	stdout, _, code = c.Exec(t, ns, "target", "main", "cat", "/tmp/private")
 	require.Equal(t, 0, code)
 	require.Equal(t, "inside\n", stdout)
-	stdout, _, _ = execInPod(t, c, ns, "target", "main", "hostname")
+	stdout, _, _ = c.Exec(t, ns, "target", "main", "hostname")
 	require.Equal(t, "target\n", stdout)
 	_, err := os.Stat("/tmp/private")
 	require.True(t, os.IsNotExist(err), "the container's /tmp is the host's")

@@ -1,7 +1,9 @@
 package devcluster
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -11,7 +13,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/httpstream"
+	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/remotecommand"
+	utilexec "k8s.io/client-go/util/exec"
 )
 
 // Main starts one cluster for a package's tests, runs them, prints the
@@ -151,4 +157,32 @@ func (c *Cluster) ServiceAccountConfig(t testing.TB, ns, name string, role *rbac
 		TLSClientConfig: rest.TLSClientConfig{CAData: admin.CAData},
 		BearerToken:     tok.Status.Token,
 	}
+}
+
+// Exec runs cmd in a pod's container the way kubectl exec does (WebSocket,
+// falling back to SPDY) and returns its stdout, stderr and exit code. It
+// fails the test if the command cannot be run at all.
+func (c *Cluster) Exec(t testing.TB, ns, pod, container string, cmd ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	req := c.client.CoreV1().RESTClient().Post().Resource("pods").Namespace(ns).Name(pod).SubResource("exec").
+		VersionedParams(&corev1.PodExecOptions{Container: container, Command: cmd, Stdout: true, Stderr: true}, scheme.ParameterCodec)
+	fail := func(err error) {
+		if err != nil {
+			t.Fatalf("exec %v in %s/%s (container %s): %v", cmd, ns, pod, container, err)
+		}
+	}
+	ws, err := remotecommand.NewWebSocketExecutor(c.restConfig, "GET", req.URL().String())
+	fail(err)
+	spdy, err := remotecommand.NewSPDYExecutor(c.restConfig, "POST", req.URL())
+	fail(err)
+	exec, err := remotecommand.NewFallbackExecutor(ws, spdy, httpstream.IsUpgradeFailure)
+	fail(err)
+	var out, errOut bytes.Buffer
+	err = exec.StreamWithContext(t.Context(), remotecommand.StreamOptions{Stdout: &out, Stderr: &errOut})
+	var exitErr utilexec.ExitError
+	if errors.As(err, &exitErr) {
+		return out.String(), errOut.String(), exitErr.ExitStatus()
+	}
+	fail(err)
+	return out.String(), errOut.String(), 0
 }

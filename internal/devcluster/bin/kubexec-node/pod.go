@@ -644,7 +644,8 @@ func shouldRestart(pod *corev1.Pod, c *ctr, code int32) bool {
 func (r *podRuntime) prepareRun(pod *corev1.Pod, c *ctr, vols map[string]volume) ([]string, []mountSpec, []string, error) {
 	uid := runAsUser(pod, &c.spec)
 	if runAsNonRoot(pod, &c.spec) && (uid == nil || *uid == 0) {
-		return nil, nil, nil, configErrorf("container has runAsNonRoot and image will run as root (pod: %q, container: %s)", pod.Namespace+"/"+pod.Name, c.spec.Name)
+		// The kubelet's words, with its way of naming a pod: name_namespace(uid).
+		return nil, nil, nil, configErrorf("container has runAsNonRoot and image will run as root (pod: %q, container: %s)", pod.Name+"_"+pod.Namespace+"("+string(pod.UID)+")", c.spec.Name)
 	}
 	env, err := r.containerEnv(r.p.ctx, pod, &c.spec)
 	if err != nil {
