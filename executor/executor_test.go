@@ -218,45 +218,39 @@ func testMixedOutcomes(t *testing.T, n int, pin nodePin) {
 }
 
 // TestQuotaKeepsAttemptsQueued: with a quota of 3 pods, 20 attempts all
-// complete, never more than 3 pods exist at once, and none fails because of
-// the quota.
+// succeed: the creates the quota refuses keep their attempts queued, and
+// none fails because of the quota. How many pods exist at once is the
+// API server's to enforce, and it is not exact: the quota controller frees
+// room from a pod cache that may lag behind admission, so on a loaded
+// machine a fourth or fifth pod is sometimes admitted (seen: 5). What
+// kubexec owns is checked: the quota did refuse creates, and no attempt
+// ended for it.
 func TestQuotaKeepsAttemptsQueued(t *testing.T) {
-	ctx := t.Context()
 	ns := cluster.NewNamespace(t, "quota", nil)
 	cluster.NewQuota(t, ns, "pods", corev1.ResourceList{corev1.ResourcePods: resource.MustParse("3")})
 
-	// Count the pods that the quota counts (those not yet Succeeded or
-	// Failed) at once, from a watch of our own. An ended pod that is still
-	// being released does not count against the quota.
-	var mu sync.Mutex
-	live, peak := map[string]bool{}, 0
-	w, err := cluster.Client().CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{})
-	require.NoError(t, err)
-	defer w.Stop()
-	go func() {
-		for ev := range w.ResultChan() {
-			p, ok := ev.Object.(*corev1.Pod)
-			if !ok {
-				continue
-			}
-			mu.Lock()
-			if ev.Type == "DELETED" || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
-				delete(live, p.Name)
-			} else {
-				live[p.Name] = true
-			}
-			peak = max(peak, len(live))
-			mu.Unlock()
-		}
-	}()
-
+	refusals := &quotaRefusals{}
+	rc := cluster.RESTConfig()
+	rc.Wrap(func(rt http.RoundTripper) http.RoundTripper { refusals.next = rt; return refusals })
 	store := executor.NewMemoryStore()
-	e := startExecutor(t, cluster.RESTConfig(), store, testConfig(ns))
+	e := startExecutor(t, rc, store, testConfig(ns))
 	runAllSucceed(t, e, store, "quota", 20, "sleep 0.3")
-	mu.Lock()
-	defer mu.Unlock()
-	require.LessOrEqual(t, peak, 3)
-	require.Positive(t, peak)
+	require.Positive(t, refusals.n.Load(), "the quota never refused a create: the test did not test queueing")
+}
+
+// quotaRefusals counts pod creates the API server refused with 403
+// Forbidden (an exceeded quota).
+type quotaRefusals struct {
+	next http.RoundTripper
+	n    atomic.Int64
+}
+
+func (q *quotaRefusals) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := q.next.RoundTrip(req)
+	if err == nil && req.Method == http.MethodPost && strings.HasSuffix(req.URL.Path, "/pods") && resp.StatusCode == http.StatusForbidden {
+		q.n.Add(1)
+	}
+	return resp, err
 }
 
 // TestDeletedExternally: a running pod deleted by someone else, and one
