@@ -29,7 +29,7 @@ bench: devcluster
 	$(GO) run ./internal/bench -go $(GO) -out BENCHMARKS.md -dir _output/bench
 
 ## devcluster: build etcd, kube-apiserver, kube-controller-manager,
-## kube-scheduler, the kubelet and the process node into _output/bin (cold:
+## kube-scheduler, the kubelet, kwok and the process node into _output/bin (cold:
 ## ~10-15 min), and install the Debian packages the kubelet node runs
 ## (containerd, runc, ...) if missing.
 devcluster:
@@ -42,7 +42,8 @@ vet:
 
 ## cluster-up: start a dev cluster in the background; prints its kubeconfig.
 ## NODE_KIND=kubelet runs the real kubelet (with containerd and runc)
-## instead of the process node; NODE_KIND=both runs one of each.
+## instead of the process node; NODE_KIND=both runs one of each;
+## NODE_KIND=kwok runs kwok nodes (simulated: they run nothing).
 cluster-up: devcluster
 	bash internal/devcluster/cluster.sh up
 
