@@ -22,9 +22,11 @@ test: devcluster vet
 test-loaded:
 	bash internal/testloaded.sh
 
-## bench: build the dev cluster, then run the benchmarks of issue 10
-## (launch, end to end, watch, adoption, memory, crash; ~15 min on two
-## cores) and write BENCHMARKS.md from their output.
+## bench: build the dev cluster, then run the benchmarks (launch, end to
+## end on process nodes and on kwok nodes, watch, adoption, memory, crash)
+## and write BENCHMARKS.md from their output. ~15 min on two cores without
+## the kwok group; that group's 10,000 tasks take much longer (the Job
+## controller's 20 requests/s set its pace).
 bench: devcluster
 	$(GO) run ./internal/bench -go $(GO) -out BENCHMARKS.md -dir _output/bench
 

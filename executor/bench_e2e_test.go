@@ -38,8 +38,14 @@ const (
 	e2eScript        = "sleep 0.1"
 	airflowTick      = time.Second
 	airflowParallel  = 32 // Airflow's default [core] parallelism
-	e2eTimeout       = 15 * time.Minute
 )
+
+// e2eTimeout bounds one system's run of n tasks: 15 minutes, or 250 ms per
+// task when that is longer (the Job controller finishes about 8 Jobs per
+// second on two cores).
+func e2eTimeout(n int) time.Duration {
+	return max(15*time.Minute, time.Duration(n)*250*time.Millisecond)
+}
 
 func envInt(name string, def int) int {
 	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
@@ -206,11 +212,12 @@ func (r e2eRun) rates() (created, ended float64) {
 
 // waitDone waits until clock has n results.
 func waitDone(b *testing.B, what string, clock *taskClock, n int, tick func()) time.Time {
-	deadline := time.Now().Add(e2eTimeout)
+	timeout := e2eTimeout(n)
+	deadline := time.Now().Add(timeout)
 	lastLog := time.Now()
 	for clock.doneCount() < n {
 		if time.Now().After(deadline) {
-			b.Fatalf("%s: %d of %d tasks done after %s", what, clock.doneCount(), n, e2eTimeout)
+			b.Fatalf("%s: %d of %d tasks done after %s", what, clock.doneCount(), n, timeout)
 		}
 		if time.Since(lastLog) > 30*time.Second {
 			// Progress goes to stderr: a benchmark's log keeps 10 lines.
@@ -545,8 +552,8 @@ func runAirflowLike(b *testing.B, cl *devcluster.Cluster, client kubernetes.Inte
 	tick := time.NewTicker(airflowTick)
 	defer tick.Stop()
 	for done := 0; done < n; {
-		if time.Since(clock.start) > e2eTimeout {
-			b.Fatalf("airflow-like batch %d: %d of %d tasks done after %s", batch, done, n, e2eTimeout)
+		if time.Since(clock.start) > e2eTimeout(n) {
+			b.Fatalf("airflow-like batch %d: %d of %d tasks done after %s", batch, done, n, e2eTimeout(n))
 		}
 		// sync(): drain the watcher's results.
 	drain:

@@ -166,7 +166,7 @@ func runBareCreateLoop(b *testing.B, cl *devcluster.Cluster, client kubernetes.I
 	// The pods still end on the kwok nodes; wait for that before the
 	// namespace goes, so that the next system's run has the cluster to
 	// itself.
-	deadline := time.Now().Add(e2eTimeout)
+	deadline := time.Now().Add(e2eTimeout(n))
 	for {
 		clock.mu.Lock()
 		ended := len(clock.ended)
@@ -175,7 +175,7 @@ func runBareCreateLoop(b *testing.B, cl *devcluster.Cluster, client kubernetes.I
 			break
 		}
 		if time.Now().After(deadline) {
-			b.Fatalf("bare create loop: %d of %d pods ended after %s", ended, n, e2eTimeout)
+			b.Fatalf("bare create loop: %d of %d pods ended after %s", ended, n, e2eTimeout(n))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
