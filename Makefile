@@ -23,14 +23,16 @@ test: devcluster vet docs
 test-loaded:
 	bash internal/testloaded.sh
 
-## bench: build the dev cluster, then run the benchmarks of issue 10
-## (launch, end to end, watch, adoption, memory, crash; ~15 min on two
-## cores) and write BENCHMARKS.md from their output.
+## bench: build the dev cluster, then run the benchmarks (launch, end to
+## end on process nodes and on kwok nodes, watch, adoption, memory, crash)
+## and write BENCHMARKS.md from their output. ~15 min on two cores without
+## the kwok group; that group's 10,000 tasks take much longer (the Job
+## controller's 20 requests/s set its pace).
 bench: devcluster
 	$(GO) run ./internal/bench -go $(GO) -out BENCHMARKS.md -dir _output/bench
 
 ## devcluster: build etcd, kube-apiserver, kube-controller-manager,
-## kube-scheduler, the kubelet and the process node into _output/bin (cold:
+## kube-scheduler, the kubelet, kwok and the process node into _output/bin (cold:
 ## ~10-15 min), and install the Debian packages the kubelet node runs
 ## (containerd, runc, ...) if missing.
 devcluster:
@@ -54,7 +56,8 @@ vet:
 
 ## cluster-up: start a dev cluster in the background; prints its kubeconfig.
 ## NODE_KIND=kubelet runs the real kubelet (with containerd and runc)
-## instead of the process node; NODE_KIND=both runs one of each.
+## instead of the process node; NODE_KIND=both runs one of each;
+## NODE_KIND=kwok runs kwok nodes (simulated: they run nothing).
 cluster-up: devcluster
 	bash internal/devcluster/cluster.sh up
 

@@ -1,6 +1,7 @@
 package executor_test
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/kubexec/kubexec"
 	"github.com/kubexec/kubexec/executor"
+	"github.com/kubexec/kubexec/internal/devcluster"
 	"github.com/kubexec/kubexec/watch"
 )
 
@@ -36,8 +38,14 @@ const (
 	e2eScript        = "sleep 0.1"
 	airflowTick      = time.Second
 	airflowParallel  = 32 // Airflow's default [core] parallelism
-	e2eTimeout       = 15 * time.Minute
 )
+
+// e2eTimeout bounds one system's run of n tasks: 15 minutes, or 250 ms per
+// task when that is longer (the Job controller finishes about 8 Jobs per
+// second on two cores).
+func e2eTimeout(n int) time.Duration {
+	return max(15*time.Minute, time.Duration(n)*250*time.Millisecond)
+}
 
 func envInt(name string, def int) int {
 	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
@@ -204,11 +212,12 @@ func (r e2eRun) rates() (created, ended float64) {
 
 // waitDone waits until clock has n results.
 func waitDone(b *testing.B, what string, clock *taskClock, n int, tick func()) time.Time {
-	deadline := time.Now().Add(e2eTimeout)
+	timeout := e2eTimeout(n)
+	deadline := time.Now().Add(timeout)
 	lastLog := time.Now()
 	for clock.doneCount() < n {
 		if time.Now().After(deadline) {
-			b.Fatalf("%s: %d of %d tasks done after %s", what, clock.doneCount(), n, e2eTimeout)
+			b.Fatalf("%s: %d of %d tasks done after %s", what, clock.doneCount(), n, timeout)
 		}
 		if time.Since(lastLog) > 30*time.Second {
 			// Progress goes to stderr: a benchmark's log keeps 10 lines.
@@ -234,13 +243,23 @@ func waitDone(b *testing.B, what string, clock *taskClock, n int, tick func()) t
 // e2eNamespace makes a namespace for one system's run; dropNamespace
 // deletes it and waits until it is gone, so that one system's cleanup does
 // not load the API server during the next one's run.
-func e2eNamespace(b *testing.B, prefix string) string {
-	return cluster.NewNamespace(b, prefix, nil)
+func e2eNamespace(b *testing.B, cl *devcluster.Cluster, prefix string) string {
+	return cl.NewNamespace(b, prefix, nil)
 }
 
 func dropNamespace(b *testing.B, client kubernetes.Interface, ns string) {
 	ctx := context.Background()
 	start := time.Now()
+	// The namespace controller deletes what is left under its client's
+	// rate limit (20/s): thousands of Jobs and pods would outlast the wait
+	// below. A delete collection is one request each.
+	background := metav1.DeletePropagationBackground
+	if err := client.BatchV1().Jobs(ns).DeleteCollection(ctx, metav1.DeleteOptions{PropagationPolicy: &background}, metav1.ListOptions{}); err != nil {
+		b.Logf("delete the Jobs of namespace %s: %v", ns, err)
+	}
+	if err := client.CoreV1().Pods(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
+		b.Logf("delete the pods of namespace %s: %v", ns, err)
+	}
 	if err := client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 		b.Logf("delete namespace %s: %v", ns, err)
 		return
@@ -258,7 +277,9 @@ func dropNamespace(b *testing.B, client kubernetes.Interface, ns string) {
 // the Jobs and the Airflow-like loop run the very same spec.
 func benchPodSpec(b *testing.B, ns, script string) corev1.PodSpec {
 	cfg := testConfig(ns)
-	pod, err := cfg.Builder.Build(context.Background(), shell(key("spec", 0), script))
+	spec := shell(key("spec", 0), script)
+	spec.ExecutorID = cfg.ExecutorID
+	pod, err := cfg.Builder.Build(context.Background(), spec)
 	require.NoError(b, err)
 	return pod.Spec
 }
@@ -295,10 +316,10 @@ func BenchmarkEndToEnd(b *testing.B) {
 	require.NoError(b, err)
 
 	for b.Loop() {
-		kx, rec, meter := runKubexec(b, client, n)
-		jobs := runJobs(b, client, n)
-		af16 := runAirflowLike(b, client, n, 16)
-		af1 := runAirflowLike(b, client, n1, 1)
+		kx, rec, meter := runKubexec(b, cluster, client, n, e2eFlow{})
+		jobs := runJobs(b, cluster, client, n)
+		af16 := runAirflowLike(b, cluster, client, n, 16)
+		af1 := runAirflowLike(b, cluster, client, n1, 1)
 
 		kxLat := kx.latencies()
 		b.ReportMetric(float64(n), "tasks")
@@ -322,19 +343,24 @@ func BenchmarkEndToEnd(b *testing.B) {
 		b.ReportMetric(ms(percentile(af16Lat, 0.5)), "airflow16-end-to-processed-p50-ms")
 		b.ReportMetric(ms(percentile(af16Lat, 0.99)), "airflow16-end-to-processed-p99-ms")
 
-		var sb strings.Builder
-		fmt.Fprintf(&sb, "where the time goes: pods created and ended per second over the run; p50 per task of each stage, seconds (start = the first Queue / Job create / loop start)\n")
-		fmt.Fprintf(&sb, "%-22s %5s %8s %9s %7s %14s %14s %12s %13s\n", "system", "tasks", "makespan", "created/s", "ended/s",
-			"start->created", "created->bound", "bound->ended", "ended->result")
-		for _, r := range []e2eRun{kx, jobs, af16, af1} {
-			s := r.stages()
-			created, ended := r.rates()
-			fmt.Fprintf(&sb, "%-22s %5d %8.1f %9.1f %7.1f %14.2f %14.2f %12.2f %13.3f\n", r.name, r.tasks, r.makespan.Seconds(),
-				created, ended, s[0].Seconds(), s[1].Seconds(), s[2].Seconds(), s[3].Seconds())
-		}
-		sb.WriteString(meter.summary())
-		b.Log(sb.String())
+		b.Log(stageTable(kx, jobs, af16, af1) + meter.summary())
 	}
+}
+
+// stageTable says where the time of each run went: pods created and ended
+// per second, and the p50 of each stage of a task's life.
+func stageTable(runs ...e2eRun) string {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "where the time goes: pods created and ended per second over the run; p50 per task of each stage, seconds (start = the first Queue / Job create / loop start)\n")
+	fmt.Fprintf(&sb, "%-22s %5s %8s %9s %7s %14s %14s %12s %13s\n", "system", "tasks", "makespan", "created/s", "ended/s",
+		"start->created", "created->bound", "bound->ended", "ended->result")
+	for _, r := range runs {
+		s := r.stages()
+		created, ended := r.rates()
+		fmt.Fprintf(&sb, "%-22s %5d %8.1f %9.1f %7.1f %14.2f %14.2f %12.2f %13.3f\n", r.name, r.tasks, r.makespan.Seconds(),
+			created, ended, s[0].Seconds(), s[1].Seconds(), s[2].Seconds(), s[3].Seconds())
+	}
+	return sb.String()
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -354,10 +380,20 @@ func (s timedStore) SaveResult(ctx context.Context, r kubexec.Result) error {
 	return err
 }
 
-func runKubexec(b *testing.B, client kubernetes.Interface, n int) (e2eRun, *recorder, *apiMeter) {
+// e2eFlow is kubexec's flow control in an end-to-end run. Zero fields keep
+// kubexec's defaults.
+type e2eFlow struct {
+	createConcurrency int
+	createQPS         float64
+	createBurst       int
+	clientQPS         float32
+	clientBurst       int
+}
+
+func runKubexec(b *testing.B, cl *devcluster.Cluster, client kubernetes.Interface, n int, flow e2eFlow) (e2eRun, *recorder, *apiMeter) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ns := e2eNamespace(b, "e2e-kubexec")
+	ns := e2eNamespace(b, cl, "e2e-kubexec")
 	clock := newTaskClock()
 	watchPods(ctx, b, client, ns, clock, func(p *corev1.Pod) string {
 		k, err := kubexec.KeyFromObject(p)
@@ -369,14 +405,16 @@ func runKubexec(b *testing.B, client kubernetes.Interface, n int) (e2eRun, *reco
 	rec := &recorder{}
 	cfg := testConfig(ns) // for its builder (runAsUser 1000); the rest back to kubexec's defaults:
 	cfg.Parallelism = n
-	cfg.CreateQPS, cfg.CreateBurst = 0, 0
+	cfg.CreateConcurrency = flow.createConcurrency
+	cfg.CreateQPS, cfg.CreateBurst = flow.createQPS, flow.createBurst
 	cfg.ResyncInterval = 0
 	cfg.Classify = watch.ClassifyOptions{}
 	cfg.Metrics = rec
-	krc := cluster.RESTConfig()
-	// kubexec's ClientQPS/ClientBurst defaults (50, 100), as the token
+	krc := cl.RESTConfig()
+	// kubexec's ClientQPS/ClientBurst (default 50, 100), as the token
 	// bucket client-go would make of them, observed.
-	meter := newAPIMeter(50, 100)
+	meter := newAPIMeter(cmp.Or(flow.clientQPS, 50), cmp.Or(flow.clientBurst, 100))
+	meter.createQPS, meter.createBurst = cmp.Or(flow.createQPS, 20), cmp.Or(flow.createBurst, 30)
 	krc.QPS, krc.Burst, krc.RateLimiter = 0, 0, meter
 	krc.Wrap(meter.wrap)
 	store := executor.NewMemoryStore()
@@ -410,10 +448,10 @@ func runKubexec(b *testing.B, client kubernetes.Interface, n int) (e2eRun, *reco
 	return run, rec, meter
 }
 
-func runJobs(b *testing.B, client kubernetes.Interface, n int) e2eRun {
+func runJobs(b *testing.B, cl *devcluster.Cluster, client kubernetes.Interface, n int) e2eRun {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ns := e2eNamespace(b, "e2e-jobs")
+	ns := e2eNamespace(b, cl, "e2e-jobs")
 	clock := newTaskClock()
 	watchPods(ctx, b, client, ns, clock, func(p *corev1.Pod) string {
 		return strings.TrimPrefix(p.Labels[batchv1.JobNameLabel], "job-")
@@ -453,29 +491,18 @@ func runJobs(b *testing.B, client kubernetes.Interface, n int) e2eRun {
 	spec := benchPodSpec(b, ns, e2eScript)
 	backoff := int32(0)
 	clock.start = time.Now()
-	work := make(chan int)
-	var wg sync.WaitGroup
-	for range 10 {
-		wg.Go(func() {
-			for i := range work {
-				job := &batchv1.Job{
-					ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("job-task-%d", i)},
-					Spec: batchv1.JobSpec{
-						BackoffLimit: &backoff,
-						Template:     corev1.PodTemplateSpec{Spec: *spec.DeepCopy()},
-					},
-				}
-				if _, err := client.BatchV1().Jobs(ns).Create(ctx, job, metav1.CreateOptions{}); err != nil {
-					b.Errorf("create job: %v", err)
-				}
-			}
-		})
-	}
-	for i := range n {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
+	inParallel(n, 10, func(i int) {
+		job := &batchv1.Job{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("job-task-%d", i)},
+			Spec: batchv1.JobSpec{
+				BackoffLimit: &backoff,
+				Template:     corev1.PodTemplateSpec{Spec: *spec.DeepCopy()},
+			},
+		}
+		if _, err := client.BatchV1().Jobs(ns).Create(ctx, job, metav1.CreateOptions{}); err != nil {
+			b.Errorf("create job: %v", err)
+		}
+	})
 	last := waitDone(b, "jobs", clock, n, nil)
 	if failed > 0 {
 		b.Errorf("jobs: %d Jobs failed", failed)
@@ -486,14 +513,33 @@ func runJobs(b *testing.B, client kubernetes.Interface, n int) e2eRun {
 	return run
 }
 
+// inParallel calls do(0) ... do(n-1) from workers goroutines, and returns
+// when all calls have returned.
+func inParallel(n, workers int, do func(i int)) {
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for i := range work {
+				do(i)
+			}
+		})
+	}
+	for i := range n {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+}
+
 // runAirflowLike is Airflow's KubernetesExecutor loop reduced to what sets
 // its pace: one loop per tick; each loop first processes the results its
 // watcher queued (deleting succeeded pods), then creates up to batch pods,
 // one request after the other, while fewer than airflowParallel run.
-func runAirflowLike(b *testing.B, client kubernetes.Interface, n, batch int) e2eRun {
+func runAirflowLike(b *testing.B, cl *devcluster.Cluster, client kubernetes.Interface, n, batch int) e2eRun {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ns := e2eNamespace(b, fmt.Sprintf("e2e-airflow%d", batch))
+	ns := e2eNamespace(b, cl, fmt.Sprintf("e2e-airflow%d", batch))
 	clock := newTaskClock()
 	ended := make(chan string, n)
 	clock.onEnd = func(task string) { ended <- task }
@@ -506,8 +552,8 @@ func runAirflowLike(b *testing.B, client kubernetes.Interface, n, batch int) e2e
 	tick := time.NewTicker(airflowTick)
 	defer tick.Stop()
 	for done := 0; done < n; {
-		if time.Since(clock.start) > e2eTimeout {
-			b.Fatalf("airflow-like batch %d: %d of %d tasks done after %s", batch, done, n, e2eTimeout)
+		if time.Since(clock.start) > e2eTimeout(n) {
+			b.Fatalf("airflow-like batch %d: %d of %d tasks done after %s", batch, done, n, e2eTimeout(n))
 		}
 		// sync(): drain the watcher's results.
 	drain:
@@ -568,6 +614,10 @@ type apiMeter struct {
 	flowcontrol.RateLimiter
 	qps   float32
 	burst int
+	// createQPS and createBurst are the executor's own create bucket, for
+	// the summary.
+	createQPS   float64
+	createBurst int
 
 	mu      sync.Mutex
 	waits   []time.Duration
@@ -647,8 +697,8 @@ func (m *apiMeter) summary() string {
 	for _, w := range m.waits {
 		waited += w
 	}
-	fmt.Fprintf(&sb, "kubexec client token bucket (%.0f/s, burst %d; creates also paced at 20/s burst 30): %d requests, waits p50 %s p99 %s max %s, %s waited in all\n",
-		m.qps, m.burst, len(m.waits), percentile(m.waits, 0.5).Round(time.Millisecond), percentile(m.waits, 0.99).Round(time.Millisecond),
+	fmt.Fprintf(&sb, "kubexec client token bucket (%.0f/s, burst %d; creates also paced at %.0f/s burst %d): %d requests, waits p50 %s p99 %s max %s, %s waited in all\n",
+		m.qps, m.burst, m.createQPS, m.createBurst, len(m.waits), percentile(m.waits, 0.5).Round(time.Millisecond), percentile(m.waits, 0.99).Round(time.Millisecond),
 		percentile(m.waits, 1).Round(time.Millisecond), waited.Round(time.Second))
 	verbs := make([]string, 0, len(m.latency))
 	for v := range m.latency {

@@ -142,6 +142,10 @@ type Kubernetes struct {
 
 	mu       sync.Mutex
 	attempts map[kubexec.TaskKey]*attempt
+	// tally counts the attempts in e.attempts by what Stats reports of
+	// them, kept as they are added, moved and removed, so that Stats costs
+	// the same with 10 attempts tracked as with 100,000.
+	tally slotTally
 	// released holds the pods released after their results were saved,
 	// until the watch reports them gone, so that an event from before the
 	// release, delivered after it, does not make the pod look new.
@@ -582,7 +586,7 @@ func (e *Kubernetes) Queue(spec podtemplate.TaskSpec) error {
 	if ns == "" {
 		ns = e.cfg.Namespace
 	}
-	e.attempts[spec.Key] = &attempt{key: spec.Key, spec: spec, stage: stageQueued, queuedAt: time.Now(), namespace: ns}
+	e.trackLocked(&attempt{key: spec.Key, spec: spec, stage: stageQueued, queuedAt: time.Now(), namespace: ns})
 	e.queue = append(e.queue, spec.Key)
 	e.reportSlotsLocked()
 	return nil
@@ -656,17 +660,7 @@ func (e *Kubernetes) Stats() Stats {
 }
 
 func (e *Kubernetes) statsLocked() Stats {
-	var s Stats
-	for _, a := range e.attempts {
-		switch {
-		case a.stage.hasResult():
-			s.Finishing++
-		case a.stage.running():
-			s.Running++
-		case a.stage == stageQueued:
-			s.Queued++
-		}
-	}
+	s := Stats{Finishing: e.tally.finishing, Running: e.tally.running, Queued: e.tally.queued}
 	s.OpenSlots = max(0, e.cfg.Parallelism-s.Running)
 	s.LeaseLost = e.leaseLost
 	return s
@@ -760,10 +754,51 @@ var illegalTransition = func(error) {}
 // transitions table does not allow is refused and logged, and leaves a as
 // it was.
 func (e *Kubernetes) moveLocked(a *attempt, to stage) bool {
+	from := a.stage
 	if err := a.moveTo(to); err != nil {
 		e.log.Error("refused an attempt's stage change", "task", a.key, "err", err)
 		illegalTransition(err)
 		return false
 	}
+	if e.attempts[a.key] == a {
+		e.tally.add(from, -1)
+		e.tally.add(to, 1)
+	}
 	return true
+}
+
+// trackLocked adds a to the tracked attempts, in place of any other
+// attempt of its key.
+func (e *Kubernetes) trackLocked(a *attempt) {
+	if old, ok := e.attempts[a.key]; ok {
+		e.tally.add(old.stage, -1)
+	}
+	e.attempts[a.key] = a
+	e.tally.add(a.stage, 1)
+}
+
+// untrackLocked removes a from the tracked attempts, if it is the one
+// tracked for its key.
+func (e *Kubernetes) untrackLocked(a *attempt) {
+	if e.attempts[a.key] == a {
+		delete(e.attempts, a.key)
+		e.tally.add(a.stage, -1)
+	}
+}
+
+// slotTally counts attempts by what Stats reports of them.
+type slotTally struct {
+	finishing, running, queued int
+}
+
+// add counts n more (or, negative, fewer) attempts in stage s.
+func (t *slotTally) add(s stage, n int) {
+	switch {
+	case s.hasResult():
+		t.finishing += n
+	case s.running():
+		t.running += n
+	case s == stageQueued:
+		t.queued += n
+	}
 }

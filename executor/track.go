@@ -38,7 +38,7 @@ func (e *Kubernetes) observe(pod *corev1.Pod) {
 		// A pod of this executor that this process did not launch: left
 		// by an earlier run with the same id, or adopted.
 		a = &attempt{key: key, stage: stageLaunched, queuedAt: time.Now()}
-		e.attempts[key] = a
+		e.trackLocked(a)
 		e.log.Info("tracking an existing pod", "task", key, "pod", pod.Namespace+"/"+pod.Name)
 	}
 	switch a.stage {
@@ -474,9 +474,7 @@ func (e *Kubernetes) release(ctx context.Context, a *attempt) error {
 	}
 	e.mu.Lock()
 	if e.moveLocked(a, stageDone) {
-		if cur, ok := e.attempts[a.key]; ok && cur == a {
-			delete(e.attempts, a.key)
-		}
+		e.untrackLocked(a)
 	}
 	if uid != "" && hasPod {
 		e.released[uid] = time.Now()
@@ -551,7 +549,7 @@ func (e *Kubernetes) verifyStep(ctx context.Context, a *attempt) error {
 // this executor's to watch).
 func (e *Kubernetes) forgetLocked(a *attempt) {
 	if e.moveLocked(a, stageDone) {
-		delete(e.attempts, a.key)
+		e.untrackLocked(a)
 		e.reportSlotsLocked()
 	}
 }

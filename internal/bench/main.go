@@ -41,9 +41,13 @@ type figure struct {
 
 // group is one go test command and the figures it produces.
 type group struct {
-	id      string
-	title   string
-	env     []string
+	id    string
+	title string
+	env   []string
+	// knobs are environment variables the group's benchmark reads (sizes,
+	// subsets); those set when bench runs are passed on and shown in the
+	// group's command.
+	knobs   []string
 	args    []string // after "go test"
 	profile string   // the CPU profile -cpuprofile writes, if any
 	figures []figure
@@ -98,6 +102,39 @@ func groups(dir string) []group {
 				"Airflow-like: a loop that every 1 s tick processes the results its watch queued (deleting succeeded pods, as delete_worker_pods=True), then creates up to batch-size pods one request after the other, with at most 32 running (Airflow's defaults); batch 16 on all 1,000 tasks, batch 1 on 100 tasks (1,000 would take 1,000 s), whose makespan for 1,000 is extrapolated, not measured. " +
 				"Makespan: from the first Queue / Job create / loop start to the last result. \"Pod ended\": the benchmark's own watch of the namespace first sees the pod Succeeded or Failed (the same for all three); the process node's delay from the process's exit to that status is not in it.",
 			explain: explainEndToEnd,
+		},
+		{
+			id:      "kwok",
+			title:   "2b. End to end on kwok nodes",
+			knobs:   []string{"KUBEXEC_BENCH_KWOK_TASKS", "KUBEXEC_BENCH_KWOK_SYSTEMS", "KUBEXEC_BENCH_AIRFLOW1_TASKS"},
+			args:    []string{"-run", "^$", "-bench", "^BenchmarkEndToEndKwok$", "-benchtime=1x", "-timeout", "120m", "-cpuprofile", dir + "/kwok.cpu.pprof", "-o", dir + "/executor.test", "./executor/"},
+			profile: dir + "/kwok.cpu.pprof",
+			figures: []figure{
+				{"bare client-go create loop, time to create {tasks} pods", "BenchmarkEndToEndKwok", "bare-create-s", "%.1f s", "", nil},
+				{"kubexec makespan, {tasks} tasks", "BenchmarkEndToEndKwok", "kubexec-makespan-s", "%.1f s", "", nil},
+				{"kubexec makespan / bare loop's time to create the same pods", "BenchmarkEndToEndKwok", "makespan-vs-bare-create", "%.3f", "<= 1.15", func(v float64) bool { return v <= 1.15 }},
+				{"kubexec pods created per second", "BenchmarkEndToEndKwok", "kubexec-created/s", "%.1f pods/s", "", nil},
+				{"bare loop pods created per second", "BenchmarkEndToEndKwok", "bare-created/s", "%.1f pods/s", "", nil},
+				{"kubexec / bare loop, pods created per second", "BenchmarkEndToEndKwok", "created-vs-bare", "%.3f", "", nil},
+				{"batch/v1 Jobs makespan, {tasks} tasks", "BenchmarkEndToEndKwok", "jobs-makespan-s", "%.1f s", "", nil},
+				{"kubexec / Jobs makespan", "BenchmarkEndToEndKwok", "makespan-vs-jobs", "%.3f", "< 0.5", func(v float64) bool { return v < 0.5 }},
+				{"Airflow-like, batch 16, makespan, {tasks} tasks", "BenchmarkEndToEndKwok", "airflow16-makespan-s", "%.1f s", "", nil},
+				{"kubexec / Airflow-like batch 16 makespan", "BenchmarkEndToEndKwok", "makespan-vs-airflow16", "%.3f", "", nil},
+				{"Airflow-like, batch 1, per task (measured on {airflow1-tasks} tasks)", "BenchmarkEndToEndKwok", "airflow1-s/task", "%.3f s", "", nil},
+				{"Airflow-like, batch 1, makespan for {tasks} tasks (EXTRAPOLATED from the {airflow1-tasks}, not measured)", "BenchmarkEndToEndKwok", "airflow1-makespan-extrapolated-s", "%.0f s", "", nil},
+				{"kubexec pod ended -> result saved, p50", "BenchmarkEndToEndKwok", "kubexec-end-to-saved-p50-ms", "%.1f ms", "", nil},
+				{"kubexec pod ended -> result saved, p99", "BenchmarkEndToEndKwok", "kubexec-end-to-saved-p99-ms", "%.1f ms", "< 50 ms", func(v float64) bool { return v < 50 }},
+				{"kubexec's own metric, end observed -> SaveResult returned, p50", "BenchmarkEndToEndKwok", "kubexec-observed-to-saved-p50-ms", "%.1f ms", "", nil},
+				{"kubexec's own metric, end observed -> SaveResult returned, p99", "BenchmarkEndToEndKwok", "kubexec-observed-to-saved-p99-ms", "%.1f ms", "", nil},
+				{"Jobs pod ended -> Job Complete seen, p50", "BenchmarkEndToEndKwok", "jobs-end-to-complete-p50-ms", "%.0f ms", "", nil},
+				{"Jobs pod ended -> Job Complete seen, p99", "BenchmarkEndToEndKwok", "jobs-end-to-complete-p99-ms", "%.0f ms", "", nil},
+				{"Airflow-like batch 16, pod ended -> result processed, p50", "BenchmarkEndToEndKwok", "airflow16-end-to-processed-p50-ms", "%.0f ms", "", nil},
+				{"Airflow-like batch 16, pod ended -> result processed, p99", "BenchmarkEndToEndKwok", "airflow16-end-to-processed-p99-ms", "%.0f ms", "", nil},
+			},
+			about: "The systems of group 2 on a dev cluster of its own whose four nodes are kwok nodes (devcluster Options.KwokNodes): nothing runs, kwok marks each bound pod Running at once and Succeeded 100 ms later (internal/devcluster/kwok-stages.yaml), so the node does not set the pace; the API server, the scheduler and each system's client do. " +
+				"One after the other on that cluster, each in its own namespace, emptied and deleted before the next: a bare client-go loop creating the same pods (10 concurrent creates, a token bucket of 1,000/s burst 10; its figure is the time to create them all); " +
+				"kubexec with the same create flow control and its other calls under a 1,000/s burst 1,000 bucket, Parallelism = the number of tasks, Heartbeat once per second, pods deleted on success; batch/v1 Jobs and the Airflow-like loops exactly as in group 2. " +
+				"Default 10,000 tasks; KUBEXEC_BENCH_KWOK_TASKS changes it and KUBEXEC_BENCH_KWOK_SYSTEMS (bare,kubexec,jobs,airflow) runs a subset. A figure of a system that was not run reads \"not measured\".",
 		},
 		{
 			id:    "watch",
@@ -204,7 +241,7 @@ func main() {
 	log.SetFlags(0)
 	out := flag.String("out", "BENCHMARKS.md", "the report to write")
 	dir := flag.String("dir", "_output/bench", "folder for the runs' logs and profiles")
-	only := flag.String("only", "", "comma-separated group ids to run (launch,e2e,watch,adoption,rss,crash); default all")
+	only := flag.String("only", "", "comma-separated group ids to run (launch,e2e,kwok,watch,adoption,rss,crash); default all")
 	goCmd := flag.String("go", "go", "the go command")
 	flag.Parse()
 	if err := os.MkdirAll(*dir, 0o755); err != nil {
@@ -244,6 +281,12 @@ func contains(list []string, s string) bool {
 // run runs one group's command, showing and keeping its output.
 func run(goCmd, dir string, g group) result {
 	r := result{g: g, values: map[string]float64{}, logFile: dir + "/" + g.id + ".log"}
+	for _, k := range g.knobs {
+		if v := os.Getenv(k); v != "" {
+			g.env = append(g.env, k+"="+v)
+		}
+	}
+	r.g = g
 	r.command = commandLine(g)
 	fmt.Printf("\n==> %s\n    %s\n", g.title, r.command)
 	logf, err := os.Create(r.logFile)

@@ -49,6 +49,16 @@ type Options struct {
 	// run there: a package's tests written for process nodes can share a
 	// cluster with a kubelet node. Default: false.
 	KubeletNodeTaint bool
+	// KwokNodes is the number of kwok nodes to register (kwok.go): Node
+	// objects that one kwok process keeps Ready and whose pods it moves
+	// through Running to Succeeded or Failed without running anything.
+	// They are for benchmarks where the node must not be what is
+	// measured. Default: 0.
+	KwokNodes int
+	// KwokNodeTaint registers kwok nodes with the taint
+	// KwokNodeLabel=true:NoSchedule, so that only pods that tolerate it
+	// (KwokToleration) land there. Default: false.
+	KwokNodeTaint bool
 	// NodeCPU is each node's cpu capacity. Default: "8".
 	NodeCPU string
 	// NodeMemory is each node's memory capacity. Default: "16Gi".
@@ -84,20 +94,23 @@ type Options struct {
 }
 
 // NodeKinds are the values SetNodeKind takes.
-var NodeKinds = []string{"process", "kubelet", "both"}
+var NodeKinds = []string{"process", "kubelet", "both", "kwok"}
 
-// SetNodeKind sets Nodes and KubeletNodes for a cluster of n nodes of one
-// kind: "process" (n process nodes), "kubelet" (n kubelet nodes) or "both"
-// (n of each). It is what the --node-kind flags of `make cluster-up` and
-// the example scheduler call.
+// SetNodeKind sets Nodes, KubeletNodes and KwokNodes for a cluster of n
+// nodes of one kind: "process" (n process nodes), "kubelet" (n kubelet
+// nodes), "both" (n of each of those two) or "kwok" (n kwok nodes, which run
+// nothing). It is what the --node-kind flags of `make cluster-up` and the
+// example scheduler call.
 func (o *Options) SetNodeKind(kind string, n int) error {
 	switch kind {
 	case "process":
-		o.Nodes, o.KubeletNodes = n, 0
+		o.Nodes, o.KubeletNodes, o.KwokNodes = n, 0, 0
 	case "kubelet":
-		o.Nodes, o.KubeletNodes = 0, n
+		o.Nodes, o.KubeletNodes, o.KwokNodes = 0, n, 0
 	case "both":
-		o.Nodes, o.KubeletNodes = n, n
+		o.Nodes, o.KubeletNodes, o.KwokNodes = n, n, 0
+	case "kwok":
+		o.Nodes, o.KubeletNodes, o.KwokNodes = 0, 0, n
 	default:
 		return fmt.Errorf("devcluster: node kind %q: use one of %s", kind, strings.Join(NodeKinds, ", "))
 	}
@@ -142,6 +155,9 @@ func (o Options) validate() error {
 	if o.KubeletNodes < 0 || o.KubeletNodes > 250 {
 		return fmt.Errorf("devcluster: Options.KubeletNodes is %d; use 0 to 250", o.KubeletNodes)
 	}
+	if o.KwokNodes < 0 {
+		return fmt.Errorf("devcluster: Options.KwokNodes is %d; use 0 or more", o.KwokNodes)
+	}
 	if o.NodePods < 0 {
 		return fmt.Errorf("devcluster: Options.NodePods is %d; use 1 or more", o.NodePods)
 	}
@@ -150,6 +166,7 @@ func (o Options) validate() error {
 
 // Cluster is a running dev cluster: etcd, kube-apiserver,
 // kube-controller-manager, kube-scheduler and, optionally, process nodes,
+// kubelet nodes and kwok nodes,
 // all on loopback ports chosen at start.
 type Cluster struct {
 	opts       Options
@@ -167,6 +184,7 @@ type Cluster struct {
 	scheduler  *process
 	nodes      []*nodeAgent
 	kubelets   []*kubeletNode
+	kwok       *process
 	stopped    bool
 
 	restConfig *rest.Config
@@ -240,6 +258,11 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 			return nil, err
 		}
 	}
+	if opts.KwokNodes > 0 {
+		if err := c.startKwok(ctx); err != nil {
+			return nil, err
+		}
+	}
 	opts.Logf("devcluster: ready at %s (folder %s)", c.restConfig.Host, c.dir)
 	return c, nil
 }
@@ -271,7 +294,7 @@ func (c *Cluster) Stop() error {
 		return nil
 	}
 	c.stopped = true
-	var errs []error
+	errs := []error{c.kwok.stop(5 * time.Second)}
 	for i := len(c.kubelets) - 1; i >= 0; i-- {
 		errs = append(errs, c.kubelets[i].stop())
 	}

@@ -2,7 +2,7 @@
 # cluster.sh up|down: runs the dev cluster in the background for people
 # (make cluster-up / make cluster-down). State lives in .devcluster/ in the
 # project root; the kubeconfig is at .devcluster/cluster/kubeconfig.
-# NODES (default 1) and NODE_KIND (process, kubelet or both; default
+# NODES (default 1) and NODE_KIND (process, kubelet, both or kwok; default
 # process) choose the nodes.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)

@@ -2,7 +2,9 @@
 // for kubexec's tests and examples: etcd, kube-apiserver,
 // kube-controller-manager and kube-scheduler built from the Go module proxy
 // (`make devcluster`), plus optional process nodes that run each container's
-// command as a local process.
+// command as a local process, kubelet nodes (the real kubelet with
+// containerd), and kwok nodes, which run nothing: kwok writes the statuses
+// of their pods (kwok.go).
 //
 // Every component listens on a free loopback port chosen at start, so two
 // clusters can run at once. The cluster generates its own CA and

@@ -123,6 +123,7 @@ func (c *Cluster) logTails(n int) string {
 	for _, k := range c.kubelets {
 		procs = append(procs, k.containerd, k.kubelet)
 	}
+	procs = append(procs, c.kwok)
 	for _, p := range procs {
 		if p == nil {
 			continue

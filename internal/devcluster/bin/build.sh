@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the dev cluster's binaries into the folder given as $1: etcd,
-# kube-apiserver, kube-controller-manager, kube-scheduler, kubelet (from the Go module
-# proxy, pinned by this folder's go.mod) and every main package of this
-# module. A cold build takes about 5-10 minutes on two cores; later builds
+# kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kwok (from
+# the Go module proxy, pinned by this folder's go.mod) and every main package
+# of this module. A cold build takes about 5-10 minutes on two cores; later builds
 # are incremental.
 set -euo pipefail
 out=${1:?usage: build.sh OUTPUT_FOLDER}
@@ -16,5 +16,6 @@ go build -ldflags "$ldflags" -o "$out/" \
 	k8s.io/kubernetes/cmd/kube-controller-manager \
 	k8s.io/kubernetes/cmd/kube-scheduler \
 	k8s.io/kubernetes/cmd/kubelet \
+	sigs.k8s.io/kwok/cmd/kwok \
 	$own
 go build -ldflags "$ldflags" -o "$out/etcd" go.etcd.io/etcd/server/v3

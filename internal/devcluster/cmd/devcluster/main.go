@@ -4,7 +4,8 @@
 //	devcluster info [--nodes N] [--node-kind K]           start a cluster, print what it serves, stop it
 //
 // K is process (kubexec-node, the default), kubelet (the real kubelet with
-// containerd and runc) or both.
+// containerd and runc), both, or kwok (nodes simulated by kwok, which run
+// nothing; see the devcluster package).
 //
 // `make cluster-up` and `make cluster-down` wrap `up` in the background.
 package main
@@ -47,7 +48,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: devcluster up --dir DIR [--nodes N] [--node-kind process|kubelet|both] | devcluster info [--nodes N] [--node-kind process|kubelet|both]")
+	fmt.Fprintln(os.Stderr, "usage: devcluster up --dir DIR [--nodes N] [--node-kind process|kubelet|both|kwok] | devcluster info [--nodes N] [--node-kind process|kubelet|both|kwok]")
 	os.Exit(2)
 }
 
@@ -62,7 +63,7 @@ type clusterFlags struct {
 func commonFlags(name string) *clusterFlags {
 	f := &clusterFlags{opts: devcluster.Options{Logf: log.Printf}, fs: flag.NewFlagSet(name, flag.ExitOnError)}
 	f.fs.IntVar(&f.nodes, "nodes", 1, "number of nodes (of each kind with --node-kind both)")
-	f.fs.StringVar(&f.kind, "node-kind", "process", "process (kubexec-node), kubelet (the real kubelet with containerd and runc) or both")
+	f.fs.StringVar(&f.kind, "node-kind", "process", "process (kubexec-node), kubelet (the real kubelet with containerd and runc), both, or kwok (simulated nodes that run nothing)")
 	f.fs.StringVar(&f.opts.BinDir, "bin", "", "folder of the dev cluster binaries (default: _output/bin in the module root)")
 	return f
 }
