@@ -41,7 +41,11 @@ var kwokFlow = e2eFlow{
 // whose nodes are kwok nodes: they run nothing, and each pod ends
 // Succeeded 100 ms after kwok marks it Running (devcluster's
 // kwok-stages.yaml), so the nodes are not what sets the pace; the API
-// server, the scheduler and each system's client are. On that cluster, in
+// server, the scheduler and each system's client are. The scheduler and
+// the controller-manager run without their client rate limits
+// (Options.DisableQPSLimits, as kwokctl's --disable-qps-limits): the
+// scheduler's default 50 binds a second would set every system's pace at
+// 10,000 tasks. On that cluster, in
 // one run, one system after the other:
 //
 //   - a bare client-go create loop: the same pods, with the create flow
@@ -59,7 +63,7 @@ func BenchmarkEndToEndKwok(b *testing.B) {
 			run[strings.TrimSpace(s)] = true
 		}
 	}
-	cl := devcluster.StartForTest(b, devcluster.Options{KwokNodes: kwokNodes, Logf: func(string, ...any) {}})
+	cl := devcluster.StartForTest(b, devcluster.Options{KwokNodes: kwokNodes, DisableQPSLimits: true, Logf: func(string, ...any) {}})
 	rc := cl.RESTConfig()
 	rc.QPS, rc.Burst = 2000, 4000
 	client, err := kubernetes.NewForConfig(rc)

@@ -85,6 +85,16 @@ type Options struct {
 	// at once. Default: false (the watch cache is on, as in production).
 	DisableWatchCache bool
 
+	// DisableQPSLimits lets the scheduler and the controller-manager talk
+	// to the API server at 5,000 requests/s, burst 10,000 (kwokctl's
+	// --disable-qps-limits values), instead of their client defaults: the
+	// scheduler's 50/s, burst 100, binds at most 50 pods a second, and the
+	// controller-manager's 20/s, burst 30, paces the Job controller and
+	// the garbage collector. For benchmarks that must measure the API
+	// server and their own client rather than those limits. Default:
+	// false (the components' defaults, as a stock cluster has).
+	DisableQPSLimits bool
+
 	// ReadyTimeout bounds the wait for each component to become ready.
 	// Default: 3m (a busy machine can take 30 s or more).
 	ReadyTimeout time.Duration
@@ -423,37 +433,41 @@ func (c *Cluster) startControllers() error {
 		return err
 	}
 	kc := c.kubeconfig
-	c.controller, err = c.startProcess("kube-controller-manager", "kube-controller-manager",
-		"--kubeconfig="+kc,
-		"--authentication-kubeconfig="+kc,
-		"--authorization-kubeconfig="+kc,
+	var qps []string
+	if c.opts.DisableQPSLimits {
+		qps = []string{"--kube-api-qps=5000", "--kube-api-burst=10000"}
+	}
+	c.controller, err = c.startProcess("kube-controller-manager", "kube-controller-manager", append([]string{
+		"--kubeconfig=" + kc,
+		"--authentication-kubeconfig=" + kc,
+		"--authorization-kubeconfig=" + kc,
 		"--leader-elect=false",
 		"--bind-address=127.0.0.1",
-		"--secure-port="+strconv.Itoa(ports[0]),
-		"--cert-dir="+filepath.Join(c.dir, "controller-manager-certs"),
-		"--service-account-private-key-file="+c.pki.saKeyFile,
-		"--root-ca-file="+c.pki.caCertFile,
-		"--cluster-signing-cert-file="+c.pki.caCertFile,
-		"--cluster-signing-key-file="+c.pki.caKeyFile,
+		"--secure-port=" + strconv.Itoa(ports[0]),
+		"--cert-dir=" + filepath.Join(c.dir, "controller-manager-certs"),
+		"--service-account-private-key-file=" + c.pki.saKeyFile,
+		"--root-ca-file=" + c.pki.caCertFile,
+		"--cluster-signing-cert-file=" + c.pki.caCertFile,
+		"--cluster-signing-key-file=" + c.pki.caKeyFile,
 		"--use-service-account-credentials=false",
-		"--node-monitor-grace-period="+c.opts.NodeMonitorGracePeriod.String(),
+		"--node-monitor-grace-period=" + c.opts.NodeMonitorGracePeriod.String(),
 		"--profiling=false",
 		"--v=1",
-	)
+	}, qps...)...)
 	if err != nil {
 		return err
 	}
-	c.scheduler, err = c.startProcess("kube-scheduler", "kube-scheduler",
-		"--kubeconfig="+kc,
-		"--authentication-kubeconfig="+kc,
-		"--authorization-kubeconfig="+kc,
+	c.scheduler, err = c.startProcess("kube-scheduler", "kube-scheduler", append([]string{
+		"--kubeconfig=" + kc,
+		"--authentication-kubeconfig=" + kc,
+		"--authorization-kubeconfig=" + kc,
 		"--leader-elect=false",
 		"--bind-address=127.0.0.1",
-		"--secure-port="+strconv.Itoa(ports[1]),
-		"--cert-dir="+filepath.Join(c.dir, "scheduler-certs"),
+		"--secure-port=" + strconv.Itoa(ports[1]),
+		"--cert-dir=" + filepath.Join(c.dir, "scheduler-certs"),
 		"--profiling=false",
 		"--v=1",
-	)
+	}, qps...)...)
 	return err
 }
 

@@ -2,6 +2,8 @@ package devcluster
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -17,12 +19,21 @@ import (
 // that they are Ready and that pods on them move as kwok-stages.yaml says:
 // Succeeded with exit code 0 (after the default or the annotated run time),
 // Failed with the exit code of KwokExitCodeAnnotation, and, when deleted,
-// gone at once, or once their finalizer is removed.
+// gone at once, or once their finalizer is removed. The cluster runs with
+// DisableQPSLimits, as the kwok benchmarks do: the scheduler and the
+// controller-manager report the client limits they were given.
 func TestKwokNodes(t *testing.T) {
 	t.Parallel()
-	c := StartForTest(t, Options{KwokNodes: 2, KwokNodeTaint: true})
+	c := StartForTest(t, Options{KwokNodes: 2, KwokNodeTaint: true, DisableQPSLimits: true})
 	ctx := t.Context()
 	const wait3m = 3 * time.Minute
+
+	for _, component := range []string{"kube-scheduler", "kube-controller-manager"} {
+		log, err := os.ReadFile(filepath.Join(c.Dir(), component+".log"))
+		require.NoError(t, err)
+		require.Contains(t, string(log), `FLAG: --kube-api-qps="5000"`, component)
+		require.Contains(t, string(log), `FLAG: --kube-api-burst="10000"`, component)
+	}
 
 	names := c.KwokNodeNames()
 	require.Equal(t, []string{"kwok-0", "kwok-1"}, names)
