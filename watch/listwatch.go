@@ -350,12 +350,13 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// podTransform is the informer's transform: it trims pods (see Trim) in
-// place, as they come from the decoder. Trimming a trimmed pod changes
-// nothing, which matters: a streaming list transforms each pod twice.
+// podTransform is the informer's transform: it trims pods (see Trim) as
+// they come from the decoder, reusing their memory, and keeps them in
+// their stored form (storedPod). A stored pod passes unchanged, which
+// matters: a streaming list transforms each pod twice.
 func podTransform(obj any) (any, error) {
 	if pod, ok := obj.(*corev1.Pod); ok {
-		trimInPlace(pod)
+		return pack(pod), nil
 	}
 	return obj, nil
 }

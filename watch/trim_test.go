@@ -81,3 +81,45 @@ func TestHandlerFuncsIsNilSafe(t *testing.T) {
 	h.OnDelete(testPod(), true)
 	require.Equal(t, []string{"add p", "update p p", "gone p"}, got)
 }
+
+// TestStoredPod: the form a Watcher stores a pod in gives back exactly what
+// Trim keeps, for every pod of the classification cases and a pod with
+// everything the API server adds; the transform leaves a stored pod as it
+// is, and a deep copy shares nothing with its original.
+func TestStoredPod(t *testing.T) {
+	t.Parallel()
+	pods := []*corev1.Pod{fatPod(), {}}
+	for _, tc := range classifyCases() {
+		pods = append(pods, tc.pod)
+	}
+	for i, p := range pods {
+		want := Trim(p)
+		stored := pack(p.DeepCopy())
+		require.Equal(t, want, stored.unpack(), "pod %d (%s)", i, p.Name)
+
+		again, err := podTransform(stored)
+		require.NoError(t, err)
+		require.Same(t, stored, again, "the transform of a stored pod")
+
+		c := stored.DeepCopyObject().(*storedPod)
+		require.Equal(t, stored, c)
+		if len(c.Labels) > 0 {
+			for k := range c.Labels {
+				c.Labels[k] = "changed"
+			}
+			require.Equal(t, want.Labels, stored.unpack().Labels, "the deep copy's labels are its own")
+		}
+		if len(c.containerStatuses) > 0 {
+			c.containerStatuses[0].Name = "changed"
+			require.Equal(t, want.Status.ContainerStatuses, stored.unpack().Status.ContainerStatuses, "the deep copy's statuses are its own")
+		}
+	}
+
+	got, ok := podOf(pack(fatPod()))
+	require.True(t, ok)
+	require.Equal(t, Trim(fatPod()), got)
+	_, ok = podOf((*storedPod)(nil))
+	require.False(t, ok)
+	_, ok = podOf("not a pod")
+	require.False(t, ok)
+}

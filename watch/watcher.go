@@ -217,7 +217,7 @@ func (w *Watcher) Get(namespace, name string) (*corev1.Pod, bool) {
 	if err != nil || !ok {
 		return nil, false
 	}
-	return obj.(*corev1.Pod), true
+	return podOf(obj)
 }
 
 // List returns the last known state of every pod the Watcher knows, in no
@@ -226,7 +226,9 @@ func (w *Watcher) List() []*corev1.Pod {
 	var out []*corev1.Pod
 	for _, inf := range w.informers {
 		for _, obj := range inf.store.List() {
-			out = append(out, obj.(*corev1.Pod))
+			if pod, ok := podOf(obj); ok {
+				out = append(out, pod)
+			}
 		}
 	}
 	return out
@@ -254,7 +256,7 @@ func (r relay) send(ev event) {
 
 // OnAdd implements cache.ResourceEventHandler.
 func (r relay) OnAdd(obj any, _ bool) {
-	if pod, ok := obj.(*corev1.Pod); ok {
+	if pod, ok := podOf(obj); ok {
 		r.send(event{kind: eventAdd, pod: pod})
 	}
 }
@@ -264,17 +266,18 @@ func (r relay) OnAdd(obj any, _ bool) {
 // change, and is dropped. A pod deleted and created again under the same
 // name during a gap is reported as a deletion and an addition.
 func (r relay) OnUpdate(oldObj, newObj any) {
-	old, ok1 := oldObj.(*corev1.Pod)
-	pod, ok2 := newObj.(*corev1.Pod)
+	sameUID, sameRV := sameVersion(oldObj, newObj)
+	if sameUID && sameRV {
+		return
+	}
+	old, ok1 := podOf(oldObj)
+	pod, ok2 := podOf(newObj)
 	if !ok1 || !ok2 {
 		return
 	}
-	if old.UID != pod.UID {
+	if !sameUID {
 		r.send(event{kind: eventDelete, pod: old, gone: true})
 		r.send(event{kind: eventAdd, pod: pod})
-		return
-	}
-	if old.ResourceVersion == pod.ResourceVersion {
 		return
 	}
 	r.send(event{kind: eventUpdate, old: old, pod: pod})
@@ -283,11 +286,12 @@ func (r relay) OnUpdate(oldObj, newObj any) {
 // OnDelete implements cache.ResourceEventHandler. A DeletedFinalStateUnknown
 // comes from a relist that no longer found the pod.
 func (r relay) OnDelete(obj any) {
-	switch o := obj.(type) {
-	case *corev1.Pod:
-		r.send(event{kind: eventDelete, pod: o})
-	case cache.DeletedFinalStateUnknown:
-		pod, ok := o.Obj.(*corev1.Pod)
+	if pod, ok := podOf(obj); ok {
+		r.send(event{kind: eventDelete, pod: pod})
+		return
+	}
+	if o, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		pod, ok := podOf(o.Obj)
 		if !ok || pod == nil {
 			// The informer lost the last state too; keep the identity.
 			ns, name, err := cache.SplitMetaNamespaceKey(o.Key)
