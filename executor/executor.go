@@ -586,7 +586,7 @@ func (e *Kubernetes) Queue(spec podtemplate.TaskSpec) error {
 	if ns == "" {
 		ns = e.cfg.Namespace
 	}
-	e.trackLocked(&attempt{key: spec.Key, spec: spec, stage: stageQueued, queuedAt: time.Now(), namespace: ns})
+	e.trackLocked(&attempt{key: spec.Key, spec: &spec, stage: stageQueued, queuedAt: time.Now(), namespace: ns})
 	e.queue = append(e.queue, spec.Key)
 	e.reportSlotsLocked()
 	return nil
@@ -631,8 +631,9 @@ func (e *Kubernetes) Attempt(key kubexec.TaskKey) (AttemptStatus, bool) {
 		return AttemptStatus{}, false
 	}
 	st := AttemptStatus{Key: key, Namespace: a.namespace, PodName: a.podName, QueuedAt: a.queuedAt}
-	if a.lastPod != nil {
-		st.Node = a.lastPod.Spec.NodeName
+	pod := e.podLocked(a)
+	if pod != nil {
+		st.Node = pod.Spec.NodeName
 	}
 	switch {
 	case a.stage.hasResult():
@@ -640,10 +641,10 @@ func (e *Kubernetes) Attempt(key kubexec.TaskKey) (AttemptStatus, bool) {
 		st.State, st.Message, st.Result = r.State, r.Message, &r
 	case a.stage == stageQueued:
 		st.State, st.Message = kubexec.StateQueued, a.lastRefusal
-	case a.stage == stageLaunching || a.lastPod == nil:
+	case a.stage == stageLaunching || pod == nil:
 		st.State = kubexec.StateLaunching
 	default:
-		c := watch.Classify(a.lastPod, time.Now(), e.cfg.Classify)
+		c := watch.Classify(pod, time.Now(), e.cfg.Classify)
 		st.State, st.Message = kubexec.StateRunning, c.Message
 		if c.Phase == watch.PhasePending {
 			st.State = kubexec.StatePending
@@ -698,6 +699,9 @@ func (e *Kubernetes) Revoke(ctx context.Context, key kubexec.TaskKey) error {
 		a.podMayRun = true
 		e.endLocked(a, r, stageCancelling)
 	default:
+		// The result waits for the pod to stop: keep the state it is
+		// known in (the watch's), which the next events replace.
+		a.lastPod = e.podLocked(a)
 		a.podMayRun = true
 		e.endLocked(a, r, a.settledStage())
 	}
@@ -715,10 +719,30 @@ func (e *Kubernetes) newResultLocked(a *attempt, reason kubexec.Reason, msg stri
 		Namespace:  a.namespace,
 		FinishedAt: time.Now(),
 	}
-	if a.lastPod != nil {
-		r.Node = a.lastPod.Spec.NodeName
+	if pod := e.podLocked(a); pod != nil {
+		r.Node = pod.Spec.NodeName
 	}
 	return r
+}
+
+// podLocked returns the last known state of a's pod, or nil if none is
+// known. An attempt keeps its own copy (lastPod) only where its stage reads
+// one: once its outcome is known, while it is verified, while an XCom
+// value is collected, or before the watch has seen a pod just created.
+// While the pod runs, the watch's state is the one: the watch holds each
+// pod once, compactly, and a second copy per attempt would double the
+// memory of every running attempt.
+func (e *Kubernetes) podLocked(a *attempt) *corev1.Pod {
+	if a.lastPod != nil {
+		return a.lastPod
+	}
+	if e.watcher == nil || !a.hasPod() {
+		return nil
+	}
+	if pod, ok := e.watcher.Get(a.namespace, a.podName); ok && (a.podUID == "" || pod.UID == a.podUID) {
+		return pod
+	}
+	return nil
 }
 
 // endLocked records the outcome of a and moves it to stage to (see

@@ -17,6 +17,7 @@ import (
 	"github.com/kubexec/kubexec"
 	"github.com/kubexec/kubexec/internal/apierr"
 	"github.com/kubexec/kubexec/podtemplate"
+	"github.com/kubexec/kubexec/watch"
 )
 
 // backoffState is a namespace's quota backoff.
@@ -139,7 +140,12 @@ func (e *Kubernetes) launch(key kubexec.TaskKey) {
 		e.mu.Unlock()
 		return
 	}
-	spec, queuedAt := a.spec, a.queuedAt
+	if a.spec == nil { // only a queued attempt is handed to a launch worker
+		e.mu.Unlock()
+		e.rejectLaunch(key, a.queuedAt, "the executor has no task spec for this attempt (it was not queued by this process)")
+		return
+	}
+	spec, queuedAt := *a.spec, a.queuedAt
 	e.mu.Unlock()
 
 	ctx := e.ctx
@@ -345,15 +351,16 @@ func (e *Kubernetes) tracked(key kubexec.TaskKey, pod *corev1.Pod, outcome Launc
 	}
 	// A create that succeeds resets its namespace's quota backoff.
 	delete(e.nsBackoff, pod.Namespace)
-	if a.lastPod == nil {
-		a.lastPod = pod
-	}
 	switch a.stage {
 	case stageLaunching:
 		if !e.moveLocked(a, stageLaunched) {
 			return
 		}
 		a.setPod(pod)
+		a.spec = nil // no create is sent again
+		// The watch has not seen the pod yet: until it does, the pod is
+		// known as created (its first event drops this copy).
+		a.lastPod = watch.Trim(pod)
 		if pod.Labels[kubexec.LabelDone] == kubexec.DoneValue {
 			// Queued again after its pod was kept (labelled done): the
 			// watch no longer delivers that pod, so decide from it now.
@@ -361,6 +368,9 @@ func (e *Kubernetes) tracked(key kubexec.TaskKey, pod *corev1.Pod, outcome Launc
 		}
 	case stageCancelling:
 		// Revoked while the create was in flight: release the new pod.
+		if a.lastPod == nil {
+			a.lastPod = pod
+		}
 		a.setPod(pod)
 		a.result.PodName, a.result.Namespace = pod.Name, pod.Namespace
 		e.createEndedLocked(a)

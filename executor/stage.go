@@ -156,8 +156,10 @@ const (
 // attempt is the executor's record of one attempt. Its fields are guarded
 // by Kubernetes.mu; stage changes only through moveTo.
 type attempt struct {
-	key      kubexec.TaskKey
-	spec     podtemplate.TaskSpec
+	key kubexec.TaskKey
+	// spec is what Queue was given, until the pod is created (nil for an
+	// attempt found by the watch or adopted).
+	spec     *podtemplate.TaskSpec
 	stage    stage
 	queuedAt time.Time
 	// firstTry is when the attempt was first handed to a launch worker (it

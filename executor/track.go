@@ -58,6 +58,7 @@ func (e *Kubernetes) observe(pod *corev1.Pod) {
 		if !e.moveLocked(a, stageLaunched) {
 			return
 		}
+		a.spec = nil // the pod exists: no create is sent again
 	case stageLaunched:
 	default:
 		return // its outcome is known
@@ -67,6 +68,7 @@ func (e *Kubernetes) observe(pod *corev1.Pod) {
 	e.classifyLocked(a, pod, time.Now())
 	if w, ok := e.cfg.XCom.(XComWaiter); ok && a.stage == stageLaunched && !a.xcomDone && w.Waiting(pod) {
 		a.xcomWaiting = true
+		a.lastPod = pod // the pod the value is collected from
 		e.results.Add(key)
 	}
 	e.reportSlotsLocked()
@@ -85,6 +87,9 @@ func (e *Kubernetes) classifyLocked(a *attempt, pod *corev1.Pod, now time.Time) 
 		c = watch.ClassifyDeleted(pod, now)
 	}
 	if c.Phase != watch.PhaseTerminal {
+		if a.stage == stageLaunched {
+			a.lastPod = nil // the watch's state is the one (podLocked)
+		}
 		return
 	}
 	r := kubexec.Result{
@@ -302,13 +307,13 @@ func (e *Kubernetes) resultStep(ctx context.Context, key kubexec.TaskKey) error 
 		e.mu.Unlock()
 		return nil
 	}
-	st, collect, pod := a.stage, a.xcomWaiting, a.lastPod
+	st, collect, pod := a.stage, a.xcomWaiting, e.podLocked(a)
 	e.mu.Unlock()
 	switch st {
 	case stageVerifying:
 		return e.verifyStep(ctx, a)
 	case stageLaunched:
-		if collect {
+		if collect && pod != nil {
 			// The main container ended and the xcom sidecar keeps the
 			// pod running: read the value, which stops the sidecar.
 			return e.collectXCom(ctx, a, pod)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -298,6 +299,7 @@ func TestIdleExecutorChild(t *testing.T) {
 			if sc.Text() == "heap" {
 				mu.Lock()
 				fmt.Printf("heap %d\n", heapInUse())
+				writeHeapProfile(t)
 				mu.Unlock()
 			}
 		}
@@ -313,6 +315,20 @@ func TestIdleExecutorChild(t *testing.T) {
 	mu.Lock()
 	fmt.Println("stopped")
 	mu.Unlock()
+}
+
+// writeHeapProfile writes the child's heap profile to the file named by
+// KUBEXEC_BENCH_RSS_HEAPPROFILE, if it is set: `go tool pprof -sample_index
+// inuse_space` on it shows where the memory per tracked pod goes.
+func writeHeapProfile(t *testing.T) {
+	path := os.Getenv("KUBEXEC_BENCH_RSS_HEAPPROFILE")
+	if path == "" {
+		return
+	}
+	f, err := os.Create(path)
+	require.NoError(t, err)
+	defer f.Close()
+	require.NoError(t, pprof.Lookup("heap").WriteTo(f, 0))
 }
 
 // heapInUse is the live Go heap after a full collection (the RSS was read
