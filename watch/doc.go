@@ -18,8 +18,9 @@
 // watch each, or in all namespaces with one watch. It is built on
 // client-go's informer (a Reflector feeding a FIFO), whose relist diff it
 // relies on, with two additions: watch requests that resume by themselves,
-// and a transform that trims each pod to what kubexec reads ([Trim]; about
-// a third of the memory of a plain informer).
+// and a transform that trims each pod to what kubexec reads ([Trim]) and
+// keeps it in a compact form with shared strings (about a seventh of the
+// memory of a plain informer: BenchmarkWatch10k).
 //
 // # Delivery guarantees
 //
