@@ -44,10 +44,14 @@ func crashSpec(i int) (kubexec.TaskKey, string) {
 	return k, "sleep " + sleep
 }
 
+// crashChildEnv makes the test binary TestCrashAndRestart's executor
+// process.
+const crashChildEnv = "KUBEXEC_CRASH_CHILD"
+
 // TestCrashChildProcess is the executor process of TestCrashAndRestart: it is
 // a test only when KUBEXEC_CRASH_CHILD is set.
 func TestCrashChildProcess(t *testing.T) {
-	if os.Getenv("KUBEXEC_CRASH_CHILD") == "" {
+	if os.Getenv(crashChildEnv) == "" {
 		return
 	}
 	ns, id, storePath := os.Getenv("CRASH_NS"), os.Getenv("CRASH_ID"), os.Getenv("CRASH_STORE")
@@ -115,7 +119,7 @@ func TestCrashAndRestart(t *testing.T) {
 
 	run := func(killAfter time.Duration) (finished bool) {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChildProcess$", "-test.count=1")
-		cmd.Env = append(os.Environ(), "KUBEXEC_CRASH_CHILD=1", "CRASH_NS="+ns, "CRASH_ID="+id,
+		cmd.Env = append(os.Environ(), crashChildEnv+"=1", "CRASH_NS="+ns, "CRASH_ID="+id,
 			"CRASH_STORE="+storePath, "CRASH_N="+strconv.Itoa(n), "CRASH_KUBECONFIG="+cluster.Kubeconfig())
 		cmd.Stderr = os.Stderr
 		out, err := cmd.StdoutPipe()

@@ -31,6 +31,12 @@ import (
 var cluster *devcluster.Cluster
 
 func TestMain(m *testing.M) {
+	if os.Getenv(crashChildEnv) != "" {
+		// TestCrashAndRestart's executor process: it uses the parent's
+		// cluster. A cluster of its own would be killed with it, its
+		// kubelet node's cgroups and its folder left behind.
+		os.Exit(m.Run())
+	}
 	os.Exit(devcluster.Main(m, devcluster.Options{
 		Nodes: 2, NodeCPU: "32", NodeMemory: "64Gi", NodePods: 300,
 		// A real kubelet node for the cases that run on both kinds
