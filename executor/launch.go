@@ -140,16 +140,15 @@ func (e *Kubernetes) launch(key kubexec.TaskKey) {
 		e.mu.Unlock()
 		return
 	}
-	if a.spec == nil { // only a queued attempt is handed to a launch worker
-		e.mu.Unlock()
-		e.rejectLaunch(key, a.queuedAt, "the executor has no task spec for this attempt (it was not queued by this process)")
+	spec, queuedAt := a.spec, a.queuedAt
+	e.mu.Unlock()
+	if spec == nil { // only Queue makes queued attempts, each with its spec
+		e.rejectLaunch(key, queuedAt, "the executor has no task spec for this attempt (it was not queued by this process)")
 		return
 	}
-	spec, queuedAt := *a.spec, a.queuedAt
-	e.mu.Unlock()
 
 	ctx := e.ctx
-	pod, err := e.build(ctx, spec)
+	pod, err := e.build(ctx, *spec)
 	if err != nil {
 		e.rejectLaunch(key, queuedAt, fmt.Sprintf("the pod could not be built: %v", err))
 		return
