@@ -25,11 +25,14 @@ const annotationLastApplied = "kubectl.kubernetes.io/last-applied-configuration"
 //     and for each container and init container its name and image (and an
 //     init container's restartPolicy, which marks a sidecar). Dropped:
 //     everything else (commands, env, volumes, resources, probes, ...).
-//   - status: phase, reason, message, startTime, conditions (without
-//     lastProbeTime and observedGeneration), and for each container and init
-//     container status its name, image, state, lastTerminationState, ready,
-//     started and restartCount. Dropped: IPs, QoS class, ephemeral
-//     containers, resources, volume mounts, allocation and resize status.
+//   - status: phase, reason, message, startTime, the PodScheduled and
+//     DisruptionTarget conditions (without lastProbeTime and
+//     observedGeneration), and for each container and init container status
+//     its name, image, state, lastTerminationState, ready, started and
+//     restartCount. Dropped: the other conditions (Ready, ContainersReady,
+//     Initialized, PodReadyToStartContainers, readiness gates), IPs, QoS
+//     class, ephemeral containers, resources, volume mounts, allocation and
+//     resize status.
 func Trim(pod *corev1.Pod) *corev1.Pod {
 	if pod == nil {
 		return nil
@@ -109,20 +112,26 @@ func trimContainers(cs []corev1.Container, init bool) []corev1.Container {
 	return cs
 }
 
+// keptConditions are the pod conditions Classify reads.
+var keptConditions = map[corev1.PodConditionType]bool{corev1.PodScheduled: true, corev1.DisruptionTarget: true}
+
 func trimConditions(cs []corev1.PodCondition) []corev1.PodCondition {
-	if len(cs) == 0 {
-		return nil
-	}
-	for i, c := range cs {
-		cs[i] = corev1.PodCondition{
-			Type:               c.Type,
-			Status:             c.Status,
-			Reason:             c.Reason,
-			Message:            c.Message,
-			LastTransitionTime: c.LastTransitionTime,
+	out := cs[:0]
+	for _, c := range cs {
+		if keptConditions[c.Type] {
+			out = append(out, corev1.PodCondition{
+				Type:               c.Type,
+				Status:             c.Status,
+				Reason:             c.Reason,
+				Message:            c.Message,
+				LastTransitionTime: c.LastTransitionTime,
+			})
 		}
 	}
-	return cs
+	if len(out) == 0 {
+		return nil
+	}
+	return out
 }
 
 func trimStatuses(ss []corev1.ContainerStatus) []corev1.ContainerStatus {

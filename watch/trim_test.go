@@ -7,6 +7,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kubexec/kubexec"
 )
 
 // fatPod is a pod as the API server returns it: managed fields, a full
@@ -27,7 +29,11 @@ func fatPod() *corev1.Pod {
 	p.Status.QOSClass = corev1.PodQOSBurstable
 	p.Status.ContainerStatuses[0].ImageID = "sha256:abc"
 	p.Status.ContainerStatuses[0].VolumeMounts = []corev1.VolumeMountStatus{{Name: "data", MountPath: "/data"}}
-	p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastProbeTime: at(1), LastTransitionTime: at(2)}}
+	p.Status.Conditions = []corev1.PodCondition{
+		{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastProbeTime: at(1), LastTransitionTime: at(2)},
+		{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, ObservedGeneration: 1, LastProbeTime: at(1), LastTransitionTime: at(1)},
+		{Type: corev1.ContainersReady, Status: corev1.ConditionTrue, LastTransitionTime: at(2)},
+	}
 	return p
 }
 
@@ -53,7 +59,8 @@ func TestTrim(t *testing.T) {
 	require.Empty(t, out.Status.ContainerStatuses[0].ImageID)
 	require.Empty(t, out.Status.ContainerStatuses[0].VolumeMounts)
 	require.Equal(t, in.Status.ContainerStatuses[0].State, out.Status.ContainerStatuses[0].State)
-	require.Equal(t, []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: at(2)}}, out.Status.Conditions)
+	require.Equal(t, []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: at(1)}}, out.Status.Conditions,
+		"only the conditions Classify reads, without probe time and generation")
 
 	require.Equal(t, out, Trim(out), "Trim is idempotent")
 	require.Nil(t, Trim(nil))
@@ -88,7 +95,12 @@ func TestHandlerFuncsIsNilSafe(t *testing.T) {
 // is, and a deep copy shares nothing with its original.
 func TestStoredPod(t *testing.T) {
 	t.Parallel()
-	pods := []*corev1.Pod{fatPod(), {}}
+	// A pod with kubexec's metadata: labels and annotations with the same
+	// keys, most values equal.
+	kx := fatPod()
+	kx.Labels, kx.Annotations = nil, map[string]string{"other": "x"}
+	require.NoError(t, kubexec.ApplyMetadata(kx, "e1", kubexec.TaskKey{WorkflowID: "wf", TaskID: "extract", RunID: "r1", MapIndex: 3, Attempt: 2}))
+	pods := []*corev1.Pod{fatPod(), kx, {}}
 	for _, tc := range classifyCases() {
 		pods = append(pods, tc.pod)
 	}
@@ -103,14 +115,15 @@ func TestStoredPod(t *testing.T) {
 
 		c := stored.DeepCopyObject().(*storedPod)
 		require.Equal(t, stored, c)
-		if len(c.Labels) > 0 {
-			for k := range c.Labels {
-				c.Labels[k] = "changed"
+		if len(c.meta) > 0 {
+			for i := 1; i < len(c.meta); i += 2 {
+				c.meta[i] = "changed"
 			}
 			require.Equal(t, want.Labels, stored.unpack().Labels, "the deep copy's labels are its own")
+			require.Equal(t, want.Annotations, stored.unpack().Annotations, "the deep copy's annotations are its own")
 		}
 		if len(c.containerStatuses) > 0 {
-			c.containerStatuses[0].Name = "changed"
+			c.containerStatuses[0].name = "changed"
 			require.Equal(t, want.Status.ContainerStatuses, stored.unpack().Status.ContainerStatuses, "the deep copy's statuses are its own")
 		}
 	}
