@@ -125,6 +125,14 @@ type Classification struct {
 	// the latest finish time of the containers if they all terminated, else
 	// now. Set only when Phase is PhaseTerminal; never before StartedAt.
 	FinishedAt time.Time
+	// RecheckAt, for an attempt that is not over, is when a grace period
+	// or timeout of opts runs out, after which Classify may end the attempt
+	// with nothing about the pod changed (an image still not pulled, a pod
+	// still unschedulable). Zero when only a change of the pod can change
+	// the classification: a caller that classifies its pods again as time
+	// passes needs to look only at those with RecheckAt set, once it has
+	// passed.
+	RecheckAt time.Time
 }
 
 // Terminal reports whether the attempt is over.
@@ -445,8 +453,12 @@ func classifyWaiting(pod *corev1.Pod, now time.Time, opts ClassifyOptions) (Clas
 				if pod.Status.Phase == corev1.PodRunning {
 					phase = PhaseRunning
 				}
-				return Classification{Phase: phase, Container: ref.name, StartedAt: mainStartedAt(pod),
-					Message: fmt.Sprintf("%s; the attempt fails if this lasts %s", what, grace)}, true
+				c := Classification{Phase: phase, Container: ref.name, StartedAt: mainStartedAt(pod),
+					Message: fmt.Sprintf("%s; the attempt fails if this lasts %s", what, grace)}
+				if !since.IsZero() {
+					c.RecheckAt = since.Add(grace)
+				}
+				return c, true
 			}
 			what += fmt.Sprintf(" (for more than %s)", grace)
 		}
@@ -483,6 +495,9 @@ func classifyNotStarted(pod *corev1.Pod, scheduled *corev1.PodCondition, now tim
 	if since.IsZero() || now.Sub(since) < opts.StartTimeout {
 		c.Message = fmt.Sprintf("the pod is on node %s; %s; the attempt fails if no container starts within %s",
 			pod.Spec.NodeName, waiting, opts.StartTimeout)
+		if !since.IsZero() {
+			c.RecheckAt = since.Add(opts.StartTimeout)
+		}
 		return c
 	}
 	return terminal(kubexec.ReasonConfigError, now, Classification{
@@ -509,6 +524,9 @@ func classifyPending(pod *corev1.Pod, now time.Time, opts ClassifyOptions) Class
 		msg := "no node can run the pod: " + reasonAndMessage(cond.Reason, cond.Message)
 		if since.IsZero() || now.Sub(since) < opts.PendingTimeout {
 			c.Message = fmt.Sprintf("%s; the attempt fails if this lasts %s", msg, opts.PendingTimeout)
+			if !since.IsZero() {
+				c.RecheckAt = since.Add(opts.PendingTimeout)
+			}
 			return c
 		}
 		return terminal(kubexec.ReasonUnschedulable, now, Classification{

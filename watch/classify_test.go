@@ -455,6 +455,18 @@ func classifyCases() []classifyCase {
 
 func TestClassify(t *testing.T) {
 	t.Parallel()
+	// The cases include each of the three timeouts, which set RecheckAt.
+	timed := map[string]bool{}
+	for _, tc := range classifyCases() {
+		when := now
+		if !tc.now.IsZero() {
+			when = tc.now
+		}
+		if c := Classify(tc.pod, when, tc.opts); !c.RecheckAt.IsZero() {
+			timed[strings.SplitN(c.Message, " ", 2)[0]] = true
+		}
+	}
+	require.Len(t, timed, 3, "cases with RecheckAt, by the first word of their message: %v", timed)
 	for _, tc := range classifyCases() {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -466,8 +478,34 @@ func TestClassify(t *testing.T) {
 			checkClassification(t, tc, got, when)
 			// Classification reads only what Trim keeps.
 			require.Equal(t, got, Classify(Trim(tc.pod), when, tc.opts), "classification of the trimmed pod")
+			checkRecheckAt(t, tc, got, when)
 		})
 	}
+}
+
+// checkRecheckAt: a classification without RecheckAt is the same at any
+// later time; one with RecheckAt is the same until just before it, and the
+// attempt is over at it.
+func checkRecheckAt(t *testing.T, tc classifyCase, got Classification, when time.Time) {
+	t.Helper()
+	if got.Terminal() {
+		require.Zero(t, got.RecheckAt, "RecheckAt of a terminal classification")
+		return
+	}
+	same := func(at time.Time) {
+		later := Classify(tc.pod, at, tc.opts)
+		require.Equal(t, got.Phase, later.Phase, "phase at %s; message: %s", at, later.Message)
+		require.Equal(t, got.RecheckAt, later.RecheckAt, "RecheckAt at %s", at)
+	}
+	if got.RecheckAt.IsZero() {
+		for _, d := range []time.Duration{time.Second, time.Hour, 1000 * time.Hour} {
+			same(when.Add(d))
+		}
+		return
+	}
+	require.True(t, got.RecheckAt.After(when), "RecheckAt %s is after the classification at %s", got.RecheckAt, when)
+	same(got.RecheckAt.Add(-time.Nanosecond))
+	require.True(t, Classify(tc.pod, got.RecheckAt, tc.opts).Terminal(), "the attempt is over at RecheckAt")
 }
 
 func checkClassification(t *testing.T, tc classifyCase, got Classification, when time.Time) {
