@@ -586,7 +586,7 @@ func (e *Kubernetes) Queue(spec podtemplate.TaskSpec) error {
 	if ns == "" {
 		ns = e.cfg.Namespace
 	}
-	e.trackLocked(&attempt{key: spec.Key, spec: &spec, stage: stageQueued, queuedAt: time.Now(), namespace: ns})
+	e.trackLocked(&attempt{key: spec.Key, launch: &launchState{spec: spec}, stage: stageQueued, queuedAt: time.Now(), namespace: ns})
 	e.queue = append(e.queue, spec.Key)
 	e.reportSlotsLocked()
 	return nil
@@ -640,7 +640,7 @@ func (e *Kubernetes) Attempt(key kubexec.TaskKey) (AttemptStatus, bool) {
 		r := *a.result
 		st.State, st.Message, st.Result = r.State, r.Message, &r
 	case a.stage == stageQueued:
-		st.State, st.Message = kubexec.StateQueued, a.lastRefusal
+		st.State, st.Message = kubexec.StateQueued, a.refusal()
 	case a.stage == stageLaunching || pod == nil:
 		st.State = kubexec.StateLaunching
 	default:

@@ -52,15 +52,15 @@ func (e *Kubernetes) launchReady() {
 		if !ok || a.stage != stageQueued {
 			continue // stale entry
 		}
-		if open == 0 || e.leaseLost || now.Before(e.pauseUntil) || now.Before(a.notBefore) || now.Before(e.nsBackoff[a.namespace].until) {
+		if open == 0 || e.leaseLost || now.Before(e.pauseUntil) || (a.launch != nil && now.Before(a.launch.notBefore)) || now.Before(e.nsBackoff[a.namespace].until) {
 			kept = append(kept, key)
 			continue
 		}
 		if !e.moveLocked(a, stageLaunching) {
 			continue
 		}
-		if a.firstTry.IsZero() {
-			a.firstTry = now
+		if a.launch != nil && a.launch.firstTry.IsZero() {
+			a.launch.firstTry = now
 		}
 		e.ready = append(e.ready, key)
 		open--
@@ -104,7 +104,9 @@ func (e *Kubernetes) requeueLocked(a *attempt, notBefore time.Time) {
 	switch a.stage {
 	case stageLaunching:
 		if e.moveLocked(a, stageQueued) {
-			a.notBefore = notBefore
+			if a.launch != nil {
+				a.launch.notBefore = notBefore
+			}
 			e.queue = append(e.queue, a.key)
 			e.reportSlotsLocked()
 		}
@@ -140,15 +142,15 @@ func (e *Kubernetes) launch(key kubexec.TaskKey) {
 		e.mu.Unlock()
 		return
 	}
-	spec, queuedAt := a.spec, a.queuedAt
+	ls, queuedAt := a.launch, a.queuedAt
 	e.mu.Unlock()
-	if spec == nil { // only Queue makes queued attempts, each with its spec
+	if ls == nil { // only Queue makes queued attempts, each with its spec
 		e.rejectLaunch(key, queuedAt, "the executor has no task spec for this attempt (it was not queued by this process)")
 		return
 	}
 
 	ctx := e.ctx
-	pod, err := e.build(ctx, *spec)
+	pod, err := e.build(ctx, ls.spec)
 	if err != nil {
 		e.rejectLaunch(key, queuedAt, fmt.Sprintf("the pod could not be built: %v", err))
 		return
@@ -256,7 +258,7 @@ func (e *Kubernetes) handleCreate(key kubexec.TaskKey, pod, created *corev1.Pod,
 			e.nsBackoff[pod.Namespace] = b
 		}
 		if a, ok := e.attempts[key]; ok && a.creating() {
-			a.lastRefusal = "the namespace's ResourceQuota is exhausted: " + err.Error()
+			a.refused("the namespace's ResourceQuota is exhausted: " + err.Error())
 			e.requeueLocked(a, time.Time{})
 		}
 		e.mu.Unlock()
@@ -273,7 +275,7 @@ func (e *Kubernetes) handleCreate(key kubexec.TaskKey, pod, created *corev1.Pod,
 			e.pauseUntil = until
 		}
 		if a, ok := e.attempts[key]; ok && a.creating() {
-			a.lastRefusal = "the API server throttled the create (429)"
+			a.refused("the API server throttled the create (429)")
 			e.requeueLocked(a, time.Time{})
 		}
 		e.mu.Unlock()
@@ -284,13 +286,12 @@ func (e *Kubernetes) handleCreate(key kubexec.TaskKey, pod, created *corev1.Pod,
 		// run like any create whose outcome is unknown.
 		e.mu.Lock()
 		if a, ok := e.attempts[key]; ok && a.creating() {
-			a.failures++
-			a.lastRefusal = "the create failed: " + err.Error()
+			failures := a.failed("the create failed: " + err.Error())
 			// The server may have created the pod before the error: if the
 			// attempt ends before a later create finds it, it is deleted.
 			a.pod = podMaybe
 			a.namespace, a.podName = pod.Namespace, pod.Name
-			d := min(createBackoffMin<<min(a.failures-1, 10), createBackoffMax)
+			d := min(createBackoffMin<<min(failures-1, 10), createBackoffMax)
 			e.requeueLocked(a, now.Add(jitter(d)))
 		}
 		e.mu.Unlock()
@@ -356,7 +357,7 @@ func (e *Kubernetes) tracked(key kubexec.TaskKey, pod *corev1.Pod, outcome Launc
 			return
 		}
 		a.setPod(pod)
-		a.spec = nil // no create is sent again
+		a.launch = nil // no create is sent again
 		// The watch has not seen the pod yet: until it does, the pod is
 		// known as created (its first event drops this copy).
 		a.lastPod = watch.Trim(pod)

@@ -156,20 +156,14 @@ const (
 // attempt is the executor's record of one attempt. Its fields are guarded
 // by Kubernetes.mu; stage changes only through moveTo.
 type attempt struct {
-	key kubexec.TaskKey
-	// spec is what Queue was given, until the pod is created (nil for an
-	// attempt found by the watch or adopted).
-	spec     *podtemplate.TaskSpec
+	key      kubexec.TaskKey
 	stage    stage
 	queuedAt time.Time
-	// firstTry is when the attempt was first handed to a launch worker (it
-	// had a slot); QueuedTimeout counts from it. lastRefusal says why the
-	// latest create did not happen.
-	firstTry    time.Time
-	lastRefusal string
-	// notBefore delays the next create after a transient failure.
-	notBefore time.Time
-	failures  int
+	// launch is what the attempt needs until its pod exists (queued,
+	// launching, cancelling), nil after and for an attempt found by the
+	// watch or adopted: most attempts are running ones, and they do not
+	// carry it.
+	launch *launchState
 
 	pod       podPresence
 	namespace string
@@ -184,7 +178,10 @@ type attempt struct {
 	// deleted whatever the GC policy (with grace), and the result waits in
 	// stageStopping for it to stop.
 	podMayRun bool
-	grace     *int64
+	// timed: the pod's last classification can change with time alone
+	// (watch.Classification.RecheckAt), so resync classifies it again.
+	timed bool
+	grace *int64
 	// Progress within stageStopping: stopSent, the pod was deleted.
 	stopSent bool
 	// Progress within stageReleasing: archived, the logs are in the
@@ -200,6 +197,46 @@ type attempt struct {
 	xcomDone    bool
 	xcomRef     string
 	xcomErr     error // matches kubexec.ErrXComValue
+}
+
+// launchState is what an attempt needs until its pod exists.
+type launchState struct {
+	// spec is what Queue was given.
+	spec podtemplate.TaskSpec
+	// firstTry is when the attempt was first handed to a launch worker (it
+	// had a slot); QueuedTimeout counts from it. lastRefusal says why the
+	// latest create did not happen.
+	firstTry    time.Time
+	lastRefusal string
+	// notBefore delays the next create after a transient failure.
+	notBefore time.Time
+	failures  int
+}
+
+// refusal is why a's latest create did not happen, if it is known.
+func (a *attempt) refusal() string {
+	if a.launch == nil {
+		return ""
+	}
+	return a.launch.lastRefusal
+}
+
+// refused records why a create of a did not happen.
+func (a *attempt) refused(why string) {
+	if a.launch != nil {
+		a.launch.lastRefusal = why
+	}
+}
+
+// failed records a create of a that failed, and returns how many have
+// (counting this one).
+func (a *attempt) failed(why string) int {
+	if a.launch == nil {
+		return 1
+	}
+	a.launch.lastRefusal = why
+	a.launch.failures++
+	return a.launch.failures
 }
 
 // moveTo moves a to stage to, or returns an error wrapping

@@ -58,7 +58,7 @@ func (e *Kubernetes) observe(pod *corev1.Pod) {
 		if !e.moveLocked(a, stageLaunched) {
 			return
 		}
-		a.spec = nil // the pod exists: no create is sent again
+		a.launch = nil // the pod exists: no create is sent again
 	case stageLaunched:
 	default:
 		return // its outcome is known
@@ -81,6 +81,7 @@ func (e *Kubernetes) classifyLocked(a *attempt, pod *corev1.Pod, now time.Time) 
 	// read too (the watch's cache may be ahead of the events delivered).
 	a.lastPod = pod
 	c := watch.Classify(pod, now, e.cfg.Classify)
+	a.timed = !c.RecheckAt.IsZero()
 	if pod.DeletionTimestamp != nil && !(c.Phase == watch.PhaseTerminal && c.Reason == kubexec.ReasonSucceeded) {
 		// Someone else deleted it (we only delete after a result): the
 		// tracking finalizer holds it until the result is saved.
@@ -230,8 +231,11 @@ func (e *Kubernetes) resyncLoop() {
 	}
 }
 
-// resync applies queued timeouts, classifies launched pods again with the
-// current time, and (when retryNow) retries unsaved results at once.
+// resync applies queued timeouts, classifies again with the current time
+// the launched pods whose classification a timeout can change (an image
+// pull, a start, a pod unschedulable: attempt.timed), and (when retryNow)
+// retries unsaved results at once. The others change only by an event of
+// their pod, so resync costs nothing per running pod.
 func (e *Kubernetes) resync(retryNow bool) {
 	now := time.Now()
 	e.mu.Lock()
@@ -247,10 +251,10 @@ func (e *Kubernetes) resync(retryNow bool) {
 			if retryNow || (a.stage == stageStopping && a.stopSent) {
 				e.enqueueLocked(a)
 			}
-		case a.stage == stageQueued && !a.firstTry.IsZero() && now.Sub(a.firstTry) > e.cfg.QueuedTimeout:
+		case a.stage == stageQueued && a.launch != nil && !a.launch.firstTry.IsZero() && now.Sub(a.launch.firstTry) > e.cfg.QueuedTimeout:
 			e.unlaunchedLocked(a)
 			e.endLocked(a, e.newResultLocked(a, kubexec.ReasonQueuedTimeout, queuedTimeoutMessage(a, e.cfg.QueuedTimeout)), a.settledStage())
-		case (a.stage == stageLaunched || a.stage == stageVerifying) && e.watcher != nil:
+		case (a.stage == stageLaunched || a.stage == stageVerifying) && a.timed && e.watcher != nil:
 			if pod, ok := e.watcher.Get(a.namespace, a.podName); ok && pod.UID == a.podUID {
 				e.classifyLocked(a, pod, now)
 			}
@@ -260,7 +264,7 @@ func (e *Kubernetes) resync(retryNow bool) {
 
 // queuedTimeoutMessage says why a could not be launched.
 func queuedTimeoutMessage(a *attempt, timeout time.Duration) string {
-	why := a.lastRefusal
+	why := a.refusal()
 	if why == "" {
 		why = "no create could be sent (the executor's Lease was lost, or creates were paused)"
 	}
