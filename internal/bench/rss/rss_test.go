@@ -70,10 +70,14 @@ const idle = 15 * time.Second
 //
 // The executor runs in a child process (this test binary, re-executed):
 // it starts, syncs its watch, adopts the pods as its own from an earlier
-// run, then idles; the parent reads VmRSS and VmHWM from
-// /proc/PID/status. A second child, identical but in an empty namespace,
-// is the baseline: the difference divided by 10,000 is the memory per
-// tracked pod.
+// run, then idles; the parent reads VmRSS from /proc/PID/status 15 s after
+// the sync (the garbage of the first list is still there: an idle process
+// allocates too little to collect it) and again, with VmHWM, 150 s after
+// it, once the runtime's periodic collection has run and the scavenger has
+// returned what it freed: the memory the executor keeps while it idles. A
+// second child, identical but in an empty namespace and run at the same
+// time, is the baseline: the difference divided by 10,000 is the memory
+// per tracked pod.
 func BenchmarkIdleRSS10k(b *testing.B) {
 	n := rssPods
 	if v, err := strconv.Atoi(os.Getenv("KUBEXEC_BENCH_RSS_PODS")); err == nil && v > 0 {
@@ -92,19 +96,31 @@ func BenchmarkIdleRSS10k(b *testing.B) {
 		createRunningPods(b, client, ns, id, n)
 		b.Logf("created %d pods and set them Running in %s", n, time.Since(start).Round(time.Millisecond))
 
+		// The baseline child and the measured one run at the same time:
+		// each idles steadyAfter.
 		emptyNS := cluster.NewNamespace(b, "rss-empty", nil)
-		base := runChild(b, emptyNS, id+"-empty", 0)
-		full := runChild(b, ns, id, n)
+		var base, full childMemory
+		var baseErr, fullErr error
+		var wg sync.WaitGroup
+		wg.Go(func() { base, baseErr = runChild(emptyNS, id+"-empty", 0) })
+		wg.Go(func() { full, fullErr = runChild(ns, id, n) })
+		wg.Wait()
+		require.NoError(b, baseErr, "the executor with 0 pods")
+		require.NoError(b, fullErr, "the executor with %d pods", n)
+		require.Positive(b, full.gcs, "the runtime collected after the sync: the steady figures include that collection")
 		b.StartTimer()
 
 		b.ReportMetric(float64(full.rss)/1024, "rss-MiB")
+		b.ReportMetric(float64(full.rssSynced)/1024, "rss-synced-MiB")
 		b.ReportMetric(float64(full.hwm)/1024, "peak-rss-MiB")
 		b.ReportMetric(float64(full.heap)/(1<<20), "go-live-heap-MiB")
 		b.ReportMetric(float64(base.rss)/1024, "rss-0-pods-MiB")
 		b.ReportMetric(float64(full.rss-base.rss)*1024/float64(n), "rss-B/pod")
+		b.ReportMetric(float64(full.rssSynced-base.rssSynced)*1024/float64(n), "rss-synced-B/pod")
+		b.ReportMetric(float64(full.heap-base.heap)/float64(n), "heap-B/pod")
 		b.ReportMetric(float64(full.tracked), "tracked-pods")
-		b.Logf("executor with %d pods: VmRSS %d kB, VmHWM %d kB, Go heap %d B, synced in %s; with 0 pods: VmRSS %d kB",
-			full.tracked, full.rss, full.hwm, full.heap, full.synced, base.rss)
+		b.Logf("executor with %d pods: VmRSS %d kB %s after its sync (%d kB %s after it), VmHWM %d kB, Go heap %d B, %d collections after the sync, synced in %s; with 0 pods: VmRSS %d kB (%d kB), Go heap %d B",
+			full.tracked, full.rss, steadyAfter, full.rssSynced, idle, full.hwm, full.heap, full.gcs, full.synced, base.rss, base.rssSynced, base.heap)
 	}
 }
 
@@ -185,24 +201,44 @@ func runningStatus(pod *corev1.Pod, i int, at metav1.Time) corev1.PodStatus {
 
 // childMemory is what the parent learned of one child executor.
 type childMemory struct {
-	tracked  int
-	rss, hwm int64 // kB, from /proc/PID/status
-	heap     int64 // bytes in use by the Go heap, from the child
-	synced   time.Duration
+	tracked int
+	// rssSynced is VmRSS (kB) after the idle period that follows the sync:
+	// it still holds the garbage of the first list, which an idle process
+	// has no reason to collect yet. rss and hwm are VmRSS and VmHWM once
+	// the runtime's periodic collection has run (steadyAfter): the
+	// memory the process keeps while it stays idle.
+	rssSynced, rss, hwm int64
+	heap                int64 // bytes in use by the Go heap, from the child
+	gcs                 int64 // collections the child's runtime ran after its sync
+	synced              time.Duration
 }
 
+// steadyAfter is how long after its sync an idle child's memory is read
+// the second time: past the Go runtime's forced collection (one every two
+// minutes when nothing else ran one) and the scavenger's return of what
+// that collection freed.
+const steadyAfter = 150 * time.Second
+
 // runChild starts an executor process with id on ns, waits until it
-// tracks want pods, lets it idle, reads its memory, and stops it.
-func runChild(b *testing.B, ns, id string, want int) childMemory {
+// tracks want pods, lets it idle, reads its memory twice (idle after the
+// sync, and steadyAfter), and stops it. It is safe to call from any
+// goroutine: it returns errors instead of failing b.
+func runChild(ns, id string, want int) (m childMemory, err error) {
 	cmd := exec.Command(os.Args[0], "-test.run=^TestIdleExecutorChild$", "-test.count=1")
 	cmd.Env = append(os.Environ(), childEnv+"=1", "RSS_NS="+ns, "RSS_ID="+id,
 		"RSS_WANT="+strconv.Itoa(want), "RSS_KUBECONFIG="+cluster.Kubeconfig())
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
-	require.NoError(b, err)
+	if err != nil {
+		return m, err
+	}
 	stdout, err := cmd.StdoutPipe()
-	require.NoError(b, err)
-	require.NoError(b, cmd.Start())
+	if err != nil {
+		return m, err
+	}
+	if err := cmd.Start(); err != nil {
+		return m, err
+	}
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
 
 	lines := make(chan string)
@@ -213,39 +249,71 @@ func runChild(b *testing.B, ns, id string, want int) childMemory {
 		}
 		close(lines)
 	}()
-	var m childMemory
-	read := func(prefix string) string {
+	read := func(prefix string) (string, error) {
 		deadline := time.After(5 * time.Minute)
 		for {
 			select {
 			case line, ok := <-lines:
-				require.True(b, ok, "the child executor exited before %q", prefix)
+				if !ok {
+					return "", fmt.Errorf("the child executor %s exited before %q", id, prefix)
+				}
 				if rest, ok := strings.CutPrefix(line, prefix); ok {
-					return rest
+					return rest, nil
 				}
 			case <-deadline:
-				b.Fatalf("no %q from the child executor within 5 minutes", prefix)
+				return "", fmt.Errorf("no %q from the child executor %s within 5 minutes", prefix, id)
 			}
 		}
 	}
-	_, err = fmt.Sscanf(read("synced "), "%d %d", &m.tracked, &m.synced)
-	require.NoError(b, err)
-	require.Equal(b, want, m.tracked, "pods tracked by the child executor")
+	ask := func(question string, format string, into ...any) error {
+		if _, err := fmt.Fprintln(stdin, question); err != nil {
+			return err
+		}
+		answer, err := read(question + " ")
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Sscanf(answer, format, into...)
+		return err
+	}
+	line, err := read("synced ")
+	if err != nil {
+		return m, err
+	}
+	if _, err := fmt.Sscanf(line, "%d %d", &m.tracked, &m.synced); err != nil {
+		return m, err
+	}
+	if m.tracked != want {
+		return m, fmt.Errorf("the child executor %s tracks %d pods, want %d", id, m.tracked, want)
+	}
+	syncedAt := time.Now()
 	time.Sleep(idle)
-	m.rss, m.hwm = procStatus(b, cmd.Process.Pid)
-	_, err = fmt.Fprintln(stdin, "heap")
-	require.NoError(b, err)
-	_, err = fmt.Sscanf(read("heap "), "%d", &m.heap)
-	require.NoError(b, err)
-	require.NoError(b, stdin.Close())
-	read("stopped")
-	return m
+	if m.rssSynced, _, err = procStatus(cmd.Process.Pid); err != nil {
+		return m, err
+	}
+	time.Sleep(time.Until(syncedAt.Add(steadyAfter)))
+	if m.rss, m.hwm, err = procStatus(cmd.Process.Pid); err != nil {
+		return m, err
+	}
+	if err := ask("gcs", "%d", &m.gcs); err != nil {
+		return m, err
+	}
+	if err := ask("heap", "%d", &m.heap); err != nil {
+		return m, err
+	}
+	if err := stdin.Close(); err != nil {
+		return m, err
+	}
+	_, err = read("stopped")
+	return m, err
 }
 
 // procStatus returns VmRSS and VmHWM of process pid, in kB.
-func procStatus(b *testing.B, pid int) (rss, hwm int64) {
+func procStatus(pid int) (rss, hwm int64, err error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	require.NoError(b, err)
+	if err != nil {
+		return 0, 0, err
+	}
 	for line := range strings.Lines(string(data)) {
 		f := strings.Fields(line)
 		if len(f) < 2 {
@@ -259,14 +327,17 @@ func procStatus(b *testing.B, pid int) (rss, hwm int64) {
 			hwm = v
 		}
 	}
-	require.Positive(b, rss, "VmRSS of process %d", pid)
-	return rss, hwm
+	if rss <= 0 {
+		return 0, 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+	}
+	return rss, hwm, nil
 }
 
 // TestIdleExecutorChild is the executor process of BenchmarkIdleRSS10k: it
 // is a test only when KUBEXEC_RSS_CHILD is set. It prints "synced N
 // NANOSECONDS" once it tracks RSS_WANT pods, calls Heartbeat once per second
-// until its stdin closes, answers "heap" with the Go heap in use, and
+// until its stdin closes, answers "gcs" with the number of collections its
+// runtime ran since the sync and "heap" with the Go heap in use, and
 // prints "stopped" at the end.
 func TestIdleExecutorChild(t *testing.T) {
 	if os.Getenv(childEnv) == "" {
@@ -275,6 +346,9 @@ func TestIdleExecutorChild(t *testing.T) {
 	rc, err := clientcmd.BuildConfigFromFlags("", os.Getenv("RSS_KUBECONFIG"))
 	require.NoError(t, err)
 	want, _ := strconv.Atoi(os.Getenv("RSS_WANT"))
+	if os.Getenv("KUBEXEC_BENCH_RSS_HEAPPROFILE") != "" {
+		runtime.MemProfileRate = 1 // every allocation in the profile: the memory per pod is a few small ones
+	}
 	ctx := context.Background()
 	start := time.Now()
 	e, err := executor.New(rc, executor.NewMemoryStore(), executor.Config{
@@ -289,6 +363,9 @@ func TestIdleExecutorChild(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	gcsAtSync := ms.NumGC
 	fmt.Printf("synced %d %d\n", e.Stats().Running, time.Since(start))
 
 	var closed atomic.Bool
@@ -296,6 +373,13 @@ func TestIdleExecutorChild(t *testing.T) {
 	go func() {
 		sc := bufio.NewScanner(os.Stdin)
 		for sc.Scan() {
+			if sc.Text() == "gcs" {
+				var ms runtime.MemStats
+				runtime.ReadMemStats(&ms)
+				mu.Lock()
+				fmt.Printf("gcs %d\n", ms.NumGC-gcsAtSync)
+				mu.Unlock()
+			}
 			if sc.Text() == "heap" {
 				mu.Lock()
 				fmt.Printf("heap %d\n", heapInUse())
@@ -322,7 +406,7 @@ func TestIdleExecutorChild(t *testing.T) {
 // inuse_space` on it shows where the memory per tracked pod goes.
 func writeHeapProfile(t *testing.T) {
 	path := os.Getenv("KUBEXEC_BENCH_RSS_HEAPPROFILE")
-	if path == "" {
+	if path == "" || os.Getenv("RSS_WANT") == "0" { // the measured child's only
 		return
 	}
 	f, err := os.Create(path)
