@@ -5,21 +5,27 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/flowcontrol"
 
+	"github.com/kubexec/kubexec"
 	"github.com/kubexec/kubexec/internal/devcluster"
 )
 
 // The kwok end-to-end benchmark's sizes. KUBEXEC_BENCH_KWOK_TASKS changes
 // the task count; KUBEXEC_BENCH_KWOK_SYSTEMS (a comma-separated subset of
-// bare, kubexec, jobs, airflow) runs only some of the systems.
+// bare, bare-release, kubexec, jobs, airflow) runs only some of the
+// systems.
 const (
 	kwokTasks = 10000
 	kwokNodes = 4
@@ -50,13 +56,18 @@ var kwokFlow = e2eFlow{
 //
 //   - a bare client-go create loop: the same pods, with the create flow
 //     control kubexec is given (kwokFlow), its time to create them all;
+//   - the bare loop with kubexec's writes (runBareReleaseLoop): the same
+//     creates, each pod with the tracking finalizer, and as soon as it
+//     ends a delete and the patch that releases it; its makespan is how
+//     fast these writes alone can go, so kubexec's against it is what
+//     kubexec itself adds;
 //   - kubexec with kwokFlow, Parallelism = the number of tasks, Heartbeat
 //     once per second;
 //   - batch/v1 Jobs and the Airflow-like loops, as in BenchmarkEndToEnd.
 func BenchmarkEndToEndKwok(b *testing.B) {
 	n := envInt("KUBEXEC_BENCH_KWOK_TASKS", kwokTasks)
 	n1 := min(n, envInt("KUBEXEC_BENCH_AIRFLOW1_TASKS", e2eAirflow1Tasks))
-	run := map[string]bool{"bare": true, "kubexec": true, "jobs": true, "airflow": true}
+	run := map[string]bool{"bare": true, "bare-release": true, "kubexec": true, "jobs": true, "airflow": true}
 	if only := os.Getenv("KUBEXEC_BENCH_KWOK_SYSTEMS"); only != "" {
 		run = map[string]bool{}
 		for s := range strings.SplitSeq(only, ",") {
@@ -72,13 +83,18 @@ func BenchmarkEndToEndKwok(b *testing.B) {
 	for b.Loop() {
 		b.ReportMetric(float64(n), "tasks")
 		var runs []e2eRun
-		var bare, kx e2eRun
-		var bareEnded time.Duration
+		var bare, bareRel, kx e2eRun
+		var bareEnded, bareReleased time.Duration
 		if run["bare"] {
 			bare, bareEnded = runBareCreateLoop(b, cl, client, n, kwokFlow)
 			created, _ := bare.rates()
 			b.ReportMetric(bare.makespan.Seconds(), "bare-create-s")
 			b.ReportMetric(created, "bare-created/s")
+		}
+		if run["bare-release"] {
+			bareRel, bareReleased = runBareReleaseLoop(b, cl, client, n, kwokFlow)
+			runs = append(runs, bareRel)
+			b.ReportMetric(bareRel.makespan.Seconds(), "bare-release-makespan-s")
 		}
 		var meter *apiMeter
 		if run["kubexec"] {
@@ -99,6 +115,9 @@ func BenchmarkEndToEndKwok(b *testing.B) {
 				bareCreated, _ := bare.rates()
 				b.ReportMetric(created/bareCreated, "created-vs-bare")
 				b.ReportMetric(kx.makespan.Seconds()/bare.makespan.Seconds(), "makespan-vs-bare-create")
+			}
+			if run["bare-release"] {
+				b.ReportMetric(kx.makespan.Seconds()/bareRel.makespan.Seconds(), "makespan-vs-bare-release")
 			}
 		}
 		if run["jobs"] {
@@ -134,12 +153,81 @@ func BenchmarkEndToEndKwok(b *testing.B) {
 			fmt.Fprintf(&sb, "bare create loop: %d pods created in %.1f s (%.1f/s on the benchmark's watch); all ended %.1f s after the start (%.1f/s)\n",
 				n, bare.makespan.Seconds(), created, bareEnded.Seconds(), ended)
 		}
+		if run["bare-release"] {
+			fmt.Fprintf(&sb, "bare create+release loop: last pod ended %.1f s after the start, last released %.1f s after it\n",
+				bareRel.makespan.Seconds(), bareReleased.Seconds())
+		}
 		sb.WriteString(stageTable(runs...))
 		if meter != nil {
 			sb.WriteString(meter.summary())
 		}
 		b.Log(sb.String())
 	}
+}
+
+// runBareReleaseLoop is the bare loop with the writes kubexec makes for
+// each pod: it creates the pods with kubexec's tracking finalizer, as
+// runBareCreateLoop does, and as soon as its watch sees one ended (its
+// "result"), it releases it as kubexec's default GC policy does, from
+// releaseWorkers goroutines (kubexec's default ResultWorkers): a delete,
+// then one patch that labels it done and removes the finalizer. Its
+// makespan is kubexec's: from the start to the last pod seen ended; the
+// run also waits for the last release, and returns when that was.
+func runBareReleaseLoop(b *testing.B, cl *devcluster.Cluster, client kubernetes.Interface, n int, flow e2eFlow) (e2eRun, time.Duration) {
+	const releaseWorkers = 8
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ns := e2eNamespace(b, cl, "e2e-bare-release")
+	clock := newTaskClock()
+	ended := make(chan string, n)
+	clock.onEnd = func(task string) {
+		clock.markDone(task)
+		ended <- task
+	}
+	watchPods(ctx, b, client, ns, clock, func(p *corev1.Pod) string { return p.Labels["kubexec.io/bench-task"] })
+	spec := benchPodSpec(b, ns, e2eScript)
+	release := fmt.Sprintf(`{"metadata":{"labels":{%q:%q},"$deleteFromPrimitiveList/finalizers":[%q]}}`,
+		kubexec.LabelDone, kubexec.DoneValue, kubexec.FinalizerResultTracking)
+	var released sync.WaitGroup
+	released.Add(n)
+	var lastRelease atomic.Int64
+	for range releaseWorkers {
+		go func() {
+			for task := range ended {
+				name := "bare-" + task
+				if err := client.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+					b.Errorf("delete pod %s: %v", name, err)
+				}
+				if _, err := client.CoreV1().Pods(ns).Patch(ctx, name, types.StrategicMergePatchType, []byte(release), metav1.PatchOptions{}); err != nil && !apierrors.IsNotFound(err) {
+					b.Errorf("release pod %s: %v", name, err)
+				}
+				lastRelease.Store(time.Now().UnixNano())
+				released.Done()
+			}
+		}()
+	}
+	limiter := flowcontrol.NewTokenBucketRateLimiter(float32(flow.createQPS), flow.createBurst)
+	clock.start = time.Now()
+	inParallel(n, flow.createConcurrency, func(i int) {
+		_ = limiter.Wait(ctx)
+		task := fmt.Sprintf("task-%d", i)
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "bare-" + task, Labels: map[string]string{"kubexec.io/bench-task": task},
+				Finalizers: []string{kubexec.FinalizerResultTracking}},
+			Spec: *spec.DeepCopy(),
+		}
+		if _, err := client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			b.Errorf("create pod: %v", err)
+		}
+	})
+	last := waitDone(b, "bare release loop", clock, n, nil)
+	run := e2eRun{name: "bare create+release loop", tasks: n, makespan: last.Sub(clock.start), clock: clock}
+	released.Wait()
+	close(ended)
+	releasedAfter := time.Duration(lastRelease.Load() - clock.start.UnixNano())
+	cancel()
+	dropNamespace(b, client, ns)
+	return run, releasedAfter
 }
 
 // runBareCreateLoop creates n pods of the spec kubexec builds, from

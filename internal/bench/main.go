@@ -113,6 +113,8 @@ func groups(dir string) []group {
 				{"bare client-go create loop, time to create {tasks} pods", "BenchmarkEndToEndKwok", "bare-create-s", "%.1f s", "", nil},
 				{"kubexec makespan, {tasks} tasks", "BenchmarkEndToEndKwok", "kubexec-makespan-s", "%.1f s", "", nil},
 				{"kubexec makespan / bare loop's time to create the same pods", "BenchmarkEndToEndKwok", "makespan-vs-bare-create", "%.3f", "<= 1.15", func(v float64) bool { return v <= 1.15 }},
+				{"bare create+release loop (kubexec's writes: create with the finalizer; delete and release patch once ended), makespan", "BenchmarkEndToEndKwok", "bare-release-makespan-s", "%.1f s", "", nil},
+				{"kubexec makespan / bare create+release loop's", "BenchmarkEndToEndKwok", "makespan-vs-bare-release", "%.3f", "", nil},
 				{"kubexec pods created per second", "BenchmarkEndToEndKwok", "kubexec-created/s", "%.1f pods/s", "", nil},
 				{"bare loop pods created per second", "BenchmarkEndToEndKwok", "bare-created/s", "%.1f pods/s", "", nil},
 				{"kubexec / bare loop, pods created per second", "BenchmarkEndToEndKwok", "created-vs-bare", "%.3f", "", nil},
@@ -132,7 +134,7 @@ func groups(dir string) []group {
 				{"Airflow-like batch 16, pod ended -> result processed, p99", "BenchmarkEndToEndKwok", "airflow16-end-to-processed-p99-ms", "%.0f ms", "", nil},
 			},
 			about: "The systems of group 2 on a dev cluster of its own whose four nodes are kwok nodes (devcluster Options.KwokNodes): nothing runs, kwok marks each bound pod Running at once and Succeeded 100 ms later (internal/devcluster/kwok-stages.yaml), so the node does not set the pace; the API server, the scheduler and each system's client do. " +
-				"One after the other on that cluster, each in its own namespace, emptied and deleted before the next: a bare client-go loop creating the same pods (10 concurrent creates, a token bucket of 1,000/s burst 10; its figure is the time to create them all); " +
+				"One after the other on that cluster, each in its own namespace, emptied and deleted before the next: a bare client-go loop creating the same pods (10 concurrent creates, a token bucket of 1,000/s burst 10; its figure is the time to create them all); the same loop making kubexec's writes (each pod created with the tracking finalizer; once the loop's watch sees it ended, a delete and the patch that labels it done and removes the finalizer, from 8 goroutines, kubexec's default ResultWorkers; makespan to the last pod seen ended, as kubexec's is to the last result saved); " +
 				"kubexec with the same create flow control and its other calls under a 1,000/s burst 1,000 bucket, Parallelism = the number of tasks, Heartbeat once per second, pods deleted on success; batch/v1 Jobs and the Airflow-like loops exactly as in group 2. " +
 				"Default 10,000 tasks; KUBEXEC_BENCH_KWOK_TASKS changes it and KUBEXEC_BENCH_KWOK_SYSTEMS (bare,kubexec,jobs,airflow) runs a subset. A figure of a system that was not run reads \"not measured\".",
 		},
