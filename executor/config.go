@@ -160,7 +160,9 @@ type Config struct {
 	ResultWorkers int
 	// ResyncInterval is how often pending attempts are classified again
 	// for time-based outcomes (pending and queued timeouts) without a pod
-	// event, 10ms to 1h. Default 5s.
+	// event, 10ms to 1h. Default 5s. Only the attempts a timeout can end
+	// (watch.Classification.RecheckAt) are looked at: a running pod costs
+	// the resync nothing.
 	ResyncInterval time.Duration
 
 	// Logger receives the executor's logs: warnings for retried saves,
