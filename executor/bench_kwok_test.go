@@ -206,20 +206,8 @@ func runBareReleaseLoop(b *testing.B, cl *devcluster.Cluster, client kubernetes.
 			}
 		}()
 	}
-	limiter := flowcontrol.NewTokenBucketRateLimiter(float32(flow.createQPS), flow.createBurst)
 	clock.start = time.Now()
-	inParallel(n, flow.createConcurrency, func(i int) {
-		_ = limiter.Wait(ctx)
-		task := fmt.Sprintf("task-%d", i)
-		pod := &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: "bare-" + task, Labels: map[string]string{"kubexec.io/bench-task": task},
-				Finalizers: []string{kubexec.FinalizerResultTracking}},
-			Spec: *spec.DeepCopy(),
-		}
-		if _, err := client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
-			b.Errorf("create pod: %v", err)
-		}
-	})
+	createBarePods(ctx, b, client, ns, spec, n, flow, []string{kubexec.FinalizerResultTracking})
 	last := waitDone(b, "bare release loop", clock, n, nil)
 	run := e2eRun{name: "bare create+release loop", tasks: n, makespan: last.Sub(clock.start), clock: clock}
 	released.Wait()
@@ -241,19 +229,8 @@ func runBareCreateLoop(b *testing.B, cl *devcluster.Cluster, client kubernetes.I
 	clock := newTaskClock()
 	watchPods(ctx, b, client, ns, clock, func(p *corev1.Pod) string { return p.Labels["kubexec.io/bench-task"] })
 	spec := benchPodSpec(b, ns, e2eScript)
-	limiter := flowcontrol.NewTokenBucketRateLimiter(float32(flow.createQPS), flow.createBurst)
 	clock.start = time.Now()
-	inParallel(n, flow.createConcurrency, func(i int) {
-		_ = limiter.Wait(ctx)
-		task := fmt.Sprintf("task-%d", i)
-		pod := &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: "bare-" + task, Labels: map[string]string{"kubexec.io/bench-task": task}},
-			Spec:       *spec.DeepCopy(),
-		}
-		if _, err := client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
-			b.Errorf("create pod: %v", err)
-		}
-	})
+	createBarePods(ctx, b, client, ns, spec, n, flow, nil)
 	run := e2eRun{name: "bare create loop", tasks: n, makespan: time.Since(clock.start), clock: clock}
 	// The pods still end on the kwok nodes; wait for that before the
 	// namespace goes, so that the next system's run has the cluster to
@@ -280,4 +257,24 @@ func runBareCreateLoop(b *testing.B, cl *devcluster.Cluster, client kubernetes.I
 	cancel()
 	dropNamespace(b, client, ns)
 	return run, endedAfter
+}
+
+// createBarePods creates the bare loops' n pods "bare-task-I" of spec in
+// ns, with finalizers, from flow.createConcurrency goroutines under a
+// token bucket of flow.createQPS, burst flow.createBurst, and returns once
+// every create has returned.
+func createBarePods(ctx context.Context, b *testing.B, client kubernetes.Interface, ns string, spec corev1.PodSpec, n int, flow e2eFlow, finalizers []string) {
+	limiter := flowcontrol.NewTokenBucketRateLimiter(float32(flow.createQPS), flow.createBurst)
+	inParallel(n, flow.createConcurrency, func(i int) {
+		_ = limiter.Wait(ctx)
+		task := fmt.Sprintf("task-%d", i)
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "bare-" + task, Labels: map[string]string{"kubexec.io/bench-task": task},
+				Finalizers: finalizers},
+			Spec: *spec.DeepCopy(),
+		}
+		if _, err := client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			b.Errorf("create pod: %v", err)
+		}
+	})
 }
