@@ -177,10 +177,9 @@ var sharedValues = map[string]bool{
 
 // packMeta returns labels and annotations as one slice of key-value pairs,
 // labels first, each in key order, and the number of label pairs. Keys are
-// shared, and so are
-// the values of the keys of sharedValues; an annotation whose value is its
-// label's (kubexec's task annotation and label usually are) shares the
-// label's string.
+// shared, and so are the values of the keys of sharedValues; an annotation
+// whose value is its label's (kubexec's task annotation and label usually
+// are) holds the label's string.
 func packMeta(labels, annotations map[string]string) ([]string, int) {
 	n := len(labels) + len(annotations)
 	if n == 0 {
@@ -196,15 +195,10 @@ func packMeta(labels, annotations map[string]string) ([]string, int) {
 	}
 	for _, k := range slices.Sorted(maps.Keys(annotations)) {
 		v := annotations[k]
-		if lv, ok := labels[k]; ok && lv == v {
-			for i := 0; i < 2*len(labels); i += 2 {
-				if out[i] == k {
-					v = out[i+1]
-					break
-				}
-			}
-		} else if sharedValues[k] {
+		if sharedValues[k] {
 			v = share(v)
+		} else if lv, ok := labels[k]; ok && lv == v {
+			v = lv // the string the label's pair holds
 		}
 		out = append(out, share(k), v)
 	}
