@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -31,13 +30,16 @@ func TestLeaseName(t *testing.T) {
 	ids := []string{"a", "A", "scheduler-0", "Scheduler_0", "x.y.z", "0123456789012345678901234567890123456789012345678901234567890ab"}
 	seen := map[string]string{}
 	for _, id := range ids {
-		name := LeaseName(id)
-		require.Empty(t, validation.IsDNS1123Subdomain(name), "%q -> %q", id, name)
-		require.LessOrEqual(t, len(name), 63)
-		require.Equal(t, name, LeaseName(id), "deterministic")
-		prev, dup := seen[name]
-		require.False(t, dup, "%q and %q share lease %q", id, prev, name)
-		seen[name] = id
+		// Claims and instance Leases share a namespace: no name is both.
+		for _, name := range []string{LeaseName(id), ClaimName(id)} {
+			require.Empty(t, validation.IsDNS1123Subdomain(name), "%q -> %q", id, name)
+			require.LessOrEqual(t, len(name), 63)
+			prev, dup := seen[name]
+			require.False(t, dup, "%q and %q share lease %q", id, prev, name)
+			seen[name] = id
+		}
+		require.Equal(t, LeaseName(id), LeaseName(id), "deterministic")
+		require.Equal(t, ClaimName(id), ClaimName(id), "deterministic")
 	}
 }
 
@@ -157,53 +159,26 @@ func TestLeaseLiveness(t *testing.T) {
 // (set through the status subresource; no scheduler or node touches them).
 func makePods(t testing.TB, client kubernetes.Interface, ns, owner, prefix string, n int, phase corev1.PodPhase) []*corev1.Pod {
 	t.Helper()
-	out := make([]*corev1.Pod, n)
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	sem := make(chan struct{}, 20)
-	for i := range n {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			key := kubexec.TaskKey{WorkflowID: prefix, TaskID: fmt.Sprintf("t%d", i), MapIndex: kubexec.NotMapped}
-			pod := &corev1.Pod{
-				Spec: corev1.PodSpec{
-					RestartPolicy: corev1.RestartPolicyNever,
-					// No scheduler takes it, so nothing but the test
-					// changes it.
-					SchedulerName: "kubexec-test-no-scheduler",
-					Containers:    []corev1.Container{{Name: "base", Image: "busybox:1.36"}},
-				},
-			}
-			if err := kubexec.ApplyMetadata(pod, owner, key); err != nil {
-				errs <- err
-				return
-			}
-			pod.Finalizers = nil // test pods: nothing must hold them
-			created, err := client.CoreV1().Pods(ns).Create(context.Background(), pod, metav1.CreateOptions{})
-			if err != nil {
-				errs <- err
-				return
-			}
-			if phase != corev1.PodPending {
-				created.Status.Phase = phase
-				created, err = client.CoreV1().Pods(ns).UpdateStatus(context.Background(), created, metav1.UpdateOptions{})
-				if err != nil {
-					errs <- err
-					return
-				}
-			}
-			out[i] = created
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		require.NoError(t, err)
-	}
-	return out
+	return devcluster.CreatePods(t, client, ns, n, func(i int) (*corev1.Pod, error) {
+		key := kubexec.TaskKey{WorkflowID: prefix, TaskID: fmt.Sprintf("t%d", i), MapIndex: kubexec.NotMapped}
+		pod := &corev1.Pod{
+			Spec: corev1.PodSpec{
+				RestartPolicy: corev1.RestartPolicyNever,
+				// No scheduler takes it, so nothing but the test
+				// changes it.
+				SchedulerName: "kubexec-test-no-scheduler",
+				Containers:    []corev1.Container{{Name: "base", Image: "busybox:1.36"}},
+			},
+		}
+		if err := kubexec.ApplyMetadata(pod, owner, key); err != nil {
+			return nil, err
+		}
+		pod.Finalizers = nil // test pods: nothing must hold them
+		return pod, nil
+	}, func(_ int, st *corev1.PodStatus) bool {
+		st.Phase = phase
+		return phase != corev1.PodPending
+	})
 }
 
 func owner(t *testing.T, client kubernetes.Interface, pod *corev1.Pod) string {

@@ -17,11 +17,15 @@
 // owner's watch then sees the pod and handles it like its own.
 //
 // [Sweeper] periodically lists the active kubexec pods of other instances
-// (paginated) and relabels those that are settled — ended, or being deleted
-// — when their owner is dead, so their results are saved and their tracking
-// finalizers removed even if no host ever asks. Pods of live instances are
-// never touched. Running pods of dead instances are adopted when the host
-// calls the executor's Adopt with their attempts.
+// (paginated) and takes over those that are settled — ended, or being
+// deleted — when their owner is dead, so their results are saved and their
+// tracking finalizers removed even if no host ever asks. The executor's
+// sweeper settles ended pods straight from the list: one write to a claim
+// Lease per dead instance ([ClaimName]) makes it the one adopter of them,
+// and each pod's release is then its only write. Pods still being deleted
+// are relabelled. Pods of live instances are never touched. Running pods of
+// dead instances are adopted when the host calls the executor's Adopt with
+// their attempts.
 //
 // # An attempt across restarts
 //
@@ -29,7 +33,8 @@
 //	launched ─────────────────────────────────────────▶ picked up at Start (watch lists the id's pods)
 //	   │
 //	   │ owner dies (Lease expires)
-//	   ├──▶ pod ended or deleted ──▶ Sweeper relabels ──▶ new owner saves the result, releases the pod
+//	   ├──▶ pod ended ──▶ Sweeper claims the instance ──▶ new owner saves the result, releases the pod
+//	   ├──▶ pod deleted while running ──▶ Sweeper relabels ──▶ new owner waits for it, saves, releases
 //	   └──▶ pod running ──▶ host calls Adopt ──▶ relabelled, tracked; no pod ──▶ returned to the host
 //
 // In every path the pod keeps the tracking finalizer until some owner's

@@ -93,12 +93,31 @@ type SweepConfig struct {
 	// executor uses ten durations). Default: Leases are not swept.
 	LeaseNamespace  string
 	ExpiredLeaseAge time.Duration
+	// Settle, when set, takes over an ended pod (Succeeded or Failed) of a
+	// dead instance without relabelling it: it tracks the pod as its
+	// executor's own, so that its result is saved and the pod released by
+	// the executor's workers, and returns without waiting for that. It
+	// reports whether it took the pod over now (false: an earlier sweep's
+	// Settle did, and the pod is not released yet). An error leaves the
+	// pod to a later sweep and is reported by this one.
+	//
+	// With Settle, one adopter settles a dead instance's ended pods: the
+	// sweeper first claims them with one write to the dead instance's
+	// claim Lease (ClaimName, in LeaseNamespace) and leaves them to the
+	// claim's holder while that is alive. The sweep then makes no write
+	// per ended pod; the pod's release is its only one. Pods being deleted
+	// that have not ended are relabelled, as without Settle. Saving is
+	// idempotent, so a claim taken over from an adopter that died halfway
+	// only saves some results twice. Default: every settled pod is
+	// relabelled.
+	Settle func(pod *corev1.Pod) (bool, error)
 }
 
 // Sweeper finds pods of dead executor instances that no longer need their
 // owner's decision — finished (Succeeded or Failed) or being deleted — and
-// relabels them to its own executor, whose watch then saves their results
-// and releases them. Nobody has to pass them in: this is how results of a
+// hands them to its own executor, which saves their results and releases
+// them: ended pods through SweepConfig.Settle when it is set, the others by
+// a relabel that brings them into the executor's watch. Nobody has to pass them in: this is how results of a
 // crashed instance's pods are never lost, and how no pod stays Terminating
 // forever on the tracking finalizer. Pods of live instances are never
 // touched; running pods of dead instances are left to Adopt, where the host
@@ -113,14 +132,17 @@ type Sweeper struct {
 type SweepStats struct {
 	// Listed is the number of active kubexec pods of other instances seen.
 	Listed int
-	// Adopted is the number of pods relabelled to this instance.
+	// Adopted is the number of pods taken over by this instance: relabelled
+	// to it, or given to Settle.
 	Adopted int
+	// Settled is the number of the Adopted pods given to Settle.
+	Settled int
 	// DeadOwners is the number of distinct dead instances found.
 	DeadOwners int
 	// LeasesDeleted is the number of expired Leases deleted.
 	LeasesDeleted int
-	// APICalls is the number of requests sent (lists, lease reads, patches,
-	// lease deletions).
+	// APICalls is the number of requests sent (lists, lease reads, claims,
+	// patches, lease deletions).
 	APICalls int
 }
 
@@ -147,7 +169,7 @@ func NewSweeper(client kubernetes.Interface, liveness Liveness, cfg SweepConfig)
 	if cfg.ExpiredLeaseAge < 0 {
 		return nil, fmt.Errorf("%w: SweepConfig.ExpiredLeaseAge is negative (%s): use 0 to keep Leases", ErrInvalidConfig, cfg.ExpiredLeaseAge)
 	}
-	if cfg.ExpiredLeaseAge > 0 && cfg.LeaseNamespace == "" {
+	if (cfg.ExpiredLeaseAge > 0 || cfg.Settle != nil) && cfg.LeaseNamespace == "" {
 		cfg.LeaseNamespace = "default"
 	}
 	return &Sweeper{client: client, liveness: liveness, cfg: cfg}, nil
@@ -178,6 +200,7 @@ func (s *Sweeper) Sweep(ctx context.Context) (SweepStats, error) {
 		return st, err
 	}
 	alive := map[string]bool{}
+	claimed := map[string]bool{} // dead owners whose ended pods are ours to settle
 	var errs []error
 	var take []*corev1.Pod // the page's pods to adopt
 	for _, ns := range s.cfg.Namespaces {
@@ -211,6 +234,29 @@ func (s *Sweeper) Sweep(ctx context.Context) (SweepStats, error) {
 				}
 				if isAlive {
 					continue
+				}
+				if s.cfg.Settle != nil {
+					mine, known := claimed[owner]
+					if !known {
+						mine, err = s.claim(ctx, owner, alive, &st)
+						if err != nil {
+							errs = append(errs, err) // the next sweep tries again
+						}
+						claimed[owner] = mine
+					}
+					if !mine {
+						continue // the claim's live holder settles them
+					}
+					if ended(pod) {
+						taken, err := s.cfg.Settle(pod)
+						if err != nil {
+							errs = append(errs, fmt.Errorf("adoption: settle pod %s/%s of %q: %w", pod.Namespace, pod.Name, owner, err))
+						} else if taken {
+							st.Adopted++
+							st.Settled++
+						}
+						continue
+					}
 				}
 				take = append(take, pod)
 			}
@@ -307,7 +353,12 @@ func leaseExpiredFor(l *coordinationv1.Lease, now time.Time, age time.Duration) 
 // settled reports whether a pod needs no decision from its owner any more:
 // it has ended, or it is being deleted.
 func settled(pod *corev1.Pod) bool {
-	return pod.DeletionTimestamp != nil || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
+	return pod.DeletionTimestamp != nil || ended(pod)
+}
+
+// ended reports whether a pod's phase is terminal.
+func ended(pod *corev1.Pod) bool {
+	return pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
 }
 
 // Run sweeps every interval until ctx ends, reporting each sweep's counts

@@ -253,6 +253,7 @@ func NewForClient(client kubernetes.Interface, store StateStore, cfg Config) (*K
 		Namespaces:      cfg.Namespaces,
 		LeaseNamespace:  cfg.LeaseNamespace,
 		ExpiredLeaseAge: expiredLeaseDurations * lease.Duration(),
+		Settle:          func(pod *corev1.Pod) (bool, error) { return e.settleAdopted(pod) },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
@@ -450,7 +451,7 @@ func (e *Kubernetes) sweptReport(st adoption.SweepStats, err error) {
 		e.log.Warn("adoption sweep", "err", err)
 	}
 	if st.Adopted > 0 {
-		e.log.Info("adoption sweep took over pods of dead instances", "pods", st.Adopted, "owners", st.DeadOwners)
+		e.log.Info("adoption sweep took over pods of dead instances", "pods", st.Adopted, "settled", st.Settled, "owners", st.DeadOwners)
 	}
 	if m, ok := e.cfg.Metrics.(SweepMetrics); ok {
 		m.ObserveSweep(st.Adopted, err)

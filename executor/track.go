@@ -74,6 +74,42 @@ func (e *Kubernetes) observe(pod *corev1.Pod) {
 	e.reportSlotsLocked()
 }
 
+// settleAdopted takes over an ended pod of a dead instance that the
+// adoption sweep claimed for this executor. The pod keeps its owner's label
+// and never enters this executor's watch: it is tracked from the listed
+// pod, which has ended and needs no later state, and its result is saved
+// and the pod released as for a pod of this executor's own.
+func (e *Kubernetes) settleAdopted(pod *corev1.Pod) (bool, error) {
+	key, err := kubexec.KeyFromObject(pod)
+	if err != nil {
+		return false, fmt.Errorf("malformed kubexec metadata: %w", err)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, ok := e.released[pod.UID]; ok {
+		return false, nil // released since the sweep listed it
+	}
+	if a, ok := e.attempts[key]; ok {
+		if a.podUID == pod.UID {
+			return false, nil // taken over by an earlier sweep, not released yet
+		}
+		return false, fmt.Errorf("task %s is tracked already with another pod (%s/%s)", key, a.namespace, a.podName)
+	}
+	a := &attempt{key: key, stage: stageLaunched, queuedAt: time.Now()}
+	e.trackLocked(a)
+	a.setPod(pod)
+	e.classifyLocked(a, pod, time.Now())
+	if !a.stage.hasResult() {
+		// Not ended by Classify's rules after all: leave it to the owner
+		// or to Adopt.
+		e.untrackLocked(a)
+		e.reportSlotsLocked()
+		return false, fmt.Errorf("task %s: pod %s/%s has not ended", key, pod.Namespace, pod.Name)
+	}
+	e.log.Debug("settling an ended pod of a dead instance", "task", key, "pod", pod.Namespace+"/"+pod.Name, "owner", pod.Labels[kubexec.LabelExecutor])
+	return true, nil
+}
+
 // classifyLocked decides whether a's pod has ended and, if so, records the
 // result.
 func (e *Kubernetes) classifyLocked(a *attempt, pod *corev1.Pod, now time.Time) {

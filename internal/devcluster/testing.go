@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"sync"
 	"testing"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
@@ -14,6 +15,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/httpstream"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
@@ -185,4 +187,37 @@ func (c *Cluster) Exec(t testing.TB, ns, pod, container string, cmd ...string) (
 	}
 	fail(err)
 	return out.String(), errOut.String(), 0
+}
+
+// CreatePods creates the n pods pod(0) … pod(n-1) in ns through client, 20
+// at a time, as a node-less stand-in for pods some executor made earlier. When status is
+// set, it fills in pod i's status after the create and returns whether to
+// write it (through the status subresource, as a node would). The pods are
+// returned as last written, in order.
+func CreatePods(tb testing.TB, client kubernetes.Interface, ns string, n int, pod func(i int) (*corev1.Pod, error), status func(i int, st *corev1.PodStatus) bool) []*corev1.Pod {
+	tb.Helper()
+	pods := client.CoreV1().Pods(ns)
+	out := make([]*corev1.Pod, n)
+	errs := make([]error, n)
+	sem := make(chan struct{}, 20)
+	var wg sync.WaitGroup
+	for i := range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			p, err := pod(i)
+			if err == nil {
+				p, err = pods.Create(context.Background(), p, metav1.CreateOptions{})
+			}
+			if err == nil && status != nil && status(i, &p.Status) {
+				p, err = pods.UpdateStatus(context.Background(), p, metav1.UpdateOptions{})
+			}
+			out[i], errs[i] = p, err
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		tb.Fatalf("devcluster: create %d pods in %s: %v", n, ns, err)
+	}
+	return out
 }
