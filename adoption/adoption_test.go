@@ -31,7 +31,7 @@ func TestLeaseName(t *testing.T) {
 	seen := map[string]string{}
 	for _, id := range ids {
 		// Claims and instance Leases share a namespace: no name is both.
-		for _, name := range []string{LeaseName(id), ClaimName(id)} {
+		for _, name := range []string{LeaseName(id), ClaimName(id, ""), ClaimName(id, "team-a")} {
 			require.Empty(t, validation.IsDNS1123Subdomain(name), "%q -> %q", id, name)
 			require.LessOrEqual(t, len(name), 63)
 			prev, dup := seen[name]
@@ -39,7 +39,7 @@ func TestLeaseName(t *testing.T) {
 			seen[name] = id
 		}
 		require.Equal(t, LeaseName(id), LeaseName(id), "deterministic")
-		require.Equal(t, ClaimName(id), ClaimName(id), "deterministic")
+		require.Equal(t, ClaimName(id, "team-a"), ClaimName(id, "team-a"), "deterministic")
 	}
 }
 

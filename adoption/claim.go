@@ -14,28 +14,42 @@ import (
 	"github.com/kubexec/kubexec"
 )
 
-// AnnotationClaimedExecutor names, on a claim Lease, the dead executor
-// instance whose ended pods the Lease's holder settles.
-const AnnotationClaimedExecutor = "kubexec.io/claimed-executor"
+// Annotations of a claim Lease: the dead executor instance whose ended
+// pods the Lease's holder settles, and the namespace the claim covers ("" for
+// all).
+const (
+	AnnotationClaimedExecutor  = "kubexec.io/claimed-executor"
+	AnnotationClaimedNamespace = "kubexec.io/claimed-namespace"
+)
 
 // ClaimName returns the name of the Lease by which one adopter claims the
-// ended pods of the dead executor id: "kubexec-adopt-", a DNS-safe form of
-// the id and a hash of the exact id (a LeaseName could only equal it if two
-// 40-bit hash prefixes collided).
-func ClaimName(id string) string {
-	sum := sha256.Sum256([]byte("claim\x00" + id))
+// ended pods of the dead executor id in namespace ("" for every
+// namespace): "kubexec-adopt-", a DNS-safe form of the id and a hash of the
+// exact id and namespace (a LeaseName could only equal it if two 40-bit
+// hash prefixes collided). Claims are per namespace swept, so that an
+// adopter that sweeps other namespaces than the holder's still finds the
+// pods there.
+func ClaimName(id, namespace string) string {
+	sum := sha256.Sum256([]byte("claim\x00" + id + "\x00" + namespace))
 	return "kubexec-adopt-" + kubexec.Slug(id, 38) + "-" + hex.EncodeToString(sum[:])[:10]
 }
 
+// isClaim reports whether l is a claim Lease.
+func isClaim(l *coordinationv1.Lease) bool {
+	_, ok := l.Annotations[AnnotationClaimedExecutor]
+	return ok
+}
+
 // claim makes this sweeper the one that settles the ended pods of the dead
-// instance owner, with one write to owner's claim Lease: a create when
-// there is none, an update guarded by the resourceVersion read when its
-// holder is dead, a renewal when the holder is this sweeper. It reports false, with no error, when a live instance
+// instance owner in namespace ns ("" for all), with one write to their
+// claim Lease: a create when there is none, an update guarded by the
+// resourceVersion read when its holder is dead, a renewal when the holder
+// is this sweeper. It reports false, with no error, when a live instance
 // holds the claim (that instance settles the pods) or won the race for it.
 // alive caches the liveness answers of the sweep.
-func (s *Sweeper) claim(ctx context.Context, owner string, alive map[string]bool, st *SweepStats) (bool, error) {
+func (s *Sweeper) claim(ctx context.Context, owner, ns string, alive map[string]bool, st *SweepStats) (bool, error) {
 	leases := s.client.CoordinationV1().Leases(s.cfg.LeaseNamespace)
-	name := ClaimName(owner)
+	name := ClaimName(owner, ns)
 	self := s.cfg.ExecutorID
 	now := metav1.NewMicroTime(time.Now())
 	l, err := leases.Get(ctx, name, metav1.GetOptions{})
@@ -46,7 +60,7 @@ func (s *Sweeper) claim(ctx context.Context, owner string, alive map[string]bool
 			ObjectMeta: metav1.ObjectMeta{
 				Name:        name,
 				Labels:      map[string]string{kubexec.LabelManagedBy: kubexec.ManagedByValue},
-				Annotations: map[string]string{AnnotationClaimedExecutor: owner},
+				Annotations: map[string]string{AnnotationClaimedExecutor: owner, AnnotationClaimedNamespace: ns},
 			},
 			Spec: coordinationv1.LeaseSpec{HolderIdentity: &self, AcquireTime: &now, RenewTime: &now},
 		}, metav1.CreateOptions{})
@@ -73,10 +87,10 @@ func (s *Sweeper) claim(ctx context.Context, owner string, alive map[string]bool
 		_, err = leases.Update(ctx, l, metav1.UpdateOptions{})
 		st.APICalls++
 		switch {
-		case err == nil, apierrors.IsNotFound(err):
-			return true, nil // a swept claim is nobody else's either
-		case apierrors.IsConflict(err):
-			return false, nil // taken over since it was read
+		case err == nil:
+			return true, nil
+		case apierrors.IsConflict(err), apierrors.IsNotFound(err):
+			return false, nil // taken over or deleted since it was read: next sweep
 		default:
 			return true, fmt.Errorf("adoption: renew the claim on the ended pods of %q: update Lease %s/%s: %w", owner, s.cfg.LeaseNamespace, name, err)
 		}
@@ -90,6 +104,9 @@ func (s *Sweeper) claim(ctx context.Context, owner string, alive map[string]bool
 				return false, fmt.Errorf("adoption: claim the ended pods of %q: liveness of its claim's holder %q: %w", owner, holder, err)
 			}
 			alive[holder] = isAlive
+			if !isAlive {
+				st.DeadOwners++
+			}
 		}
 		if isAlive {
 			return false, nil

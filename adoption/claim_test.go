@@ -3,6 +3,7 @@ package adoption
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 
@@ -124,16 +125,17 @@ func TestSweeperSettlesEndedPodsOfDeadOwners(t *testing.T) {
 	for _, p := range liveEnded {
 		require.Equal(t, "live-owner", owner(t, client, p), "pods of a live owner are never touched")
 	}
-	claim, err := client.CoordinationV1().Leases(ns).Get(ctx, ClaimName("dead-owner"), metav1.GetOptions{})
+	claim, err := client.CoordinationV1().Leases(ns).Get(ctx, ClaimName("dead-owner", ns), metav1.GetOptions{})
 	require.NoError(t, err)
 	require.Equal(t, "sweeper-a", *claim.Spec.HolderIdentity)
 	require.Equal(t, "dead-owner", claim.Annotations[AnnotationClaimedExecutor])
+	require.Equal(t, ns, claim.Annotations[AnnotationClaimedNamespace])
 
 	// The holder's next sweep renews its claim, so that no sweep deletes it
 	// as expired while it is in use.
 	_, err = a.Sweep(ctx)
 	require.NoError(t, err)
-	renewed, err := client.CoordinationV1().Leases(ns).Get(ctx, ClaimName("dead-owner"), metav1.GetOptions{})
+	renewed, err := client.CoordinationV1().Leases(ns).Get(ctx, ClaimName("dead-owner", ns), metav1.GetOptions{})
 	require.NoError(t, err)
 	require.True(t, renewed.Spec.RenewTime.After(claim.Spec.RenewTime.Time), "claim not renewed: %s, then %s", claim.Spec.RenewTime, renewed.Spec.RenewTime)
 	require.Equal(t, "sweeper-a", *renewed.Spec.HolderIdentity)
@@ -155,7 +157,7 @@ func TestSweeperSettlesEndedPodsOfDeadOwners(t *testing.T) {
 	require.Equal(t, 5, st.Settled, "%+v", st)
 	require.ElementsMatch(t, podNames(ended), rec.by("sweeper-b"))
 	require.Equal(t, "sweeper-b", owner(t, client, deleting))
-	claim, err = client.CoordinationV1().Leases(ns).Get(ctx, ClaimName("dead-owner"), metav1.GetOptions{})
+	claim, err = client.CoordinationV1().Leases(ns).Get(ctx, ClaimName("dead-owner", ns), metav1.GetOptions{})
 	require.NoError(t, err)
 	require.Equal(t, "sweeper-b", *claim.Spec.HolderIdentity)
 
@@ -166,36 +168,54 @@ func TestSweeperSettlesEndedPodsOfDeadOwners(t *testing.T) {
 }
 
 // TestClaimOneWinner: of adopters claiming a dead instance's ended pods at
-// once, exactly one wins, and none sees an error.
+// once, exactly one wins, and none sees an error; when the winner dies, of
+// the others taking the claim over at once, exactly one wins again.
 func TestClaimOneWinner(t *testing.T) {
 	ctx := t.Context()
 	ns := cluster.NewNamespace(t, "claim-race", nil)
 	client := cluster.Client()
 	liveness := newDeadSet("dead-owner")
 	const n = 8
-	won := make([]bool, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
+	sweepers := make([]*Sweeper, n)
 	for i := range n {
 		s, err := NewSweeper(client, liveness, SweepConfig{
-			ExecutorID: "adopter-" + string(rune('a'+i)), Namespaces: []string{ns}, LeaseNamespace: ns,
+			ExecutorID: fmt.Sprintf("adopter-%d", i), Namespaces: []string{ns}, LeaseNamespace: ns,
 			Settle: func(*corev1.Pod) (bool, error) { return true, nil },
 		})
 		require.NoError(t, err)
-		wg.Go(func() {
-			var st SweepStats
-			won[i], errs[i] = s.claim(ctx, "dead-owner", map[string]bool{}, &st)
-		})
+		sweepers[i] = s
 	}
-	wg.Wait()
-	winners := 0
-	for i := range n {
-		require.NoError(t, errs[i])
-		if won[i] {
-			winners++
+	race := func(skip int) int {
+		won := make([]bool, n)
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i, s := range sweepers {
+			if i == skip {
+				continue
+			}
+			wg.Go(func() {
+				var st SweepStats
+				won[i], errs[i] = s.claim(ctx, "dead-owner", ns, map[string]bool{}, &st)
+			})
 		}
+		wg.Wait()
+		winner := -1
+		for i := range n {
+			require.NoError(t, errs[i])
+			if won[i] {
+				require.Equal(t, -1, winner, "claims won: %v", won)
+				winner = i
+			}
+		}
+		require.NotEqual(t, -1, winner, "nobody won the claim")
+		return winner
 	}
-	require.Equal(t, 1, winners, "claims won: %v", won)
+	first := race(-1)
+	liveness.kill(fmt.Sprintf("adopter-%d", first))
+	second := race(first)
+	claim, err := client.CoordinationV1().Leases(ns).Get(ctx, ClaimName("dead-owner", ns), metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Equal(t, fmt.Sprintf("adopter-%d", second), *claim.Spec.HolderIdentity)
 }
 
 // TestSettleErrorsAreReported: a pod Settle refuses is reported by the

@@ -20,10 +20,10 @@
 // (paginated) and takes over those that are settled — ended, or being
 // deleted — when their owner is dead, so their results are saved and their
 // tracking finalizers removed even if no host ever asks. The executor's
-// sweeper settles ended pods straight from the list: one write to a claim
-// Lease per dead instance ([ClaimName]) makes it the one adopter of them,
-// and each pod's release is then its only write. Pods still being deleted
-// are relabelled. Pods of live instances are never touched. Running pods of
+// sweeper settles ended pods straight from the list: a claim Lease per dead
+// instance and namespace swept ([ClaimName]), written once a sweep, makes
+// it the one adopter of them, and releasing each pod is then all the
+// writing it takes. Pods being deleted that have not ended are relabelled. Pods of live instances are never touched. Running pods of
 // dead instances are adopted when the host calls the executor's Adopt with
 // their attempts.
 //

@@ -13,8 +13,9 @@ import (
 )
 
 // TestSweepDeletesExpiredLeases: a sweep with ExpiredLeaseAge deletes the
-// kubexec Leases not renewed for that long, and keeps fresh ones, its own
-// (however old) and Leases that are not kubexec's.
+// kubexec Leases not renewed for that long, claims of dead holders and its
+// own unused claims included, and keeps fresh ones, its own (however old),
+// claims of live holders (however old) and Leases that are not kubexec's.
 func TestSweepDeletesExpiredLeases(t *testing.T) {
 	ctx := t.Context()
 	ns := cluster.NewNamespace(t, "lease-sweep", nil)
@@ -35,21 +36,42 @@ func TestSweepDeletesExpiredLeases(t *testing.T) {
 		require.NoError(t, err)
 		return l.Name
 	}
+	// Claims, renewed only by their holder's sweeps that find pods.
+	claim := func(owner, holder string) string {
+		t.Helper()
+		renew := metav1.NewMicroTime(time.Now().Add(-time.Hour))
+		l := &coordinationv1.Lease{
+			ObjectMeta: metav1.ObjectMeta{
+				Name:        ClaimName(owner, ns),
+				Labels:      map[string]string{kubexec.LabelManagedBy: kubexec.ManagedByValue},
+				Annotations: map[string]string{AnnotationClaimedExecutor: owner, AnnotationClaimedNamespace: ns},
+			},
+			Spec: coordinationv1.LeaseSpec{HolderIdentity: &holder, RenewTime: &renew},
+		}
+		_, err := leases.Create(ctx, l, metav1.CreateOptions{})
+		require.NoError(t, err)
+		return l.Name
+	}
 	gone := put("gone-for-good", time.Hour, true)
 	recent := put("recently-dead", time.Minute, true)
 	own := put("sweeper", time.Hour, true)
 	foreign := put("not-kubexec", time.Hour, false)
+	liveClaim := claim("dead-1", "live-holder")
+	deadClaim := claim("dead-2", "dead-holder")
+	ownUnused := claim("dead-3", "sweeper")
 
-	s, err := NewSweeper(client, NewLeaseLiveness(client, ns), SweepConfig{
+	s, err := NewSweeper(client, newDeadSet("dead-holder"), SweepConfig{
 		ExecutorID: "sweeper", Namespaces: []string{ns}, LeaseNamespace: ns, ExpiredLeaseAge: 150 * time.Second,
 	})
 	require.NoError(t, err)
 	st, err := s.Sweep(ctx)
 	require.NoError(t, err)
-	require.Equal(t, 1, st.LeasesDeleted)
-	_, err = leases.Get(ctx, gone, metav1.GetOptions{})
-	require.True(t, apierrors.IsNotFound(err), "the Lease expired for an hour must be deleted (got %v)", err)
-	for _, name := range []string{recent, own, foreign} {
+	require.Equal(t, 3, st.LeasesDeleted)
+	for _, name := range []string{gone, deadClaim, ownUnused} {
+		_, err = leases.Get(ctx, name, metav1.GetOptions{})
+		require.True(t, apierrors.IsNotFound(err), "Lease %s, expired for an hour, must be deleted (got %v)", name, err)
+	}
+	for _, name := range []string{recent, own, foreign, liveClaim} {
 		_, err := leases.Get(ctx, name, metav1.GetOptions{})
 		require.NoError(t, err, "Lease %s must stay", name)
 	}

@@ -101,15 +101,19 @@ type SweepConfig struct {
 	// Settle did, and the pod is not released yet). An error leaves the
 	// pod to a later sweep and is reported by this one.
 	//
-	// With Settle, one adopter settles a dead instance's ended pods: the
-	// sweeper first claims them with one write to the dead instance's
-	// claim Lease (ClaimName, in LeaseNamespace) and leaves them to the
-	// claim's holder while that is alive. The sweep then makes no write
-	// per ended pod; the pod's release is its only one. Pods being deleted
-	// that have not ended are relabelled, as without Settle. Saving is
-	// idempotent, so a claim taken over from an adopter that died halfway
-	// only saves some results twice. Default: every settled pod is
-	// relabelled.
+	// The pod is the sweep's list's: Settle copies what it keeps.
+	//
+	// With Settle, one adopter settles a dead instance's ended pods in
+	// each namespace swept: the sweeper first claims them by writing the
+	// claim Lease (ClaimName, in LeaseNamespace; a create, or the holder's
+	// renewal at each later sweep that finds the instance's pods) and
+	// leaves them to the claim's holder while that is alive. The sweep
+	// makes no write per ended pod; releasing it (the executor's delete
+	// and patch) is all. Pods being deleted that have not ended are
+	// relabelled, as without Settle. Saving is idempotent, so a claim
+	// taken over from an adopter that died halfway, or a host's Adopt of
+	// the same pods, only saves some results twice. Default: every
+	// settled pod is relabelled.
 	Settle func(pod *corev1.Pod) (bool, error)
 }
 
@@ -200,10 +204,10 @@ func (s *Sweeper) Sweep(ctx context.Context) (SweepStats, error) {
 		return st, err
 	}
 	alive := map[string]bool{}
-	claimed := map[string]bool{} // dead owners whose ended pods are ours to settle
 	var errs []error
 	var take []*corev1.Pod // the page's pods to adopt
 	for _, ns := range s.cfg.Namespaces {
+		claimed := map[string]bool{} // dead owners whose pods in ns are ours to settle
 		opts := metav1.ListOptions{LabelSelector: sel.String(), Limit: s.cfg.PageSize}
 		for {
 			list, err := s.client.CoreV1().Pods(ns).List(ctx, opts)
@@ -238,7 +242,7 @@ func (s *Sweeper) Sweep(ctx context.Context) (SweepStats, error) {
 				if s.cfg.Settle != nil {
 					mine, known := claimed[owner]
 					if !known {
-						mine, err = s.claim(ctx, owner, alive, &st)
+						mine, err = s.claim(ctx, owner, ns, alive, &st)
 						if err != nil {
 							errs = append(errs, err) // the next sweep tries again
 						}
@@ -324,6 +328,17 @@ func (s *Sweeper) sweepLeases(ctx context.Context, st *SweepStats) error {
 		l := &list.Items[i]
 		if l.Name == own || !leaseExpiredFor(l, now, s.cfg.ExpiredLeaseAge) {
 			continue
+		}
+		if isClaim(l) && l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity != s.cfg.ExecutorID {
+			// A claim is renewed by its holder's sweeps that still find
+			// pods to settle: one whose holder lives may be in use however
+			// long ago that was. This sweeper's own claims it renewed
+			// above if they are in use.
+			isAlive, err := s.liveness.Alive(ctx, *l.Spec.HolderIdentity)
+			st.APICalls++
+			if err != nil || isAlive {
+				continue
+			}
 		}
 		rv := l.ResourceVersion
 		err := leases.Delete(ctx, l.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{ResourceVersion: &rv}})

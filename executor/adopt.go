@@ -21,10 +21,13 @@ var ErrOwnerAlive = errors.New("executor: the pod's executor is alive")
 // Adopt implements Executor. For each key it looks for the attempt's pod
 // (its name is derived from the key) in the watched namespaces. A pod of
 // another instance is taken only if that instance is dead (its Lease
-// expired, or Config.Liveness says so): it is relabelled to this
-// executor with a metadata-only patch guarded by the pod's resourceVersion,
-// so two adopters cannot both win, and the watch then tracks it like any
-// other. Attempts with no pod are returned for the host to reset, except
+// expired, or Config.Liveness says so). A pod that has not ended is
+// relabelled to this executor with a metadata-only patch guarded by the
+// pod's resourceVersion, so two adopters cannot both win, and the watch
+// then tracks it like any other. An ended pod is not relabelled: its
+// result is saved from the pod read and the pod released, as the sweep
+// does (an adoption sweep elsewhere may save the same result too; saving
+// is idempotent). A pod labelled done is accounted for already. Attempts with no pod are returned for the host to reset, except
 // those whose result is saved already when the StateStore is a
 // ResultLoader (without one, the host checks its own records before
 // resetting: the adoption sweep may have saved a result meanwhile). Attempts
@@ -81,8 +84,8 @@ func (e *Kubernetes) adoptOne(ctx context.Context, key kubexec.TaskKey, alive ma
 			return false, nil
 		}
 		owner := pod.Labels[kubexec.LabelExecutor]
-		if owner == e.cfg.ExecutorID {
-			return true, nil
+		if owner == e.cfg.ExecutorID || pod.Labels[kubexec.LabelDone] == kubexec.DoneValue {
+			return true, nil // ours, or saved and released (by a sweep) already
 		}
 		isAlive, known := alive[owner]
 		if !known {
@@ -94,6 +97,14 @@ func (e *Kubernetes) adoptOne(ctx context.Context, key kubexec.TaskKey, alive ma
 		}
 		if isAlive {
 			return true, fmt.Errorf("%w: %s runs in pod %s/%s of executor %q", ErrOwnerAlive, key, pod.Namespace, pod.Name, owner)
+		}
+		if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+			// Ended: saved and released from the pod read, as the sweep
+			// does, with no relabel.
+			if _, err := e.settleAdopted(pod); err != nil {
+				return true, fmt.Errorf("executor: adopt %s: %w", key, err)
+			}
+			return true, nil
 		}
 		err = adoption.Relabel(ctx, e.client, pod, e.cfg.ExecutorID)
 		switch {

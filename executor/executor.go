@@ -64,8 +64,8 @@ type Executor interface {
 	// and retries pending result saves without waiting for their backoff.
 	Sync(ctx context.Context) error
 	// Adopt takes over the pods of attempts launched by executor instances
-	// that are gone: each pod found is relabelled to this executor and
-	// tracked. It returns the attempts that have no pod and no saved
+	// that are gone: each pod found is tracked (relabelled to this executor
+	// if it has not ended) until its result is saved and it is released. It returns the attempts that have no pod and no saved
 	// result, for the host to reset. It is idempotent and safe to call
 	// while running.
 	Adopt(ctx context.Context, keys []kubexec.TaskKey) ([]kubexec.TaskKey, error)

@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 
@@ -62,22 +63,16 @@ func TestSweepSettlesEndedPods(t *testing.T) {
 	exitCode := func(i int) int32 { return int32(i%3) * 3 } // 0, 3, 6, 0, ...
 	pods := makeEndedPods(t, client, ns, "gone-instance", "settle", n, exitCode)
 
-	// Record every change of a pod's owner from here on.
-	w, err := client.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{ResourceVersion: pods[n-1].ResourceVersion})
-	require.NoError(t, err)
-	defer w.Stop()
-	var relabels atomic.Int32
-	go func() {
-		for ev := range w.ResultChan() {
-			if p, ok := ev.Object.(*corev1.Pod); ok && p.Labels[kubexec.LabelExecutor] != "gone-instance" {
-				relabels.Add(1)
-			}
-		}
-	}()
+	// Every patch the executor sends; a relabel is a JSON patch.
+	patches := &requestCounter{match: func(r *http.Request) bool {
+		return r.Method == http.MethodPatch && r.Header.Get("Content-Type") == string(types.JSONPatchType)
+	}}
+	rc := cluster.RESTConfig()
+	rc.Wrap(patches.wrap)
 
 	store := executor.NewMemoryStore()
 	cfg := testConfig(ns)
-	e := startExecutor(t, cluster.RESTConfig(), store, cfg)
+	e := startExecutor(t, rc, store, cfg)
 	drive(t, e, 3*time.Minute, "results of the dead instance's pods", func() bool { return len(store.Results()) == n })
 	results := resultsByKey(store)
 	for i := range n {
@@ -105,21 +100,30 @@ func TestSweepSettlesEndedPods(t *testing.T) {
 		require.NoError(t, err, "failed pod %s is kept", p.Name)
 		require.Equal(t, "gone-instance", got.Labels[kubexec.LabelExecutor], "settled without a relabel")
 	}
-	require.Zero(t, relabels.Load(), "no pod changed owner")
-	claim, err := client.CoordinationV1().Leases(ns).Get(ctx, adoption.ClaimName("gone-instance"), metav1.GetOptions{})
+	require.Zero(t, patches.n.Load(), "no pod was relabelled")
+	claim, err := client.CoordinationV1().Leases(ns).Get(ctx, adoption.ClaimName("gone-instance", ns), metav1.GetOptions{})
 	require.NoError(t, err)
 	require.Equal(t, cfg.ExecutorID, *claim.Spec.HolderIdentity)
-	require.Zero(t, e.Stats().Finishing, "%+v", e.Stats())
+	drive(t, e, time.Minute, "no attempt left", func() bool { return e.Stats().Finishing == 0 })
 }
 
-// requestCounter counts the requests sent through it.
+// requestCounter counts the requests sent through it (those match
+// accepts, when set).
 type requestCounter struct {
-	next http.RoundTripper
-	n    atomic.Int64
+	next  http.RoundTripper
+	match func(*http.Request) bool
+	n     atomic.Int64
+}
+
+func (c *requestCounter) wrap(rt http.RoundTripper) http.RoundTripper {
+	c.next = rt
+	return c
 }
 
 func (c *requestCounter) RoundTrip(req *http.Request) (*http.Response, error) {
-	c.n.Add(1)
+	if c.match == nil || c.match(req) {
+		c.n.Add(1)
+	}
 	return c.next.RoundTrip(req)
 }
 
@@ -157,7 +161,7 @@ func BenchmarkAdoptEnded5000(b *testing.B) {
 		counter := &requestCounter{}
 		erc := cluster.RESTConfig()
 		erc.QPS, erc.Burst = 2000, 2000
-		erc.Wrap(func(rt http.RoundTripper) http.RoundTripper { counter.next = rt; return counter })
+		erc.Wrap(counter.wrap)
 		e, err := executor.New(erc, store, cfg)
 		require.NoError(b, err)
 		b.StartTimer()
@@ -190,5 +194,51 @@ func BenchmarkAdoptEnded5000(b *testing.B) {
 		b.StartTimer()
 		b.Log(fmt.Sprintf("5,000 ended pods of a dead instance: results saved %.2f s after Start, all released %.2f s after it, %d API requests",
 			saved.Seconds(), last.Sub(start).Seconds(), calls))
+	}
+}
+
+// TestAdoptEndedPodsWithoutRelabel: the host's Adopt of ended pods of a
+// dead instance saves their results from the pods read and releases them,
+// with no relabel; a second Adopt of the same keys, once the kept pods
+// are labelled done, finds them accounted for and writes nothing.
+func TestAdoptEndedPodsWithoutRelabel(t *testing.T) {
+	ctx := t.Context()
+	ns := cluster.NewNamespace(t, "adopt-ended", nil)
+	const n = 4
+	exitCode := func(i int) int32 { return int32(i % 2) } // kept: the failed ones
+	makeEndedPods(t, cluster.Client(), ns, "gone-2", "adopt-ended", n, exitCode)
+	var dead atomic.Bool // alive at Start, so the first sweep leaves them
+	cfg := testConfig(ns)
+	cfg.SweepInterval = 720 * time.Hour
+	cfg.Liveness = adoption.LivenessFunc(func(_ context.Context, id string) (bool, error) {
+		return id != "gone-2" || !dead.Load(), nil
+	})
+	patches := &requestCounter{match: func(r *http.Request) bool {
+		return r.Method == http.MethodPatch && r.Header.Get("Content-Type") == string(types.JSONPatchType)
+	}}
+	rc := cluster.RESTConfig()
+	rc.Wrap(patches.wrap)
+	store := executor.NewMemoryStore()
+	e := startExecutor(t, rc, store, cfg)
+	var keys []kubexec.TaskKey
+	for i := range n {
+		keys = append(keys, key("adopt-ended", i))
+	}
+	_, err := e.Adopt(ctx, keys)
+	require.ErrorIs(t, err, executor.ErrOwnerAlive)
+
+	dead.Store(true)
+	noPod, err := e.Adopt(ctx, keys)
+	require.NoError(t, err)
+	require.Empty(t, noPod)
+	drive(t, e, 3*time.Minute, "results of the adopted pods", func() bool { return len(store.Results()) == n })
+	requireNoTrackedPods(t, ns)
+	drive(t, e, time.Minute, "no attempt left", func() bool { return e.Stats().Finishing == 0 })
+	noPod, err = e.Adopt(ctx, keys)
+	require.NoError(t, err)
+	require.Empty(t, noPod, "released pods are accounted for")
+	require.Zero(t, patches.n.Load(), "no pod was relabelled")
+	for i, r := range resultsByKey(store) {
+		require.Equal(t, kubexec.ReasonSucceeded == r.Reason, r.ExitCode == 0, "%v: %+v", i, r)
 	}
 }

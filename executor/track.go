@@ -74,11 +74,12 @@ func (e *Kubernetes) observe(pod *corev1.Pod) {
 	e.reportSlotsLocked()
 }
 
-// settleAdopted takes over an ended pod of a dead instance that the
-// adoption sweep claimed for this executor. The pod keeps its owner's label
-// and never enters this executor's watch: it is tracked from the listed
-// pod, which has ended and needs no later state, and its result is saved
-// and the pod released as for a pod of this executor's own.
+// settleAdopted takes over an ended pod of a dead instance, for the
+// adoption sweep that claimed it or for Adopt. The pod keeps its owner's
+// label and never enters this executor's watch: it is tracked from a copy
+// of the listed pod, which has ended and needs no later state, and its
+// result is saved and the pod released as for a pod of this executor's
+// own. A stopping executor takes nothing over (a later sweep does).
 func (e *Kubernetes) settleAdopted(pod *corev1.Pod) (bool, error) {
 	key, err := kubexec.KeyFromObject(pod)
 	if err != nil {
@@ -86,26 +87,25 @@ func (e *Kubernetes) settleAdopted(pod *corev1.Pod) (bool, error) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.stopped {
+		return false, nil
+	}
 	if _, ok := e.released[pod.UID]; ok {
-		return false, nil // released since the sweep listed it
+		return false, nil // released since it was listed
 	}
 	if a, ok := e.attempts[key]; ok {
 		if a.podUID == pod.UID {
-			return false, nil // taken over by an earlier sweep, not released yet
+			return false, nil // taken over already, not released yet
 		}
 		return false, fmt.Errorf("task %s is tracked already with another pod (%s/%s)", key, a.namespace, a.podName)
 	}
+	// A copy: the listed pod shares its page with hundreds of others.
+	pod = pod.DeepCopy()
+	pod.ManagedFields = nil
 	a := &attempt{key: key, stage: stageLaunched, queuedAt: time.Now()}
 	e.trackLocked(a)
 	a.setPod(pod)
-	e.classifyLocked(a, pod, time.Now())
-	if !a.stage.hasResult() {
-		// Not ended by Classify's rules after all: leave it to the owner
-		// or to Adopt.
-		e.untrackLocked(a)
-		e.reportSlotsLocked()
-		return false, fmt.Errorf("task %s: pod %s/%s has not ended", key, pod.Namespace, pod.Name)
-	}
+	e.classifyLocked(a, pod, time.Now()) // terminal: the pod has ended
 	e.log.Debug("settling an ended pod of a dead instance", "task", key, "pod", pod.Namespace+"/"+pod.Name, "owner", pod.Labels[kubexec.LabelExecutor])
 	return true, nil
 }
