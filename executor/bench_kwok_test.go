@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -75,10 +74,7 @@ func BenchmarkEndToEndKwok(b *testing.B) {
 		}
 	}
 	cl := devcluster.StartForTest(b, devcluster.Options{KwokNodes: kwokNodes, DisableQPSLimits: true, Logf: func(string, ...any) {}})
-	rc := cl.RESTConfig()
-	rc.QPS, rc.Burst = 2000, 4000
-	client, err := kubernetes.NewForConfig(rc)
-	require.NoError(b, err)
+	client := benchClient(b, cl.RESTConfig())
 
 	for b.Loop() {
 		b.ReportMetric(float64(n), "tasks")
