@@ -72,9 +72,12 @@ const idle = 15 * time.Second
 // it starts, syncs its watch, adopts the pods as its own from an earlier
 // run, then idles; the parent reads VmRSS from /proc/PID/status 15 s after
 // the sync (the garbage of the first list is still there: an idle process
-// allocates too little to collect it) and again, with VmHWM, 150 s after
-// it, once the runtime's periodic collection has run and the scavenger has
-// returned what it freed: the memory the executor keeps while it idles. A
+// allocates too little to collect it), 150 s after it, and again, with
+// VmHWM, once the runtime has run two collections since the sync (the
+// periodic one comes every two minutes) and the scavenger has had a minute
+// to return what the last one freed: the memory the executor keeps while
+// it idles. A single collection late in the 150 s leaves the scavenger no
+// time: that reading is reported too, but the target is for the steady one. A
 // second child, identical but in an empty namespace and run at the same
 // time, is the baseline: the difference divided by 10,000 is the memory
 // per tracked pod.
@@ -97,7 +100,7 @@ func BenchmarkIdleRSS10k(b *testing.B) {
 		b.Logf("created %d pods and set them Running in %s", n, time.Since(start).Round(time.Millisecond))
 
 		// The baseline child and the measured one run at the same time:
-		// each idles steadyAfter.
+		// each idles until its steady reading.
 		emptyNS := cluster.NewNamespace(b, "rss-empty", nil)
 		var base, full childMemory
 		var baseErr, fullErr error
@@ -107,7 +110,8 @@ func BenchmarkIdleRSS10k(b *testing.B) {
 		wg.Wait()
 		require.NoError(b, baseErr, "the executor with 0 pods")
 		require.NoError(b, fullErr, "the executor with %d pods", n)
-		require.Positive(b, full.gcs, "the runtime collected after the sync: the steady figures include that collection")
+		require.GreaterOrEqual(b, full.gcs, int64(steadyGCs), "the runtime collected %d times after the sync: the steady figures include those collections", steadyGCs)
+		require.GreaterOrEqual(b, base.gcs, int64(steadyGCs), "the baseline's runtime collected %d times after the sync", steadyGCs)
 		b.StartTimer()
 
 		b.ReportMetric(float64(full.rss)/1024, "rss-MiB")
@@ -116,11 +120,14 @@ func BenchmarkIdleRSS10k(b *testing.B) {
 		b.ReportMetric(float64(full.heap)/(1<<20), "go-live-heap-MiB")
 		b.ReportMetric(float64(base.rss)/1024, "rss-0-pods-MiB")
 		b.ReportMetric(float64(full.rss-base.rss)*1024/float64(n), "rss-B/pod")
+		b.ReportMetric(float64(full.rss150-base.rss150)*1024/float64(n), "rss-150s-B/pod")
+		b.ReportMetric(full.steadyAt.Seconds(), "steady-after-s")
 		b.ReportMetric(float64(full.rssSynced-base.rssSynced)*1024/float64(n), "rss-synced-B/pod")
 		b.ReportMetric(float64(full.heap-base.heap)/float64(n), "heap-B/pod")
 		b.ReportMetric(float64(full.tracked), "tracked-pods")
-		b.Logf("executor with %d pods: VmRSS %d kB %s after its sync (%d kB %s after it), VmHWM %d kB, Go heap %d B, %d collections after the sync, synced in %s; with 0 pods: VmRSS %d kB (%d kB), Go heap %d B",
-			full.tracked, full.rss, steadyAfter, full.rssSynced, idle, full.hwm, full.heap, full.gcs, full.synced, base.rss, base.rssSynced, base.heap)
+		b.Logf("executor with %d pods: VmRSS %d kB %s after its sync, after %d collections (%d kB %s after it, %d kB %s after it), VmHWM %d kB, Go heap %d B, synced in %s; with 0 pods: VmRSS %d kB %s after its sync (%d kB, %d kB), Go heap %d B",
+			full.tracked, full.rss, full.steadyAt.Round(time.Second), full.gcs, full.rssSynced, idle, full.rss150, steadyAfter, full.hwm, full.heap, full.synced,
+			base.rss, base.steadyAt.Round(time.Second), base.rssSynced, base.rss150, base.heap)
 	}
 }
 
@@ -205,23 +212,34 @@ type childMemory struct {
 	// rssSynced is VmRSS (kB) after the idle period that follows the sync:
 	// it still holds the garbage of the first list, which an idle process
 	// has no reason to collect yet. rss and hwm are VmRSS and VmHWM once
-	// the runtime's periodic collection has run (steadyAfter): the
-	// memory the process keeps while it stays idle.
+	// the runtime's periodic collections have run and the scavenger has
+	// returned what they freed (steadyGCs, scavengeTime): the memory the
+	// process keeps while it stays idle.
 	rssSynced, rss, hwm int64
-	heap                int64 // bytes in use by the Go heap, from the child
-	gcs                 int64 // collections the child's runtime ran after its sync
-	synced              time.Duration
+	// rss150 is VmRSS (kB) 150 s after the sync, the earliest steady
+	// reading; steadyAt is how long after the sync rss was read.
+	rss150   int64
+	steadyAt time.Duration
+	heap     int64 // bytes in use by the Go heap, from the child
+	gcs      int64 // collections the child's runtime ran after its sync
+	synced   time.Duration
 }
 
-// steadyAfter is how long after its sync an idle child's memory is read
-// the second time: past the Go runtime's forced collection (one every two
-// minutes when nothing else ran one) and the scavenger's return of what
-// that collection freed.
-const steadyAfter = 150 * time.Second
+// The steady reading of an idle child's memory is taken once its runtime
+// has run steadyGCs collections since the sync (the forced one comes every
+// two minutes when nothing else runs one) and the last of them is
+// scavengeTime old, so that the scavenger has returned what they freed;
+// not before steadyAfter, nor later than steadyBy after the sync.
+const (
+	steadyGCs    = 2
+	scavengeTime = time.Minute
+	steadyAfter  = 150 * time.Second
+	steadyBy     = 8 * time.Minute
+)
 
 // runChild starts an executor process with id on ns, waits until it
-// tracks want pods, lets it idle, reads its memory twice (idle after the
-// sync, and steadyAfter), and stops it. It is safe to call from any
+// tracks want pods, lets it idle, reads its memory three times (idle, then
+// steadyAfter after the sync, then steady), and stops it. It is safe to call from any
 // goroutine: it returns errors instead of failing b.
 func runChild(ns, id string, want int) (m childMemory, err error) {
 	cmd := exec.Command(os.Args[0], "-test.run=^TestIdleExecutorChild$", "-test.count=1")
@@ -292,10 +310,21 @@ func runChild(ns, id string, want int) (m childMemory, err error) {
 		return m, err
 	}
 	time.Sleep(time.Until(syncedAt.Add(steadyAfter)))
-	if m.rss, m.hwm, err = procStatus(cmd.Process.Pid); err != nil {
+	if m.rss150, _, err = procStatus(cmd.Process.Pid); err != nil {
 		return m, err
 	}
-	if err := ask("gcs", "%d", &m.gcs); err != nil {
+	for {
+		var sinceLast time.Duration
+		if err := ask("gcs", "%d %d", &m.gcs, &sinceLast); err != nil {
+			return m, err
+		}
+		if (m.gcs >= steadyGCs && sinceLast >= scavengeTime) || time.Since(syncedAt) >= steadyBy {
+			break
+		}
+		time.Sleep(5 * time.Second)
+	}
+	m.steadyAt = time.Since(syncedAt)
+	if m.rss, m.hwm, err = procStatus(cmd.Process.Pid); err != nil {
 		return m, err
 	}
 	if err := ask("heap", "%d", &m.heap); err != nil {
@@ -377,7 +406,7 @@ func TestIdleExecutorChild(t *testing.T) {
 				var ms runtime.MemStats
 				runtime.ReadMemStats(&ms)
 				mu.Lock()
-				fmt.Printf("gcs %d\n", ms.NumGC-gcsAtSync)
+				fmt.Printf("gcs %d %d\n", ms.NumGC-gcsAtSync, time.Since(time.Unix(0, int64(ms.LastGC))))
 				mu.Unlock()
 			}
 			if sc.Text() == "heap" {
