@@ -84,36 +84,19 @@ func (s *Sweeper) claim(ctx context.Context, owner, ns string, alive map[string]
 		// Renewed at each sweep that still finds the instance's pods, so
 		// that sweeps deleting expired Leases leave the claim in use.
 		l.Spec.RenewTime = &now
-		_, err = leases.Update(ctx, l, metav1.UpdateOptions{})
-		st.APICalls++
-		switch {
-		case err == nil:
-			return true, nil
-		case apierrors.IsConflict(err), apierrors.IsNotFound(err):
-			return false, nil // taken over or deleted since it was read: next sweep
-		default:
-			return true, fmt.Errorf("adoption: renew the claim on the ended pods of %q: update Lease %s/%s: %w", owner, s.cfg.LeaseNamespace, name, err)
-		}
-	}
-	if holder != "" {
-		isAlive, known := alive[holder]
-		if !known {
-			isAlive, err = s.liveness.Alive(ctx, holder)
-			st.APICalls++
+	} else {
+		if holder != "" {
+			isAlive, err := s.isAlive(ctx, holder, alive, st)
 			if err != nil {
 				return false, fmt.Errorf("adoption: claim the ended pods of %q: liveness of its claim's holder %q: %w", owner, holder, err)
 			}
-			alive[holder] = isAlive
-			if !isAlive {
-				st.DeadOwners++
+			if isAlive {
+				return false, nil
 			}
 		}
-		if isAlive {
-			return false, nil
-		}
+		// The holder died before it settled them all: take the claim over.
+		l.Spec.HolderIdentity, l.Spec.AcquireTime, l.Spec.RenewTime = &self, &now, &now
 	}
-	// The holder died before it settled them all: take the claim over.
-	l.Spec.HolderIdentity, l.Spec.AcquireTime, l.Spec.RenewTime = &self, &now, &now
 	_, err = leases.Update(ctx, l, metav1.UpdateOptions{})
 	st.APICalls++
 	switch {
@@ -122,6 +105,7 @@ func (s *Sweeper) claim(ctx context.Context, owner, ns string, alive map[string]
 	case apierrors.IsConflict(err), apierrors.IsNotFound(err):
 		return false, nil // taken over, or swept, since it was read: next sweep
 	default:
-		return false, fmt.Errorf("adoption: claim the ended pods of %q: update Lease %s/%s: %w", owner, s.cfg.LeaseNamespace, name, err)
+		// A renewal that failed leaves the claim this sweeper's.
+		return holder == self, fmt.Errorf("adoption: claim the ended pods of %q: update Lease %s/%s: %w", owner, s.cfg.LeaseNamespace, name, err)
 	}
 }

@@ -121,9 +121,10 @@ type SweepConfig struct {
 // owner's decision — finished (Succeeded or Failed) or being deleted — and
 // hands them to its own executor, which saves their results and releases
 // them: ended pods through SweepConfig.Settle when it is set, the others by
-// a relabel that brings them into the executor's watch. Nobody has to pass them in: this is how results of a
-// crashed instance's pods are never lost, and how no pod stays Terminating
-// forever on the tracking finalizer. Pods of live instances are never
+// a relabel that brings them into the executor's watch. Nobody has to pass
+// them in: this is how results of a crashed instance's pods are never
+// lost, and how no pod stays Terminating forever on the tracking
+// finalizer. Pods of live instances are never
 // touched; running pods of dead instances are left to Adopt, where the host
 // decides.
 type Sweeper struct {
@@ -223,18 +224,10 @@ func (s *Sweeper) Sweep(ctx context.Context) (SweepStats, error) {
 					continue
 				}
 				owner := pod.Labels[kubexec.LabelExecutor]
-				isAlive, known := alive[owner]
-				if !known {
-					isAlive, err = s.liveness.Alive(ctx, owner)
-					st.APICalls++
-					if err != nil {
-						errs = append(errs, fmt.Errorf("adoption: liveness of %q: %w", owner, err))
-						continue // unknown: never adopt
-					}
-					alive[owner] = isAlive
-					if !isAlive {
-						st.DeadOwners++
-					}
+				isAlive, err := s.isAlive(ctx, owner, alive, &st)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("adoption: liveness of %q: %w", owner, err))
+					continue // unknown: never adopt
 				}
 				if isAlive {
 					continue
@@ -276,11 +269,30 @@ func (s *Sweeper) Sweep(ctx context.Context) (SweepStats, error) {
 		}
 	}
 	if s.cfg.ExpiredLeaseAge > 0 {
-		if err := s.sweepLeases(ctx, &st); err != nil {
+		if err := s.sweepLeases(ctx, alive, &st); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return st, errors.Join(errs...)
+}
+
+// isAlive reports whether the instance id is alive, asking the Liveness
+// once per sweep (known holds the answers) and counting the dead instances
+// found.
+func (s *Sweeper) isAlive(ctx context.Context, id string, known map[string]bool, st *SweepStats) (bool, error) {
+	if alive, ok := known[id]; ok {
+		return alive, nil
+	}
+	alive, err := s.liveness.Alive(ctx, id)
+	st.APICalls++
+	if err != nil {
+		return false, err
+	}
+	known[id] = alive
+	if !alive {
+		st.DeadOwners++
+	}
+	return alive, nil
 }
 
 // relabelAll relabels pods to this instance, Concurrency at a time, and
@@ -314,7 +326,7 @@ func (s *Sweeper) relabelAll(ctx context.Context, pods []*corev1.Pod) (int, []er
 // sweepLeases deletes the kubexec Leases not renewed for ExpiredLeaseAge.
 // Each delete is guarded by the resourceVersion that was read, so a Lease
 // renewed meanwhile stays.
-func (s *Sweeper) sweepLeases(ctx context.Context, st *SweepStats) error {
+func (s *Sweeper) sweepLeases(ctx context.Context, alive map[string]bool, st *SweepStats) error {
 	leases := s.client.CoordinationV1().Leases(s.cfg.LeaseNamespace)
 	list, err := leases.List(ctx, metav1.ListOptions{LabelSelector: kubexec.ManagedSelector().String()})
 	st.APICalls++
@@ -334,9 +346,7 @@ func (s *Sweeper) sweepLeases(ctx context.Context, st *SweepStats) error {
 			// pods to settle: one whose holder lives may be in use however
 			// long ago that was. This sweeper's own claims it renewed
 			// above if they are in use.
-			isAlive, err := s.liveness.Alive(ctx, *l.Spec.HolderIdentity)
-			st.APICalls++
-			if err != nil || isAlive {
+			if isAlive, err := s.isAlive(ctx, *l.Spec.HolderIdentity, alive, st); err != nil || isAlive {
 				continue
 			}
 		}

@@ -27,10 +27,11 @@ var ErrOwnerAlive = errors.New("executor: the pod's executor is alive")
 // then tracks it like any other. An ended pod is not relabelled: its
 // result is saved from the pod read and the pod released, as the sweep
 // does (an adoption sweep elsewhere may save the same result too; saving
-// is idempotent). A pod labelled done is accounted for already. Attempts with no pod are returned for the host to reset, except
-// those whose result is saved already when the StateStore is a
-// ResultLoader (without one, the host checks its own records before
-// resetting: the adoption sweep may have saved a result meanwhile). Attempts
+// is idempotent). A pod labelled done is accounted for already. Attempts
+// with no pod are returned for the host to reset, except those whose
+// result is saved already when the StateStore is a ResultLoader (without
+// one, the host checks its own records before resetting: the adoption
+// sweep may have saved a result meanwhile). Attempts
 // whose owner is alive are left alone and named in an error wrapping
 // ErrOwnerAlive. A Lease renewed recently by its holder's clock, but no
 // longer renewed, counts as alive until this executor has seen it unrenewed

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/kubexec/kubexec"
 	"github.com/kubexec/kubexec/adoption"
@@ -63,12 +64,7 @@ func TestSweepSettlesEndedPods(t *testing.T) {
 	exitCode := func(i int) int32 { return int32(i%3) * 3 } // 0, 3, 6, 0, ...
 	pods := makeEndedPods(t, client, ns, "gone-instance", "settle", n, exitCode)
 
-	// Every patch the executor sends; a relabel is a JSON patch.
-	patches := &requestCounter{match: func(r *http.Request) bool {
-		return r.Method == http.MethodPatch && r.Header.Get("Content-Type") == string(types.JSONPatchType)
-	}}
-	rc := cluster.RESTConfig()
-	rc.Wrap(patches.wrap)
+	patches, rc := countRelabels()
 
 	store := executor.NewMemoryStore()
 	cfg := testConfig(ns)
@@ -118,6 +114,18 @@ type requestCounter struct {
 func (c *requestCounter) wrap(rt http.RoundTripper) http.RoundTripper {
 	c.next = rt
 	return c
+}
+
+// countRelabels returns the dev cluster's config with a counter of the
+// relabels sent through it: patches of the JSON patch type, which only a
+// relabel sends.
+func countRelabels() (*requestCounter, *rest.Config) {
+	c := &requestCounter{match: func(r *http.Request) bool {
+		return r.Method == http.MethodPatch && r.Header.Get("Content-Type") == string(types.JSONPatchType)
+	}}
+	rc := cluster.RESTConfig()
+	rc.Wrap(c.wrap)
+	return c, rc
 }
 
 func (c *requestCounter) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -213,11 +221,7 @@ func TestAdoptEndedPodsWithoutRelabel(t *testing.T) {
 	cfg.Liveness = adoption.LivenessFunc(func(_ context.Context, id string) (bool, error) {
 		return id != "gone-2" || !dead.Load(), nil
 	})
-	patches := &requestCounter{match: func(r *http.Request) bool {
-		return r.Method == http.MethodPatch && r.Header.Get("Content-Type") == string(types.JSONPatchType)
-	}}
-	rc := cluster.RESTConfig()
-	rc.Wrap(patches.wrap)
+	patches, rc := countRelabels()
 	store := executor.NewMemoryStore()
 	e := startExecutor(t, rc, store, cfg)
 	var keys []kubexec.TaskKey
