@@ -1,14 +1,18 @@
 package podtemplate
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	utiljson "k8s.io/apimachinery/pkg/util/json"
 	"k8s.io/apimachinery/pkg/util/strategicpatch"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
@@ -236,8 +240,8 @@ func mainIndex(pod *corev1.Pod, name string) int {
 const DefaultContainerAnnotation = kubexec.AnnotationDefaultContainer
 
 // mainFirst moves the main container, if there is one, to the front of the
-// containers (a merge puts an override's new containers first), and makes
-// it kubectl's default container.
+// containers (a template may list it after others), and makes it kubectl's
+// default container.
 func mainFirst(pod *corev1.Pod, mainName string) {
 	i := mainIndex(pod, mainName)
 	if i < 0 {
@@ -322,7 +326,9 @@ func setQuantities(dst, src corev1.ResourceList) corev1.ResourceList {
 	return dst
 }
 
-// merge applies o to pod with strategic-merge-patch semantics.
+// merge applies o to pod with strategic-merge-patch semantics, then puts
+// the entries of every merged list back in the template's order, the
+// override's additions after them (see keepTemplateOrder).
 func merge(pod *corev1.Pod, o Override) (*corev1.Pod, error) {
 	fail := func(err error) error {
 		return &DecodeError{Source: o.source, Err: err, kind: ErrInvalidOverride}
@@ -335,9 +341,194 @@ func merge(pod *corev1.Pod, o Override) (*corev1.Pod, error) {
 	if err != nil {
 		return nil, fail(fmt.Errorf("cannot merge: %w", err))
 	}
+	// utiljson keeps integers as int64, as the merge does: a round trip
+	// through float64 would change large ones.
+	var before, patch, after map[string]any
+	if utiljson.Unmarshal(original, &before) == nil && utiljson.Unmarshal(o.patch, &patch) == nil && utiljson.Unmarshal(out, &after) == nil {
+		if keepTemplateOrder(podPatchMeta, before, patch, after) {
+			if out, err = json.Marshal(after); err != nil {
+				return nil, fail(err)
+			}
+		}
+	}
 	merged := &corev1.Pod{}
 	if err := json.Unmarshal(out, merged); err != nil {
 		return nil, fail(fmt.Errorf("merged pod does not decode: %w", err))
 	}
 	return merged, nil
+}
+
+// podPatchMeta is the strategic-merge schema of a core/v1 Pod: which lists
+// merge, and by which key.
+var podPatchMeta = func() strategicpatch.LookupPatchMeta {
+	meta, err := strategicpatch.NewPatchMetaFromStruct(corev1.Pod{})
+	if err != nil {
+		panic(err)
+	}
+	return meta
+}()
+
+// keepTemplateOrder puts the lists of merged that the strategic merge of
+// patch into before merged by key (init containers, containers, env,
+// volumes, volume mounts, ports, ...) in Apache Airflow's order: before's
+// entries where they were, then the entries patch added, in patch's order.
+// A strategic merge puts patch's entries first instead, so an override's
+// init container would run before the template's and its env var could not
+// refer to the template's with $(VAR). An entry patch changed keeps its
+// place. Lists patch replaces ($patch: replace, or lists that do not merge)
+// and lists whose order patch sets ($setElementOrder) are left as merged.
+// It reports whether it changed merged.
+func keepTemplateOrder(schema strategicpatch.LookupPatchMeta, before, patch, merged map[string]any) bool {
+	changed := false
+	for k, p := range patch {
+		if strings.HasPrefix(k, "$") {
+			continue
+		}
+		b, m := before[k], merged[k]
+		switch p := p.(type) {
+		case map[string]any:
+			bm, ok1 := b.(map[string]any)
+			mm, ok2 := m.(map[string]any)
+			if !ok1 || !ok2 || p[directiveMarker] == "replace" {
+				continue
+			}
+			sub, _, err := schema.LookupPatchMetadataForStruct(k)
+			if err != nil {
+				continue // a map of values (labels, resources): no lists
+			}
+			changed = keepTemplateOrder(sub, bm, p, mm) || changed
+		case []any:
+			bl, ok1 := b.([]any)
+			ml, ok2 := m.([]any)
+			if !ok1 || !ok2 || len(bl) == 0 || listReplaced(p) {
+				continue
+			}
+			sub, meta, err := schema.LookupPatchMetadataForSlice(k)
+			if err != nil || !slices.Contains(meta.GetPatchStrategies(), "merge") {
+				continue
+			}
+			mergeKey := meta.GetPatchMergeKey()
+			if _, ordered := patch["$setElementOrder/"+k]; !ordered {
+				if sorted, ok := templateOrder(bl, ml, mergeKey); ok {
+					merged[k], ml, changed = sorted, sorted, true
+				}
+			}
+			if mergeKey != "" {
+				changed = keepItemsOrder(sub, mergeKey, bl, p, ml) || changed
+			}
+		}
+	}
+	return changed
+}
+
+// directiveMarker is the strategic-merge key of a $patch directive.
+const directiveMarker = "$patch"
+
+// listReplaced reports whether a patch list replaces the list it is merged
+// into ($patch: replace).
+func listReplaced(patch []any) bool {
+	return slices.ContainsFunc(patch, func(e any) bool {
+		m, ok := e.(map[string]any)
+		return ok && m[directiveMarker] == "replace"
+	})
+}
+
+// keepItemsOrder applies keepTemplateOrder to the entries of a merged list
+// that both before and patch hold (by mergeKey): the lists inside an entry
+// the patch changed, such as a container's env.
+func keepItemsOrder(schema strategicpatch.LookupPatchMeta, mergeKey string, before, patch, merged []any) bool {
+	byKey := func(list []any, skipDirectives bool) map[any]map[string]any {
+		out := map[any]map[string]any{}
+		for _, e := range list {
+			m, ok := e.(map[string]any)
+			if !ok || (skipDirectives && m[directiveMarker] != nil) {
+				continue
+			}
+			if k, ok := scalarKey(m[mergeKey]); ok {
+				if _, seen := out[k]; !seen {
+					out[k] = m
+				}
+			}
+		}
+		return out
+	}
+	b, p := byKey(before, false), byKey(patch, true)
+	changed := false
+	for _, e := range merged {
+		m, ok := e.(map[string]any)
+		if !ok {
+			continue
+		}
+		k, ok := scalarKey(m[mergeKey])
+		if !ok || b[k] == nil || p[k] == nil {
+			continue
+		}
+		changed = keepTemplateOrder(schema, b[k], p[k], m) || changed
+	}
+	return changed
+}
+
+// templateOrder returns merged with before's entries (matched by mergeKey,
+// or by value for a list of scalars) in before's order and the others after
+// them in merged's order, or false when it is already in that order or an
+// entry has no usable key.
+func templateOrder(before, merged []any, mergeKey string) ([]any, bool) {
+	keyOf := func(e any) (any, bool) {
+		if mergeKey == "" {
+			return scalarKey(e)
+		}
+		m, ok := e.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		return scalarKey(m[mergeKey])
+	}
+	positions := map[any][]int{}
+	for i, e := range before {
+		k, ok := keyOf(e)
+		if !ok {
+			return nil, false
+		}
+		positions[k] = append(positions[k], i)
+	}
+	rank := make([]int, len(merged))
+	for i, e := range merged {
+		k, ok := keyOf(e)
+		if !ok {
+			return nil, false
+		}
+		if p := positions[k]; len(p) > 0 {
+			rank[i], positions[k] = p[0], p[1:]
+		} else {
+			rank[i] = len(before) + i
+		}
+	}
+	order := make([]int, len(merged))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(i, j int) int { return cmp.Compare(rank[i], rank[j]) })
+	if slices.IsSorted(order) {
+		return nil, false
+	}
+	out := make([]any, len(merged))
+	for i, j := range order {
+		out[i] = merged[j]
+	}
+	return out, true
+}
+
+// scalarKey returns a decoded JSON merge-key value usable as a map key; a
+// whole number is an int64 however it was written (8080 or 8.08e3).
+func scalarKey(v any) (any, bool) {
+	switch n := v.(type) {
+	case nil, string, bool, int64:
+		return v, true
+	case float64:
+		if n == math.Trunc(n) && n >= math.MinInt64 && n < math.MaxInt64 {
+			return int64(n), true
+		}
+		return v, true
+	}
+	return nil, false
 }

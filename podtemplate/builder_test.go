@@ -3,6 +3,7 @@ package podtemplate_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"testing"
 
@@ -302,6 +303,199 @@ func TestBuildOverrideMerge(t *testing.T) {
 			tt.check(t, pod)
 		})
 	}
+}
+
+// orderTemplate is a template with an init container (git-sync, which the
+// override's init containers must run after), env, a port, a volume and a
+// mount in its main container, and a second container.
+const orderTemplate = `apiVersion: v1
+kind: Pod
+spec:
+  volumes:
+  - name: repo
+    emptyDir: {}
+  initContainers:
+  - name: git-sync
+    image: git-sync:4
+    volumeMounts:
+    - name: repo
+      mountPath: /repo
+  containers:
+  - name: base
+    image: etl:1
+    env:
+    - name: DATA_DIR
+      value: /data
+    - name: MODE
+      value: batch
+    - name: LOG_LEVEL
+      value: info
+    ports:
+    - containerPort: 8080
+    volumeMounts:
+    - name: repo
+      mountPath: /repo
+  - name: helper
+    image: helper:1
+`
+
+// An override's additions to a merged list come after the template's
+// entries (Airflow's order: the template's, then the override's), and an
+// override entry with a template entry's merge key changes that entry where
+// it stands.
+func TestBuildOverrideListOrder(t *testing.T) {
+	t.Parallel()
+	base, err := podtemplate.ParseTemplate("order.yaml", []byte(orderTemplate))
+	require.NoError(t, err)
+	tpl := newTemplate(t, base, podtemplate.Config{})
+	names := func(pod *corev1.Pod, list string) []string {
+		var out []string
+		c := container(t, pod, "base")
+		switch list {
+		case "initContainers":
+			for _, c := range pod.Spec.InitContainers {
+				out = append(out, c.Name)
+			}
+		case "containers":
+			for _, c := range pod.Spec.Containers {
+				out = append(out, c.Name)
+			}
+		case "volumes":
+			for _, v := range pod.Spec.Volumes {
+				out = append(out, v.Name)
+			}
+		case "env":
+			for _, e := range c.Env {
+				out = append(out, e.Name+"="+e.Value)
+			}
+		case "volumeMounts":
+			for _, m := range c.VolumeMounts {
+				out = append(out, m.MountPath)
+			}
+		case "ports":
+			for _, p := range c.Ports {
+				out = append(out, fmt.Sprint(p.ContainerPort))
+			}
+		case "git-sync mounts":
+			for _, m := range container(t, pod, "git-sync").VolumeMounts {
+				out = append(out, m.MountPath)
+			}
+		default:
+			require.FailNow(t, "unknown list "+list)
+		}
+		return out
+	}
+	tests := []struct {
+		name     string
+		override string
+		list     string
+		want     []string
+	}{
+		{
+			name:     "an added init container runs after the template's",
+			override: "spec:\n  initContainers:\n  - name: fetch-model\n    image: fetch:1\n    volumeMounts: [{name: repo, mountPath: /repo}]\n",
+			list:     "initContainers",
+			want:     []string{"git-sync", "fetch-model"},
+		},
+		{
+			name: "an updated init container keeps its place, additions follow",
+			override: "spec:\n  initContainers:\n  - name: fetch-model\n    image: fetch:1\n" +
+				"  - name: git-sync\n    image: git-sync:5\n    volumeMounts: [{name: extra, mountPath: /extra}]\n" +
+				"  volumes: [{name: extra, emptyDir: {}}]\n",
+			list: "initContainers",
+			want: []string{"git-sync", "fetch-model"},
+		},
+		{
+			name: "nested lists of an updated entry keep the template's order too",
+			override: "spec:\n  initContainers:\n  - name: git-sync\n    volumeMounts: [{name: extra, mountPath: /extra}]\n" +
+				"  volumes: [{name: extra, emptyDir: {}}]\n",
+			list: "git-sync mounts",
+			want: []string{"/repo", "/extra"},
+		},
+		{
+			name:     "an added env var follows the template's, so $(VAR) can refer to them",
+			override: "spec:\n  containers:\n  - name: base\n    env:\n    - name: OUT_DIR\n      value: $(DATA_DIR)/out\n",
+			list:     "env",
+			want:     []string{"DATA_DIR=/data", "MODE=batch", "LOG_LEVEL=info", "OUT_DIR=$(DATA_DIR)/out"},
+		},
+		{
+			name:     "an updated env var keeps its place",
+			override: "spec:\n  containers:\n  - name: base\n    env:\n    - name: NEW\n      value: x\n    - name: MODE\n      value: stream\n",
+			list:     "env",
+			want:     []string{"DATA_DIR=/data", "MODE=stream", "LOG_LEVEL=info", "NEW=x"},
+		},
+		{
+			name:     "updates listed out of order keep the template's order",
+			override: "spec:\n  containers:\n  - name: base\n    env:\n    - name: LOG_LEVEL\n      value: debug\n    - name: DATA_DIR\n      value: /scratch\n",
+			list:     "env",
+			want:     []string{"DATA_DIR=/scratch", "MODE=batch", "LOG_LEVEL=debug"},
+		},
+		{
+			name:     "a deleted env var is gone, the others keep their order",
+			override: "spec:\n  containers:\n  - name: base\n    env:\n    - name: EXTRA\n      value: \"1\"\n    - name: MODE\n      $patch: delete\n",
+			list:     "env",
+			want:     []string{"DATA_DIR=/data", "LOG_LEVEL=info", "EXTRA=1"},
+		},
+		{
+			name:     "$patch: replace keeps the override's order",
+			override: "spec:\n  containers:\n  - name: base\n    env:\n    - $patch: replace\n    - name: MODE\n      value: stream\n    - name: DATA_DIR\n      value: /data\n",
+			list:     "env",
+			want:     []string{"MODE=stream", "DATA_DIR=/data"},
+		},
+		{
+			name: "$setElementOrder keeps the order it sets",
+			override: "spec:\n  containers:\n  - name: base\n    $setElementOrder/env: [{name: LOG_LEVEL}, {name: NEW}, {name: DATA_DIR}, {name: MODE}]\n" +
+				"    env:\n    - name: NEW\n      value: x\n",
+			list: "env",
+			want: []string{"LOG_LEVEL=info", "NEW=x", "DATA_DIR=/data", "MODE=batch"},
+		},
+		{
+			name:     "an added volume follows the template's",
+			override: "spec:\n  volumes:\n  - name: cache\n    emptyDir: {}\n",
+			list:     "volumes",
+			want:     []string{"repo", "cache"},
+		},
+		{
+			name:     "an added volume mount follows the template's",
+			override: "spec:\n  volumes: [{name: cache, emptyDir: {}}]\n  containers:\n  - name: base\n    volumeMounts: [{name: cache, mountPath: /cache}]\n",
+			list:     "volumeMounts",
+			want:     []string{"/repo", "/cache"},
+		},
+		{
+			name:     "an added port follows the template's",
+			override: "spec:\n  containers:\n  - name: base\n    ports: [{containerPort: 9090}]\n",
+			list:     "ports",
+			want:     []string{"8080", "9090"},
+		},
+		{
+			name:     "an added container follows the template's, the main container first",
+			override: "spec:\n  containers:\n  - name: extra\n    image: extra:1\n  - name: helper\n    image: helper:2\n",
+			list:     "containers",
+			want:     []string{"base", "helper", "extra"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			pod, err := tpl.Build(t.Context(), podtemplate.TaskSpec{Key: testKey, Override: mustOverride(t, tt.override)})
+			require.NoError(t, err)
+			require.Equal(t, tt.want, names(pod, tt.list))
+		})
+	}
+}
+
+// Putting lists back in order does not round the template's integers
+// through float64.
+func TestBuildOverrideListOrderKeepsIntegers(t *testing.T) {
+	t.Parallel()
+	base := loadTestTemplate(t)
+	base.Spec.ActiveDeadlineSeconds = ptrTo[int64](9007199254740993) // 2^53 + 1
+	tpl := newTemplate(t, base, podtemplate.Config{})
+	pod, err := tpl.Build(t.Context(), podtemplate.TaskSpec{Key: testKey, Override: mustOverride(t,
+		"spec:\n  initContainers:\n  - name: fetch\n    image: fetch:1\n")})
+	require.NoError(t, err)
+	require.Equal(t, []string{"log-shipper", "fetch"}, []string{pod.Spec.InitContainers[0].Name, pod.Spec.InitContainers[1].Name})
+	require.Equal(t, ptrTo[int64](9007199254740993), pod.Spec.ActiveDeadlineSeconds)
 }
 
 func TestOverrideFromPod(t *testing.T) {

@@ -132,8 +132,9 @@ func (o Override) IsZero() bool { return len(o.patch) == 0 }
 //
 // Explicit values win, including false, 0, "" and null (null removes the
 // field). Lists with a merge key (containers, initContainers, volumes, env,
-// ports, volumeMounts by mountPath, ...) are merged by that key; other lists
-// are replaced. Strategic-merge directives such as "$patch: delete" or
+// ports, volumeMounts by mountPath, ...) are merged by that key, the
+// template's entries first and the override's additions after them; other
+// lists are replaced. Strategic-merge directives such as "$patch: delete" or
 // "$patch: replace" are accepted. Decoding is strict: an unknown or
 // duplicated field is a *[DecodeError] wrapping [ErrInvalidOverride]. An
 // empty document is the zero Override.

@@ -28,7 +28,15 @@
 //     restating the template. Explicit values win, including false, 0 and
 //     "" (unlike Airflow's pod_override, where only truthy values win and
 //     lists merge by position); null removes a field; "$patch: replace"
-//     and "$patch: delete" work as in kubectl. An override is written as
+//     and "$patch: delete" work as in kubectl. In a merged list the
+//     template's entries come first, where they were, then the override's
+//     additions in its order (Airflow's order): an override's init
+//     container runs after the template's, and its env var can refer to
+//     the template's with $(VAR). An override entry with a template
+//     entry's name changes it in place; a list with "$patch: replace" or a
+//     "$setElementOrder" directive has the order the override gives.
+//     Lists without a merge key (command, args, envFrom, tolerations) are
+//     replaced whole. An override is written as
 //     YAML ([ParseOverride]) or as a typed pod ([OverrideFromPod]). After
 //     the merge the main container is moved to the front of the containers
 //     and, unless one is set, named kubectl's default container

@@ -127,3 +127,64 @@ func ExampleValidationError() {
 	fmt.Println(err)
 	// Output: podtemplate: invalid pod for task workflow=etl task=load run=r1 attempt=1: TaskSpec.Requests[memory]: Invalid value: "1GB": not a resource quantity: write it like 500m, 2, 128Mi or 1Gi
 }
+
+// An override's additions to a list come after the template's entries, as
+// in Apache Airflow: its init container runs after the template's git-sync,
+// and its env var can refer to the template's with $(VAR). An entry with a
+// template entry's name (MODE) is changed where it stands.
+func Example_mergeOrder() {
+	base, err := podtemplate.ParseTemplate("template.yaml", []byte(`
+apiVersion: v1
+kind: Pod
+spec:
+  initContainers:
+  - name: git-sync
+    image: registry.k8s.io/git-sync/git-sync:v4.4.0
+  containers:
+  - name: base
+    image: etl:1.4
+    env:
+    - {name: DATA_DIR, value: /data}
+    - {name: MODE, value: batch}
+`))
+	if err != nil {
+		panic(err)
+	}
+	tpl, err := podtemplate.New(base, podtemplate.Config{ExecutorID: "scheduler-a"})
+	if err != nil {
+		panic(err)
+	}
+	override, err := podtemplate.ParseOverride("train override", []byte(`
+spec:
+  initContainers:
+  - name: fetch-model
+    image: fetch:1
+  containers:
+  - name: base
+    env:
+    - {name: OUT_DIR, value: $(DATA_DIR)/out}
+    - {name: MODE, value: stream}
+`))
+	if err != nil {
+		panic(err)
+	}
+	pod, err := tpl.Build(context.Background(), podtemplate.TaskSpec{
+		Key:      kubexec.TaskKey{WorkflowID: "ml", TaskID: "train", MapIndex: kubexec.NotMapped, Attempt: 1},
+		Override: override,
+	})
+	if err != nil {
+		panic(err)
+	}
+	for _, c := range pod.Spec.InitContainers {
+		fmt.Println("init container:", c.Name)
+	}
+	for _, e := range pod.Spec.Containers[0].Env {
+		fmt.Printf("env: %s=%s\n", e.Name, e.Value)
+	}
+	// Output:
+	// init container: git-sync
+	// init container: fetch-model
+	// env: DATA_DIR=/data
+	// env: MODE=stream
+	// env: OUT_DIR=$(DATA_DIR)/out
+}

@@ -28,6 +28,7 @@ var fuzzSeeds = []string{
 	"a: &a [*a]\n",
 	"---\n---\n",
 	"spec:\n  containers:\n  - name: base\n    resources: {requests: {cpu: 1e3, memory: 1Gi}}\n",
+	"spec:\n  initContainers: [{name: b, image: b}, {name: a, image: a}]\n  containers:\n  - name: base\n    env: [{name: B, value: $(A)}, {name: A}, {name: A, $patch: delete}]\n    ports: [{containerPort: 1}, {containerPort: 1, protocol: UDP}]\n",
 }
 
 func FuzzParseTemplate(f *testing.F) {
