@@ -18,27 +18,40 @@ type ClassifyOptions struct {
 	// retries those: a Secret or ConfigMap created seconds after the pod,
 	// by External Secrets or a CSI driver, is found at the next try)
 	// before the attempt fails with ConfigError and the kubelet's message.
-	// It is counted from the pod's start on its node. A negative value
+	// It is counted from the pod's start on its node (with [Observations]:
+	// from when the caller first saw the pod on a node). A negative value
 	// fails at once. Default: 2m.
 	ConfigErrorGrace time.Duration
 	// ImagePullGrace is how long a container may wait in ErrImagePull,
 	// ImagePullBackOff or RegistryUnavailable (the kubelet retries those)
 	// before the attempt fails with ImagePullError. It is counted from the
-	// pod's start on its node. A negative value fails at once.
+	// pod's start on its node (with [Observations]: from when the caller
+	// first saw the pod on a node). A negative value fails at once.
 	// Default: 3m.
 	ImagePullGrace time.Duration
-	// PendingTimeout is how long a pod may stay unschedulable (PodScheduled
-	// False with reason Unschedulable) before the attempt fails with
-	// Unschedulable. It is counted from the condition's last transition.
-	// A negative value fails at once. Default: 5m.
+	// PendingTimeout is how long a pod may wait for a node before the
+	// attempt fails with Unschedulable, as Airflow's
+	// worker_pods_pending_timeout: while the scheduler marks it
+	// unschedulable (PodScheduled False, reason Unschedulable) or keeps
+	// failing on it (PodScheduled False with another reason), counted from
+	// the condition's last transition; and while no scheduler acts on it at
+	// all (no PodScheduled condition: a schedulerName that no scheduler
+	// answers to, kube-scheduler down) or the node its nodeName names does
+	// not take it, counted from the pod's creation. A pod held by
+	// scheduling gates waits for them without a limit. With
+	// [Observations], every wait is counted from when the caller first saw
+	// the pod waiting for a node instead. A negative value fails at once.
+	// Default: 5m.
 	PendingTimeout time.Duration
 	// StartTimeout is how long a scheduled pod may stay Pending without any
 	// container starting, while nothing else classifies it (containers
 	// waiting in ContainerCreating or PodInitializing: a volume that
 	// cannot be mounted, a missing ConfigMap or claim), before the attempt
 	// fails with ConfigError instead of staying pending forever. It is
-	// counted from the PodScheduled condition's last transition. A
-	// negative value fails at once. Default: 10m.
+	// counted from the PodScheduled condition's last transition, else the
+	// pod's start on its node (with [Observations]: from when the caller
+	// first saw the pod on its node). A negative value fails at once.
+	// Default: 10m.
 	StartTimeout time.Duration
 }
 
@@ -145,6 +158,9 @@ const (
 	podReasonEvicted               = "Evicted"
 	podReasonNodeLost              = "NodeLost"
 	podReasonNodeShutdown          = "Terminated"
+	podReasonNodeShutdownRefused   = "NodeShutdown"
+	podReasonNodeShutdownLegacy    = "Shutdown"
+	podReasonProviderFailed        = "ProviderFailed"
 	podReasonPreempting            = "Preempting"
 	podReasonUnexpectedAdmission   = "UnexpectedAdmissionError"
 	podReasonNodeAffinity          = "NodeAffinity"
@@ -194,7 +210,17 @@ var waitingRules = map[string]waitingRule{
 // a [kubexec.Reason]. It is a pure function of the pod, now and opts; it
 // reads only what [Trim] keeps. The table in the package documentation
 // lists every rule. A nil pod is classified as by [ClassifyDeleted].
+//
+// Its timeouts compare now with timestamps that other machines wrote (see
+// [Observations]); a caller that classifies a pod repeatedly over its life
+// should use [ClassifyObserved].
 func Classify(pod *corev1.Pod, now time.Time, opts ClassifyOptions) Classification {
+	return classify(pod, now, opts, nil)
+}
+
+// classify is Classify, with the timeouts counted from obs when it is not
+// nil.
+func classify(pod *corev1.Pod, now time.Time, opts ClassifyOptions, obs *Observations) Classification {
 	if pod == nil {
 		return ClassifyDeleted(nil, now)
 	}
@@ -208,7 +234,14 @@ func Classify(pod *corev1.Pod, now time.Time, opts ClassifyOptions) Classificati
 	if pod.DeletionTimestamp != nil {
 		return ClassifyDeleted(pod, now)
 	}
-	if c, ok := classifyWaiting(pod, now, opts); ok {
+	if pod.Status.Reason == podReasonProviderFailed {
+		// A virtual kubelet's provider could not create (or update) the
+		// pod; with restartPolicy Never the pod is Failed, else it stays
+		// Pending with nothing that ends it.
+		c, _ := classifyDisruption(pod, now)
+		return c
+	}
+	if c, ok := classifyWaiting(pod, now, opts, obs); ok {
 		return c
 	}
 	if pod.Status.Phase == corev1.PodRunning {
@@ -218,7 +251,7 @@ func Classify(pod *corev1.Pod, now time.Time, opts ClassifyOptions) Classificati
 		return Classification{Phase: PhaseRunning, StartedAt: mainStartedAt(pod),
 			Message: "the pod's state is unknown: its node has stopped reporting; " + reasonAndMessage(pod.Status.Reason, pod.Status.Message)}
 	}
-	return classifyPending(pod, now, opts)
+	return classifyPending(pod, now, opts, obs)
 }
 
 // ClassifyDeleted classifies the attempt of a pod that is being deleted
@@ -305,6 +338,8 @@ func killedByDeletion(pod *corev1.Pod) bool {
 const (
 	exitSIGTERM = 143
 	exitSIGKILL = 137
+	// signalKILL is SIGKILL's number, in a terminated state's Signal.
+	signalKILL = 9
 )
 
 // classifySucceeded: every container exited 0. The main container decides.
@@ -365,6 +400,17 @@ func classifyFailed(pod *corev1.Pod, now time.Time) Classification {
 		if msg := strings.TrimSpace(t.Message); msg != "" {
 			c.Message += ": " + truncate(msg, maxTerminationMessageInMessage)
 		}
+		if t.ExitCode == exitSIGKILL || t.Signal == signalKILL {
+			// Most often the kernel's OOM killer in the container's
+			// cgroup, which the kubelet does not always see: it then
+			// reports reason Error with exit code 137, and only the
+			// SIGKILL is known.
+			c.Message += "; it was killed with SIGKILL, most often by the kernel's OOM killer for exceeding its memory limit " +
+				"although Kubernetes did not report OOMKilled: check the container's memory use against its " +
+				"resources.limits.memory and raise the limit or reduce its memory use (a container without a memory " +
+				"limit is killed when its node runs out of memory); read the task's log for another cause"
+			return terminal(kubexec.ReasonFailed, now, c)
+		}
 		c.Message += "; read the task's log for the error"
 		return terminal(kubexec.ReasonFailed, now, c)
 	}
@@ -406,7 +452,7 @@ func classifyDisruption(pod *corev1.Pod, now time.Time) (Classification, bool) {
 			"; a retry will likely succeed"
 		return terminal(kubexec.ReasonDisrupted, now, base), true
 	}
-	var what string
+	what, advice := "", "a retry will likely succeed"
 	switch r := pod.Status.Reason; {
 	case r == podReasonEvicted:
 		what = "was evicted by the kubelet (node pressure)"
@@ -414,21 +460,26 @@ func classifyDisruption(pod *corev1.Pod, now time.Time) (Classification, bool) {
 		what = "was preempted by the kubelet for a critical pod"
 	case r == podReasonNodeLost:
 		what = "was lost with its node"
-	case r == podReasonNodeShutdown:
+	case r == podReasonNodeShutdown, r == podReasonNodeShutdownLegacy:
 		what = "was stopped because its node shut down"
+	case r == podReasonNodeShutdownRefused:
+		what = "was refused by the node it was scheduled to, which is shutting down"
+	case r == podReasonProviderFailed:
+		what = fmt.Sprintf("could not be run by the provider of its virtual node %q (a virtual kubelet)", pod.Spec.NodeName)
+		advice = "check the virtual kubelet's log and the backend it runs pods on (its capacity, quotas, credentials " +
+			"and whether it supports the pod's spec); a retry will likely succeed once the provider works"
 	case r == podReasonUnexpectedAdmission, r == podReasonNodeAffinity, strings.HasPrefix(r, podReasonOutOfPrefix):
 		what = "was refused by the node it was scheduled to"
 	default:
 		return Classification{}, false
 	}
-	base.Message = "the pod " + what + ": " + reasonAndMessage(pod.Status.Reason, pod.Status.Message) +
-		"; a retry will likely succeed"
+	base.Message = "the pod " + what + ": " + reasonAndMessage(pod.Status.Reason, pod.Status.Message) + "; " + advice
 	return terminal(kubexec.ReasonDisrupted, now, base), true
 }
 
 // classifyWaiting finds the first container (init containers first) that
 // waits for a reason that will not resolve by itself.
-func classifyWaiting(pod *corev1.Pod, now time.Time, opts ClassifyOptions) (Classification, bool) {
+func classifyWaiting(pod *corev1.Pod, now time.Time, opts ClassifyOptions, obs *Observations) (Classification, bool) {
 	for _, ref := range orderedStatuses(pod) {
 		w := ref.status.State.Waiting
 		if w == nil {
@@ -447,7 +498,7 @@ func classifyWaiting(pod *corev1.Pod, now time.Time, opts ClassifyOptions) (Clas
 			if rule.reason == kubexec.ReasonConfigError {
 				grace = opts.ConfigErrorGrace
 			}
-			since := pullSince(pod)
+			since := pullSince(pod, obs)
 			if waited := now.Sub(since); since.IsZero() || waited < grace {
 				phase := PhasePending
 				if pod.Status.Phase == corev1.PodRunning {
@@ -471,12 +522,10 @@ func classifyWaiting(pod *corev1.Pod, now time.Time, opts ClassifyOptions) (Clas
 	return Classification{}, false
 }
 
-// classifyPending: the pod has not started. Only a lasting Unschedulable
-// condition ends it; a scheduling gate is deliberate and never times out.
-// classifyNotStarted classifies a scheduled, pending pod that nothing else
+// classifyNotStarted classifies a pod on its node that nothing else
 // classified: it fails once it has waited StartTimeout with no container
 // ever started.
-func classifyNotStarted(pod *corev1.Pod, scheduled *corev1.PodCondition, now time.Time, opts ClassifyOptions) Classification {
+func classifyNotStarted(pod *corev1.Pod, now time.Time, opts ClassifyOptions, obs *Observations) Classification {
 	c := Classification{Phase: PhasePending}
 	waiting := ""
 	for _, ref := range orderedStatuses(pod) {
@@ -491,7 +540,7 @@ func classifyNotStarted(pod *corev1.Pod, scheduled *corev1.PodCondition, now tim
 	if waiting == "" {
 		waiting = "no container has started"
 	}
-	since := scheduled.LastTransitionTime.Time
+	since := scheduledSince(pod, obs)
 	if since.IsZero() || now.Sub(since) < opts.StartTimeout {
 		c.Message = fmt.Sprintf("the pod is on node %s; %s; the attempt fails if no container starts within %s",
 			pod.Spec.NodeName, waiting, opts.StartTimeout)
@@ -506,39 +555,65 @@ func classifyNotStarted(pod *corev1.Pod, scheduled *corev1.PodCondition, now tim
 	})
 }
 
-func classifyPending(pod *corev1.Pod, now time.Time, opts ClassifyOptions) Classification {
+// classifyPending: the pod has not started. A pod on its node is left to
+// classifyNotStarted. A pod that waits for a node fails once it has waited
+// PendingTimeout: marked unschedulable, refused by the scheduler for
+// another reason, never looked at by any scheduler, or named a node that
+// never took it. A scheduling gate is deliberate and never times out.
+func classifyPending(pod *corev1.Pod, now time.Time, opts ClassifyOptions, obs *Observations) Classification {
+	if onNode(pod) {
+		return classifyNotStarted(pod, now, opts, obs)
+	}
 	c := Classification{Phase: PhasePending}
 	cond := podCondition(pod, corev1.PodScheduled)
-	if cond != nil && cond.Status == corev1.ConditionTrue {
-		return classifyNotStarted(pod, cond, now, opts)
-	}
-	if cond == nil || cond.Status != corev1.ConditionFalse {
+	if schedulingGated(pod) {
+		c.Message = "the pod waits for its scheduling gates to be removed: " + reasonAndMessage(cond.Reason, cond.Message)
 		return c
 	}
-	switch cond.Reason {
-	case corev1.PodReasonUnschedulable:
-		since := cond.LastTransitionTime.Time
-		if since.IsZero() {
-			since = pod.CreationTimestamp.Time
-		}
-		msg := "no node can run the pod: " + reasonAndMessage(cond.Reason, cond.Message)
-		if since.IsZero() || now.Sub(since) < opts.PendingTimeout {
-			c.Message = fmt.Sprintf("%s; the attempt fails if this lasts %s", msg, opts.PendingTimeout)
-			if !since.IsZero() {
-				c.RecheckAt = since.Add(opts.PendingTimeout)
-			}
-			return c
-		}
-		return terminal(kubexec.ReasonUnschedulable, now, Classification{
-			Message: fmt.Sprintf("%s (for more than %s); compare the pod's resource requests with node capacity "+
-				"and check its node selector, affinity and tolerations", msg, opts.PendingTimeout),
-		})
-	case corev1.PodReasonSchedulingGated:
-		c.Message = "the pod waits for its scheduling gates to be removed: " + reasonAndMessage(cond.Reason, cond.Message)
+	var waiting, advice string
+	switch {
+	case cond != nil && cond.Status == corev1.ConditionFalse && cond.Reason == corev1.PodReasonUnschedulable:
+		waiting = "no node can run the pod: " + reasonAndMessage(cond.Reason, cond.Message)
+		advice = "compare the pod's resource requests with node capacity and check its node selector, affinity and tolerations"
+	case cond != nil && cond.Status == corev1.ConditionFalse:
+		waiting = fmt.Sprintf("the scheduler %q has not placed the pod: %s", schedulerName(pod), reasonAndMessage(cond.Reason, cond.Message))
+		advice = "check the scheduler's log and the pod's events (kubectl describe pod)"
+	case pod.Spec.NodeName != "":
+		// Created with a nodeName: no scheduler is involved; the node has
+		// not reported the pod.
+		waiting = fmt.Sprintf("the pod names node %q in its nodeName and waits for that node to take it", pod.Spec.NodeName)
+		advice = fmt.Sprintf("check that node %q exists and is Ready (kubectl describe node %s), and the pod's events (kubectl describe pod)",
+			pod.Spec.NodeName, pod.Spec.NodeName)
 	default:
-		c.Message = "the pod is not scheduled yet: " + reasonAndMessage(cond.Reason, cond.Message)
+		// No PodScheduled condition: no scheduler has looked at the pod
+		// yet, which lasts a moment unless none ever will.
+		waiting = fmt.Sprintf("the pod waits for scheduler %q to place it", schedulerName(pod))
 	}
-	return c
+	since := pendingSince(pod, cond, obs)
+	if since.IsZero() || now.Sub(since) < opts.PendingTimeout {
+		c.Message = fmt.Sprintf("%s; the attempt fails if this lasts %s", waiting, opts.PendingTimeout)
+		if !since.IsZero() {
+			c.RecheckAt = since.Add(opts.PendingTimeout)
+		}
+		return c
+	}
+	msg := fmt.Sprintf("%s (for more than %s); %s", waiting, opts.PendingTimeout, advice)
+	if cond == nil && pod.Spec.NodeName == "" {
+		msg = fmt.Sprintf("no scheduler acted on the pod for more than %s (it has no PodScheduled condition; its schedulerName is %q); "+
+			"check that a scheduler of that name runs in the cluster (a wrong schedulerName in the pod template or the task's "+
+			"override is the usual cause), that kube-scheduler is running and healthy, and the pod's events (kubectl describe pod)",
+			opts.PendingTimeout, schedulerName(pod))
+	}
+	return terminal(kubexec.ReasonUnschedulable, now, Classification{Message: msg})
+}
+
+// schedulerName is the pod's scheduler: its schedulerName, or the default
+// scheduler's name when it has none.
+func schedulerName(pod *corev1.Pod) string {
+	if pod.Spec.SchedulerName == "" {
+		return corev1.DefaultSchedulerName
+	}
+	return pod.Spec.SchedulerName
 }
 
 // terminal completes c as a terminal classification for reason.
@@ -733,18 +808,6 @@ func startedAt(t *corev1.ContainerStateTerminated) time.Time {
 		return time.Time{}
 	}
 	return t.StartedAt.Time
-}
-
-// pullSince is when image pulls could have started: the pod's start on its
-// node, else when it was scheduled, else its creation.
-func pullSince(pod *corev1.Pod) time.Time {
-	if pod.Status.StartTime != nil && !pod.Status.StartTime.IsZero() {
-		return pod.Status.StartTime.Time
-	}
-	if cond := podCondition(pod, corev1.PodScheduled); cond != nil && cond.Status == corev1.ConditionTrue && !cond.LastTransitionTime.IsZero() {
-		return cond.LastTransitionTime.Time
-	}
-	return pod.CreationTimestamp.Time
 }
 
 func podCondition(pod *corev1.Pod, t corev1.PodConditionType) *corev1.PodCondition {

@@ -241,7 +241,7 @@ func testClassifyRealPods(t *testing.T, nodeLabel string) {
 		require.Equal(t, kubexec.ReasonImagePullError, c.Reason, c.Message)
 		require.Equal(t, "base", c.Container)
 		require.Contains(t, c.Message, "does-not-exist")
-		require.GreaterOrEqual(t, c.FinishedAt.Sub(pullSince(pod)), 3*time.Second, "failed before the grace period")
+		require.GreaterOrEqual(t, c.FinishedAt.Sub(pullSince(pod, nil)), 3*time.Second, "failed before the grace period")
 	})
 	t.Run("CreateContainerConfigError after its grace period", func(t *testing.T) {
 		grace := ClassifyOptions{ConfigErrorGrace: 2 * time.Second}
@@ -369,4 +369,96 @@ func TestClassifyNodeLost(t *testing.T) {
 		require.NotNil(t, pod.DeletionTimestamp)
 		require.Contains(t, c.Message, "DeletionByTaintManager")
 	})
+}
+
+// TestClassifyNoScheduler: a pod that no scheduler acts on (its
+// schedulerName names none) gets no PodScheduled condition at all and ends
+// Unschedulable once it has waited PendingTimeout, with a message that
+// names its schedulerName and what to check; until then it is pending with
+// RecheckAt set to the timeout, so a caller that reclassifies at RecheckAt
+// (as the executor's resync does) ends it with no further pod event. Both
+// with the pod's creation time (Classify) and with the caller's own first
+// sighting (ClassifyObserved).
+func TestClassifyNoScheduler(t *testing.T) {
+	t.Parallel()
+	client := cluster.Client()
+	ns := cluster.NewNamespace(t, "watch-noscheduler", nil)
+	id := executorID(t)
+	h := watchHistory(t, client, id, ns)
+	const scheduler = "no-such-scheduler"
+	opts := ClassifyOptions{PendingTimeout: 3 * time.Second}
+	cases := []struct {
+		name, pod string
+		observed  bool
+	}{
+		{name: "from the pod's creation", pod: "unscheduled"},
+		{name: "from the first sighting", pod: "unscheduled-observed", observed: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			podName, observed := tc.pod, tc.observed
+			pod := newPod(t, id, podName)
+			pod.Spec.SchedulerName = scheduler
+			_, err := client.CoreV1().Pods(ns).Create(t.Context(), pod, metav1.CreateOptions{})
+			require.NoError(t, err)
+
+			var obs *Observations
+			if observed {
+				obs = &Observations{}
+			}
+			// Classify the latest state the Watcher delivered, now and
+			// again at each RecheckAt, until the attempt ends.
+			deadline := time.Now().Add(waitTimeout)
+			var c Classification
+			var last *corev1.Pod
+			var recheckAt time.Time
+			for {
+				h.mu.Lock()
+				states := h.states[podName]
+				h.mu.Unlock()
+				if n := len(states); n > 0 {
+					last = states[n-1].pod
+					require.False(t, states[n-1].deleted, "the pod was deleted")
+					c = ClassifyObserved(last, time.Now(), opts, obs)
+					if c.Terminal() {
+						break
+					}
+					require.Equal(t, PhasePending, c.Phase, c.Message)
+					require.False(t, c.RecheckAt.IsZero(), "a pending pod that no scheduler acts on has RecheckAt: %s", c.Message)
+					require.Contains(t, c.Message, `waits for scheduler "`+scheduler+`"`)
+					recheckAt = c.RecheckAt
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("after %s: %s %s: %s", waitTimeout, c.Phase, c.Reason, c.Message)
+				}
+				wait := 100 * time.Millisecond // for the first state
+				if !recheckAt.IsZero() {
+					wait = time.Until(recheckAt)
+				}
+				select {
+				case <-time.After(wait):
+				case <-t.Context().Done():
+					t.Fatal("test ended")
+				}
+			}
+			require.Equal(t, kubexec.ReasonUnschedulable, c.Reason, c.Message)
+			require.True(t, c.Retryable)
+			for _, want := range []string{"no scheduler acted on the pod for more than 3s", "no PodScheduled condition",
+				`schedulerName is "` + scheduler + `"`, "kube-scheduler", "kubectl describe pod"} {
+				require.Contains(t, c.Message, want)
+			}
+			require.Nil(t, podCondition(last, corev1.PodScheduled), "the pod has no PodScheduled condition")
+			require.Empty(t, last.Spec.NodeName)
+			// Not before the timeout: counted from the pod's creation, or
+			// from the first sighting.
+			start := last.CreationTimestamp.Time
+			if observed {
+				start = obs.Unscheduled
+				require.False(t, start.IsZero(), "first sighting recorded")
+				require.Equal(t, start.Add(opts.PendingTimeout), recheckAt, "RecheckAt is the first sighting plus the timeout")
+			}
+			require.GreaterOrEqual(t, c.FinishedAt.Sub(start), opts.PendingTimeout, "ended before the pending timeout")
+		})
+	}
 }

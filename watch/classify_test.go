@@ -1,6 +1,7 @@
 package watch
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -45,6 +46,16 @@ func testPod(mutate ...func(*corev1.Pod)) *corev1.Pod {
 
 func phase(ph corev1.PodPhase) func(*corev1.Pod) {
 	return func(p *corev1.Pod) { p.Status.Phase = ph }
+}
+
+// withScheduler sets the pod's schedulerName.
+func withScheduler(name string) func(*corev1.Pod) {
+	return func(p *corev1.Pod) { p.Spec.SchedulerName = name }
+}
+
+// boundTo sets the pod's nodeName.
+func boundTo(node string) func(*corev1.Pod) {
+	return func(p *corev1.Pod) { p.Spec.NodeName = node }
 }
 
 func started(d time.Duration) func(*corev1.Pod) {
@@ -131,9 +142,11 @@ func classifyCases() []classifyCase {
 	minute := time.Minute
 	return []classifyCase{
 		{
-			name:  "created, no status yet",
-			pod:   testPod(),
-			phase: PhasePending,
+			name:    "created, no status yet",
+			pod:     testPod(),
+			now:     t0.Add(time.Second),
+			phase:   PhasePending,
+			message: []string{`waits for scheduler "default-scheduler"`},
 		},
 		{
 			name:      "running",
@@ -443,6 +456,133 @@ func classifyCases() []classifyCase {
 			phase: PhaseTerminal, reason: kubexec.ReasonOOMKilled, container: "base", exitCode: 137,
 			startedAt: t0.Add(minute), finishedAt: t0.Add(2 * minute),
 		},
+		// Issue 26, item 14: classification cases from Airflow's tests and
+		// the real kubelet.
+		{
+			name: "refused at admission by a node that is shutting down (NodeShutdown): Disrupted, not Failed",
+			pod: testPod(phase(corev1.PodFailed), boundTo("n1"),
+				podReason("NodeShutdown", "Pod was rejected: Pod was rejected as the node is shutting down.")),
+			phase: PhaseTerminal, reason: kubexec.ReasonDisrupted,
+			message: []string{"shutting down", "NodeShutdown: Pod was rejected", "a retry will likely succeed"},
+		},
+		{
+			name: "stopped by its node's shutdown (Terminated) with the kubelet's condition, its container killed",
+			pod: testPod(phase(corev1.PodFailed), boundTo("n1"),
+				podReason("Terminated", "Pod was terminated in response to imminent node shutdown."),
+				condition(corev1.DisruptionTarget, corev1.ConditionTrue, "TerminationByKubelet", "Pod was terminated in response to imminent node shutdown.", 4*minute),
+				status(false, exited("base", 137, "Error", minute, 4*minute))),
+			phase: PhaseTerminal, reason: kubexec.ReasonDisrupted,
+			message:   []string{"stopped by the kubelet", "imminent node shutdown"},
+			startedAt: t0.Add(minute),
+		},
+		{
+			name: "stopped by its node's shutdown (Terminated), no condition",
+			pod: testPod(phase(corev1.PodFailed), boundTo("n1"),
+				podReason("Terminated", "Pod was terminated in response to imminent node shutdown.")),
+			phase: PhaseTerminal, reason: kubexec.ReasonDisrupted,
+			message: []string{"its node shut down", "imminent node shutdown"},
+		},
+		{
+			name: "a virtual kubelet's provider failed to create the pod (Pending, ProviderFailed): Disrupted at once",
+			pod: testPod(boundTo("virtual-aci"), condition(corev1.PodScheduled, corev1.ConditionTrue, "", "", 9*minute),
+				podReason("ProviderFailed", "creating container group: quota exceeded for cores in region westeurope")),
+			now:   t0.Add(9*minute + time.Second),
+			phase: PhaseTerminal, reason: kubexec.ReasonDisrupted,
+			message: []string{`virtual node "virtual-aci"`, "ProviderFailed: creating container group: quota exceeded",
+				"virtual kubelet's log", "capacity, quotas, credentials"},
+		},
+		{
+			name: "a virtual kubelet's provider failed to create the pod (restartPolicy Never: Failed, ProviderFailed)",
+			pod: testPod(phase(corev1.PodFailed), boundTo("virtual-aci"),
+				podReason("ProviderFailed", "creating container group: quota exceeded")),
+			phase: PhaseTerminal, reason: kubexec.ReasonDisrupted,
+			message: []string{"virtual kubelet", "quota exceeded"},
+		},
+		{
+			name: "exit code 137 reported as Error (an OOM kill the kubelet missed): Failed, the message says SIGKILL and memory limit",
+			pod: testPod(phase(corev1.PodFailed),
+				status(false, exited("base", 137, "Error", minute, 2*minute)),
+				status(false, exited("helper", 0, "Completed", minute, 2*minute))),
+			phase: PhaseTerminal, reason: kubexec.ReasonFailed, container: "base", exitCode: 137,
+			message: []string{`container "base" exited with code 137`, "killed with SIGKILL", "OOM killer",
+				"memory limit", "resources.limits.memory"},
+			startedAt: t0.Add(minute), finishedAt: t0.Add(2 * minute),
+		},
+		{
+			name: "killed by signal 9 with no reason: the same advice",
+			pod: testPod(phase(corev1.PodFailed), status(false, corev1.ContainerStatus{Name: "base", State: corev1.ContainerState{
+				Terminated: &corev1.ContainerStateTerminated{ExitCode: 137, Signal: 9, StartedAt: at(minute), FinishedAt: at(2 * minute)}}})),
+			phase: PhaseTerminal, reason: kubexec.ReasonFailed, container: "base", exitCode: 137,
+			message:   []string{"(signal 9)", "killed with SIGKILL", "resources.limits.memory"},
+			startedAt: t0.Add(minute), finishedAt: t0.Add(2 * minute),
+		},
+		// Issue 26, item 15: a pending pod that nothing acts on ends after
+		// the pending timeout.
+		{
+			name:  "no scheduler acts on the pod (no PodScheduled condition), within the pending timeout",
+			pod:   testPod(withScheduler("no-such-scheduler")),
+			now:   t0.Add(4 * minute),
+			phase: PhasePending,
+			message: []string{`the pod waits for scheduler "no-such-scheduler" to place it`,
+				"the attempt fails if this lasts 5m0s"},
+		},
+		{
+			name:  "no scheduler acts on the pod (no PodScheduled condition), past the pending timeout",
+			pod:   testPod(withScheduler("no-such-scheduler")),
+			phase: PhaseTerminal, reason: kubexec.ReasonUnschedulable,
+			message: []string{"no scheduler acted on the pod for more than 5m0s", "no PodScheduled condition",
+				`schedulerName is "no-such-scheduler"`, "kube-scheduler is running", "kubectl describe pod"},
+		},
+		{
+			name:  "no scheduler acts on the pod, with a shorter pending timeout",
+			pod:   testPod(),
+			now:   t0.Add(30 * time.Second),
+			opts:  ClassifyOptions{PendingTimeout: 20 * time.Second},
+			phase: PhaseTerminal, reason: kubexec.ReasonUnschedulable,
+			message: []string{"for more than 20s", `"default-scheduler"`},
+		},
+		{
+			name: "the scheduler keeps failing on the pod (SchedulerError), within the pending timeout",
+			pod: testPod(condition(corev1.PodScheduled, corev1.ConditionFalse, "SchedulerError",
+				"running PreBind plugin \"VolumeBinding\": binding volumes: timed out", 6*minute)),
+			phase: PhasePending,
+			message: []string{`the scheduler "default-scheduler" has not placed the pod: SchedulerError`,
+				"fails if this lasts 5m0s"},
+		},
+		{
+			name: "the scheduler keeps failing on the pod (SchedulerError), past the pending timeout",
+			pod: testPod(condition(corev1.PodScheduled, corev1.ConditionFalse, "SchedulerError",
+				"running PreBind plugin \"VolumeBinding\": binding volumes: timed out", 4*minute)),
+			phase: PhaseTerminal, reason: kubexec.ReasonUnschedulable,
+			message: []string{"SchedulerError", "for more than 5m0s", "scheduler's log"},
+		},
+		{
+			name:    "created with a nodeName its node never takes up, within the pending timeout",
+			pod:     testPod(boundTo("n1")),
+			now:     t0.Add(minute),
+			phase:   PhasePending,
+			message: []string{`names node "n1"`, "fails if this lasts 5m0s"},
+		},
+		{
+			name:  "created with a nodeName its node never takes up, past the pending timeout",
+			pod:   testPod(boundTo("n1")),
+			phase: PhaseTerminal, reason: kubexec.ReasonUnschedulable,
+			message: []string{`names node "n1"`, "for more than 5m0s", `check that node "n1" exists and is Ready`},
+		},
+		{
+			name:  "reported by its node without a PodScheduled condition: the start timeout, from its start",
+			pod:   testPod(boundTo("n1"), started(time.Minute), status(false, waiting("base", "python:3.12", "ContainerCreating", ""))),
+			opts:  ClassifyOptions{StartTimeout: 8 * time.Minute},
+			phase: PhaseTerminal, reason: kubexec.ReasonConfigError,
+			message: []string{"no container of the pod started within 8m0s", "node n1"},
+		},
+		{
+			name:    "scheduling gates never time out, whatever the scheduler",
+			pod:     testPod(withScheduler("no-such-scheduler"), condition(corev1.PodScheduled, corev1.ConditionFalse, "SchedulingGated", "Scheduling is blocked due to non-empty scheduling gates", 0)),
+			now:     t0.Add(48 * time.Hour),
+			phase:   PhasePending,
+			message: []string{"scheduling gates"},
+		},
 		{
 			name:      "node not reporting (phase Unknown): still running",
 			pod:       testPod(phase(corev1.PodUnknown), ranOK, podReason("NodeLost", "Node is not responding")),
@@ -455,18 +595,25 @@ func classifyCases() []classifyCase {
 
 func TestClassify(t *testing.T) {
 	t.Parallel()
-	// The cases include each of the three timeouts, which set RecheckAt.
-	timed := map[string]bool{}
+	// The cases include each timeout, which sets RecheckAt: the image pull
+	// and configuration error grace periods, the start timeout, and the
+	// pending timeout of an unschedulable pod, of one no scheduler acts
+	// on, of one the scheduler fails on and of one its node never takes.
+	var timed []string
 	for _, tc := range classifyCases() {
 		when := now
 		if !tc.now.IsZero() {
 			when = tc.now
 		}
 		if c := Classify(tc.pod, when, tc.opts); !c.RecheckAt.IsZero() {
-			timed[strings.SplitN(c.Message, " ", 2)[0]] = true
+			timed = append(timed, c.Message)
 		}
 	}
-	require.Len(t, timed, 3, "cases with RecheckAt, by the first word of their message: %v", timed)
+	for _, want := range []string{"cannot get its image", "is waiting: CreateContainerConfigError", "fails if no container starts",
+		"no node can run the pod", "waits for scheduler", "has not placed the pod", "waits for that node"} {
+		require.True(t, slices.ContainsFunc(timed, func(m string) bool { return strings.Contains(m, want) }),
+			"no case with RecheckAt says %q; those that have one say:\n%s", want, strings.Join(timed, "\n"))
+	}
 	for _, tc := range classifyCases() {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -83,15 +83,23 @@
 //	phase Failed, status.reason Evicted, Preempting,       Disrupted         yes
 //	  NodeLost, Terminated (node shutdown), or a node
 //	  admission refusal (OutOf*, NodeAffinity,
-//	  UnexpectedAdmissionError)
+//	  UnexpectedAdmissionError, NodeShutdown: the node
+//	  is shutting down)
+//	phase Failed, status.reason ProviderFailed (a virtual  Disrupted         yes
+//	  kubelet's provider could not run the pod)
 //	phase Failed, the container to blame (below) was lost  Disrupted         yes
 //	  with its node (ContainerStatusUnknown)
 //	phase Failed, a container terminated OOMKilled         OOMKilled         no
 //	phase Failed, a container exited non-zero: the first   Failed            yes
 //	  of init containers, then containers, then sidecars,
-//	  in spec order, with its exit code and message
+//	  in spec order, with its exit code and message (exit
+//	  code 137 or signal 9 without OOMKilled: the message
+//	  says it was SIGKILLed, most often for its memory
+//	  limit, and what to do)
 //	phase Failed, nothing else known                       Failed            yes
 //	deletionTimestamp set (not Succeeded/Failed)           as ClassifyDeleted
+//	status.reason ProviderFailed (phase Pending: the       Disrupted         yes
+//	  virtual kubelet gave up creating the pod)
 //	a container waiting InvalidImageName,                  ImagePullError    no
 //	  ErrImageNeverPull, ImageInspectError,
 //	  SignatureValidationFailed
@@ -104,14 +112,29 @@
 //	  start on its node: the kubelet retries, so a Secret
 //	  or ConfigMap created late is still found)
 //	phase Running (or Unknown: node not reporting)         running
-//	PodScheduled=False, reason Unschedulable, for longer   Unschedulable     yes
-//	  than PendingTimeout (default 5m), with the
-//	  scheduler's message
-//	PodScheduled=True, phase Pending, no container ever    ConfigError       no
-//	  started (ContainerCreating, PodInitializing: a
-//	  volume that never mounts) for longer than
-//	  StartTimeout (default 10m)
+//	on its node (PodScheduled=True, or reported by the     ConfigError       no
+//	  node), phase Pending, no container ever started
+//	  (ContainerCreating, PodInitializing: a volume that
+//	  never mounts) for longer than StartTimeout
+//	  (default 10m)
+//	waiting for a node for longer than PendingTimeout      Unschedulable     yes
+//	  (default 5m): PodScheduled=False, reason
+//	  Unschedulable (with the scheduler's message) or
+//	  another reason the scheduler gives; or no
+//	  PodScheduled condition at all (no scheduler acts on
+//	  the pod: a wrong schedulerName, kube-scheduler
+//	  down; or the node its nodeName names never takes it)
 //	anything else (scheduling gates included)              pending
+//
+// The timeouts count from the pod's own timestamps, written by other
+// machines (the API server, the scheduler, the node), compared with now.
+// A caller that classifies a pod over its life keeps an [Observations] for
+// it and calls [ClassifyObserved], which records when the caller first saw
+// the pod waiting for a node and on its node, on its own clock, and counts
+// every timeout from those: clock skew between the machines then moves no
+// timeout. Every pending or running Classification whose timeout can end
+// the attempt with nothing about the pod changed has
+// [Classification.RecheckAt] set.
 //
 // [ClassifyDeleted] classifies a pod that is being deleted or has vanished,
 // from its last known state: Succeeded pods keep their outcome, and so do
