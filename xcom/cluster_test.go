@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -22,12 +23,13 @@ import (
 // The tests build pods with podtemplate and xcom.Middleware, run them on
 // the dev cluster's process node (containers are local processes; exec and
 // termination messages work as with a kubelet), and collect their values
-// as the executor would.
+// as the executor would. The pods run on the first node; the second is
+// TestSidecarNodeGone's, which kills it.
 
 var cluster *devcluster.Cluster
 
 func TestMain(m *testing.M) {
-	os.Exit(devcluster.Main(m, devcluster.Options{Nodes: 1}, &cluster))
+	os.Exit(devcluster.Main(m, devcluster.Options{Nodes: 2}, &cluster))
 }
 
 type env struct {
@@ -39,6 +41,12 @@ type env struct {
 
 func setup(t *testing.T, cfg xcom.Config) *env {
 	t.Helper()
+	return setupOn(t, cfg, cluster.NodeNames()[0])
+}
+
+// setupOn is setup for pods that run on node.
+func setupOn(t *testing.T, cfg xcom.Config, node string) *env {
+	t.Helper()
 	e := &env{ns: cluster.NewNamespace(t, "xcom", nil)}
 	var err error
 	e.backend, err = xcom.NewFileBackend(t.TempDir())
@@ -48,6 +56,7 @@ func setup(t *testing.T, cfg xcom.Config) *env {
 	grace := int64(1)
 	base := &corev1.Pod{Spec: corev1.PodSpec{
 		TerminationGracePeriodSeconds: &grace,
+		NodeSelector:                  map[string]string{corev1.LabelHostname: node},
 		Containers:                    []corev1.Container{{Name: "base", Image: "debian:bookworm"}},
 	}}
 	e.template, err = podtemplate.New(base, podtemplate.Config{
@@ -317,4 +326,92 @@ func TestNewCollectorRejectsBadConfig(t *testing.T) {
 	_, err := xcom.NewCollector(cluster.Client(), cluster.RESTConfig(), &xcom.MemoryBackend{}, xcom.Config{DefaultChannel: "carrier-pigeon"})
 	require.ErrorIs(t, err, xcom.ErrInvalidConfig)
 	require.ErrorContains(t, err, "Config.DefaultChannel")
+}
+
+// TestSidecarNodeGone: the node of a sidecar pod dies after the task wrote
+// its value, so exec in the sidecar never answers again. Collect keeps
+// returning errors to retry (not ErrXComValue) until the sidecar has been
+// silent for Config.GiveUpAfter, then a final error that matches
+// kubexec.ErrXComValue (so that the executor saves the result instead of
+// retrying forever while the pod blocks its namespace) and says that the
+// value is lost and why. The answer is recorded on the pod, and collecting
+// again gives it again. It kills the package's second node, which no other
+// test uses.
+func TestSidecarNodeGone(t *testing.T) {
+	t.Parallel()
+	const bound = 15 * time.Second
+	node := cluster.NodeNames()[1]
+	e := setupOn(t, xcom.Config{GiveUpAfter: bound}, node)
+	key := testKey(t)
+	pods := cluster.Client().CoreV1().Pods(e.ns)
+	pod := e.run(t, key, `printf '{"lost": true}' > "$KUBEXEC_XCOM_PATH"`,
+		map[string]string{xcom.AnnotationChannel: "sidecar", xcom.AnnotationRequired: "true"})
+
+	// The main container ended and the sidecar waits to be read.
+	var last *corev1.Pod
+	err := wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		p, err := pods.Get(ctx, pod.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		last = p
+		if ended(p) {
+			return false, errors.New("the pod ended while its sidecar should wait")
+		}
+		return xcom.Waiting(p), nil
+	})
+	require.NoError(t, err, "the sidecar did not wait for its value; last seen: %+v", last)
+	require.Equal(t, node, last.Spec.NodeName)
+	require.NoError(t, cluster.KillNode(node))
+
+	// Collect as the executor does, until its answer is final.
+	start := time.Now()
+	var retried []error
+	var final error
+	err = wait.PollUntilContextTimeout(t.Context(), 200*time.Millisecond, bound+3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		p, err := pods.Get(ctx, pod.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		ref, err := e.collector.Collect(ctx, p, key)
+		switch {
+		case errors.Is(err, kubexec.ErrXComValue):
+			final = err
+			return true, nil
+		case err != nil:
+			retried = append(retried, err)
+			return false, nil
+		}
+		return false, fmt.Errorf("collect gave reference %q with the node gone", ref)
+	})
+	if len(retried) > 3 {
+		retried = retried[len(retried)-3:]
+	}
+	require.NoError(t, err, "Collect gave no final error within %s of a bound of %s; its last errors: %v", time.Since(start).Round(time.Second), bound, retried)
+	elapsed := time.Since(start)
+	t.Logf("final after %s: %v", elapsed.Round(time.Millisecond), final)
+	require.NotEmpty(t, retried, "a node that does not answer is retried before the value is given up")
+	for _, err := range retried {
+		require.ErrorContains(t, err, "has not answered exec")
+	}
+	require.GreaterOrEqual(t, elapsed, bound, "the value was given up before the bound")
+
+	var verr *xcom.ValueError
+	require.ErrorAs(t, final, &verr)
+	require.ErrorIs(t, final, xcom.ErrUnreadable)
+	require.Equal(t, key, verr.Key)
+	for _, want := range []string{"did not answer exec", "the value is lost", "node " + node, "kubelet", "GiveUpAfter"} {
+		require.ErrorContains(t, final, want)
+	}
+
+	// The answer is on the pod, and collecting again gives it again at
+	// once (the sidecar is not waited for again).
+	p, err := pods.Get(t.Context(), pod.Name, metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Contains(t, p.Annotations[xcom.AnnotationResult], `"unreadable"`)
+	again := time.Now()
+	_, err = e.collector.Collect(t.Context(), p, key)
+	require.ErrorIs(t, err, kubexec.ErrXComValue)
+	require.Equal(t, final.Error(), err.Error())
+	require.Less(t, time.Since(again), bound, "collecting again waited for the sidecar again")
 }

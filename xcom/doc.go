@@ -48,7 +48,11 @@
 // one (AnnotationRequired), or that can no longer be read is a
 // *ValueError wrapping ErrTooLarge, ErrNotJSON, ErrMissing or
 // ErrUnreadable: final, never dropped silently. Every other error of
-// Collect is worth a retry.
+// Collect is worth a retry, with one bound: a sidecar whose exec goes
+// unanswered (its node is gone, its kubelet down) is retried for
+// Config.GiveUpAfter (10m by default), after which its value is given up
+// as lost, with an ErrUnreadable that says why, so that a dead node does
+// not hold the attempt's result and its pod forever.
 //
 // # Backends
 //

@@ -49,7 +49,7 @@ func FuzzRecall(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, v string) {
 		pod := newPod(map[string]string{AnnotationResult: v})
-		ref, err, ok := recall(pod, unitKey)
+		ref, err, _, ok := recall(pod, unitKey)
 		if !ok && (ref != "" || err != nil) {
 			t.Fatalf("%q: not recalled, but ref %q err %v", v, ref, err)
 		}

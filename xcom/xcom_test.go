@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -146,16 +147,19 @@ func TestMiddlewareRejectsBadAnnotations(t *testing.T) {
 func TestRecordRecall(t *testing.T) {
 	t.Parallel()
 	pod := newPod(map[string]string{})
-	for _, verr := range []*ValueError{
+	for i, verr := range []*ValueError{
 		nil,
 		{Key: unitKey, Container: "base", Source: "file /x/y", Size: 10, Limit: 5, Err: ErrTooLarge},
 		{Key: unitKey, Container: "base", Source: "file /x/y", Size: -1, Limit: 5, Err: ParseErr(`{`)},
+		{Key: unitKey, Container: "base", Source: "file /x/y", Size: -1, Limit: 5, Err: fmt.Errorf("%w: the sidecar did not answer exec", ErrUnreadable)},
 	} {
-		rec, err := record("file:r.json", verr)
+		gaveUp := i == 3
+		rec, err := record("file:r.json", verr, gaveUp)
 		require.NoError(t, err)
 		pod.Annotations[AnnotationResult] = rec
-		ref, err, ok := recall(pod, unitKey)
+		ref, err, noAnswer, ok := recall(pod, unitKey)
 		require.True(t, ok)
+		require.Equal(t, gaveUp, noAnswer)
 		if verr == nil {
 			require.NoError(t, err)
 			require.Equal(t, "file:r.json", ref)
@@ -164,12 +168,12 @@ func TestRecordRecall(t *testing.T) {
 		require.Equal(t, verr.Error(), err.Error())
 		got := err.(*ValueError)
 		require.Equal(t, verr.Size, got.Size)
-		for _, s := range []error{ErrTooLarge, ErrNotJSON} {
+		for _, s := range []error{ErrTooLarge, ErrNotJSON, ErrUnreadable} {
 			require.Equal(t, errors.Is(verr, s), errors.Is(got, s))
 		}
 	}
 	pod.Annotations[AnnotationResult] = "garbage"
-	_, _, ok := recall(pod, unitKey)
+	_, _, _, ok := recall(pod, unitKey)
 	require.False(t, ok)
 }
 
