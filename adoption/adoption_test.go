@@ -124,22 +124,22 @@ func TestLeaseLiveness(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, alive)
 
-	// A Lease last renewed long ago is dead at once, for a new observer;
-	// one renewed recently is alive. "Ago" is by the new observer's clock,
-	// set from the renewal rather than read, so that the time the API
-	// calls take on a loaded machine does not count.
+	// A new observer never compares the renewTime with its own clock: a
+	// Lease it has not seen before counts as renewed when it first reads
+	// it, however old its renewTime looks, and is dead only once this
+	// observer has seen it unchanged for a duration.
 	lease, err := client.CoordinationV1().Leases(ns).Get(ctx, LeaseName("alive-1"), metav1.GetOptions{})
 	require.NoError(t, err)
-	renewed := lease.Spec.RenewTime.Time
+	at := lease.Spec.RenewTime.Add(2*duration + time.Second)
 	fresh := NewLeaseLiveness(client, ns)
-	fresh.now = func() time.Time { return renewed.Add(2*duration + time.Second) }
+	fresh.now = func() time.Time { return at }
 	alive, err = fresh.Alive(ctx, "alive-1")
 	require.NoError(t, err)
-	require.False(t, alive, "renewed more than two durations ago")
-	fresh.now = func() time.Time { return renewed.Add(time.Second) }
+	require.True(t, alive, "first sighting, renewTime two durations old by this clock")
+	at = at.Add(duration + time.Second)
 	alive, err = fresh.Alive(ctx, "alive-1")
 	require.NoError(t, err)
-	require.True(t, alive)
+	require.False(t, alive, "seen unchanged for longer than a duration")
 
 	// Run keeps it renewed.
 	runCtx, cancel := context.WithCancel(ctx)
@@ -155,8 +155,12 @@ func TestLeaseLiveness(t *testing.T) {
 	<-done
 }
 
+// testGroup is the adoption group of the instances of these tests.
+const testGroup = "test-group"
+
 // makePods creates n kubexec pods owned by owner in ns with the given phase
-// (set through the status subresource; no scheduler or node touches them).
+// (set through the status subresource; no scheduler or node touches them),
+// as an instance of testGroup with its Lease in ns makes them.
 func makePods(t testing.TB, client kubernetes.Interface, ns, owner, prefix string, n int, phase corev1.PodPhase) []*corev1.Pod {
 	t.Helper()
 	return devcluster.CreatePods(t, client, ns, n, func(i int) (*corev1.Pod, error) {
@@ -171,6 +175,9 @@ func makePods(t testing.TB, client kubernetes.Interface, ns, owner, prefix strin
 			},
 		}
 		if err := kubexec.ApplyMetadata(pod, owner, key); err != nil {
+			return nil, err
+		}
+		if err := kubexec.ApplyGroup(pod, testGroup, ns); err != nil {
 			return nil, err
 		}
 		pod.Finalizers = nil // test pods: nothing must hold them
@@ -230,7 +237,7 @@ func TestSweeperAdoptsOnlySettledPodsOfDeadOwners(t *testing.T) {
 	require.NoError(t, err)
 	liveness := NewLeaseLiveness(client, ns)
 	liveness.now = func() time.Time { return lease.Spec.RenewTime.Time }
-	s, err := NewSweeper(client, liveness, SweepConfig{ExecutorID: "sweeper", Namespaces: []string{ns}, PageSize: 2})
+	s, err := NewSweeper(client, liveness, SweepConfig{ExecutorID: "sweeper", Group: testGroup, Namespaces: []string{ns}, LeaseNamespace: ns, PageSize: 2})
 	require.NoError(t, err)
 	st, err := s.Sweep(ctx)
 	require.NoError(t, err)
@@ -257,7 +264,7 @@ func TestSweeperNeverAdoptsOnLivenessErrors(t *testing.T) {
 	client := cluster.Client()
 	pods := makePods(t, client, ns, "unknown-owner", "unknown", 1, corev1.PodSucceeded)
 	broken := LivenessFunc(func(context.Context, string) (bool, error) { return false, errors.New("liveness store down") })
-	s, err := NewSweeper(client, broken, SweepConfig{ExecutorID: "sweeper", Namespaces: []string{ns}})
+	s, err := NewSweeper(client, broken, SweepConfig{ExecutorID: "sweeper", Group: testGroup, Namespaces: []string{ns}, LeaseNamespace: ns})
 	require.NoError(t, err)
 	st, err := s.Sweep(t.Context())
 	require.ErrorContains(t, err, "liveness store down")
@@ -277,7 +284,7 @@ func BenchmarkSweep5000(b *testing.B) {
 		client, err := kubernetes.NewForConfig(rc)
 		require.NoError(b, err)
 		makePods(b, client, ns, "dead-owner", "bench", n, corev1.PodSucceeded)
-		s, err := NewSweeper(client, NewLeaseLiveness(client, ns), SweepConfig{ExecutorID: "sweeper", Namespaces: []string{ns}})
+		s, err := NewSweeper(client, NewLeaseLiveness(client, ns), SweepConfig{ExecutorID: "sweeper", Group: testGroup, Namespaces: []string{ns}, LeaseNamespace: ns})
 		require.NoError(b, err)
 		b.StartTimer()
 		start := time.Now()

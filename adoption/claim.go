@@ -34,6 +34,15 @@ func ClaimName(id, namespace string) string {
 	return "kubexec-adopt-" + kubexec.Slug(id, 38) + "-" + hex.EncodeToString(sum[:])[:10]
 }
 
+// groupLabels are the labels of a Lease of an instance of group.
+func groupLabels(group string) map[string]string {
+	l := map[string]string{kubexec.LabelManagedBy: kubexec.ManagedByValue}
+	if group != "" {
+		l[kubexec.LabelGroup] = group
+	}
+	return l
+}
+
 // isClaim reports whether l is a claim Lease.
 func isClaim(l *coordinationv1.Lease) bool {
 	_, ok := l.Annotations[AnnotationClaimedExecutor]
@@ -59,7 +68,7 @@ func (s *Sweeper) claim(ctx context.Context, owner, ns string, alive map[string]
 		_, err = leases.Create(ctx, &coordinationv1.Lease{
 			ObjectMeta: metav1.ObjectMeta{
 				Name:        name,
-				Labels:      map[string]string{kubexec.LabelManagedBy: kubexec.ManagedByValue},
+				Labels:      groupLabels(s.cfg.Group),
 				Annotations: map[string]string{AnnotationClaimedExecutor: owner, AnnotationClaimedNamespace: ns},
 			},
 			Spec: coordinationv1.LeaseSpec{HolderIdentity: &self, AcquireTime: &now, RenewTime: &now},

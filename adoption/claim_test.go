@@ -104,7 +104,7 @@ func TestSweeperSettlesEndedPodsOfDeadOwners(t *testing.T) {
 	var rec settleRecorder
 	sweeper := func(id string) *Sweeper {
 		s, err := NewSweeper(client, liveness, SweepConfig{
-			ExecutorID: id, Namespaces: []string{ns}, LeaseNamespace: ns, PageSize: 3, Settle: rec.settle(id),
+			ExecutorID: id, Group: testGroup, Namespaces: []string{ns}, LeaseNamespace: ns, PageSize: 3, Settle: rec.settle(id),
 		})
 		require.NoError(t, err)
 		return s
@@ -179,7 +179,7 @@ func TestClaimOneWinner(t *testing.T) {
 	sweepers := make([]*Sweeper, n)
 	for i := range n {
 		s, err := NewSweeper(client, liveness, SweepConfig{
-			ExecutorID: fmt.Sprintf("adopter-%d", i), Namespaces: []string{ns}, LeaseNamespace: ns,
+			ExecutorID: fmt.Sprintf("adopter-%d", i), Group: testGroup, Namespaces: []string{ns}, LeaseNamespace: ns,
 			Settle: func(*corev1.Pod) (bool, error) { return true, nil },
 		})
 		require.NoError(t, err)
@@ -226,7 +226,7 @@ func TestSettleErrorsAreReported(t *testing.T) {
 	pod := makePods(t, client, ns, "dead-owner", "refused", 1, corev1.PodSucceeded)[0]
 	rec := settleRecorder{err: errors.New("the executor is stopping")}
 	s, err := NewSweeper(client, newDeadSet("dead-owner"), SweepConfig{
-		ExecutorID: "sweeper", Namespaces: []string{ns}, LeaseNamespace: ns, Settle: rec.settle("sweeper"),
+		ExecutorID: "sweeper", Group: testGroup, Namespaces: []string{ns}, LeaseNamespace: ns, Settle: rec.settle("sweeper"),
 	})
 	require.NoError(t, err)
 	st, err := s.Sweep(t.Context())

@@ -5,10 +5,13 @@
 //
 // Each executor instance has an id (kubexec.LabelExecutor on its pods) and
 // holds its own coordination.k8s.io Lease ([LeaseHolder]), renewed every
-// RetryPeriod. [LeaseLiveness] decides from the Leases who is alive without
-// trusting other machines' clocks: an instance whose Lease is missing, or
-// whose renewTime this observer has seen unchanged for longer than the
-// Lease's duration, is dead. A host can bring its own [Liveness].
+// RetryPeriod through a rate limiter of its own, so that renewals never
+// wait behind the client's other requests. [LeaseLiveness] decides from
+// the Leases who is alive without trusting other machines' clocks: an
+// instance whose Lease is missing, or whose Lease this observer has seen
+// unchanged for longer than the Lease's duration by its own clock, is dead.
+// A Lease it reads for the first time counts as renewed at that moment,
+// however old its renewTime looks. A host can bring its own [Liveness].
 //
 // # Taking over pods
 //

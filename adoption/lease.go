@@ -8,13 +8,19 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"strings"
 	"sync"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/flowcontrol"
 
 	"github.com/kubexec/kubexec"
 )
@@ -32,13 +38,27 @@ type LeaseConfig struct {
 	// Namespace holds the Leases of all instances that may adopt from each
 	// other. Default "default".
 	Namespace string
+	// Group is the instance's adoption group, carried on its Lease as
+	// kubexec.LabelGroup so that sweeps of other deployments leave it
+	// alone. Default: none.
+	Group string
+	// PodNamespaces are the namespaces the instance creates pods in ([""]:
+	// all), carried on its Lease as kubexec.AnnotationNamespaces so that
+	// the instances of its group know where to look for its pods.
+	// Default: none.
+	PodNamespaces []string
 	// LeaseDuration is how long after its last renewal an instance counts
-	// as alive. Default 15s.
+	// as alive. The Lease stores it in whole seconds
+	// (spec.leaseDurationSeconds), so it must be a whole number of
+	// seconds, between 1s and 1h: anything else is refused, not rounded.
+	// Default 15s.
 	LeaseDuration time.Duration
 	// RenewDeadline is how long renewals may fail before the holder
-	// reports the Lease lost. Default 10s.
+	// reports the Lease lost; a renewal in flight may take until then.
+	// Between 100ms and 1h, and below LeaseDuration. Default 10s.
 	RenewDeadline time.Duration
-	// RetryPeriod is the time between renewals. Default 2s.
+	// RetryPeriod is the time between renewals. Between 100ms and 1h, and
+	// RenewDeadline must be more than 1.2 × RetryPeriod. Default 2s.
 	RetryPeriod time.Duration
 	// OnLost is called (once per loss) when renewals failed for longer
 	// than RenewDeadline: others may now consider this instance dead and
@@ -53,6 +73,16 @@ type LeaseConfig struct {
 	// Logger receives the holder's logs. Default: discarded.
 	Logger *slog.Logger
 }
+
+// Bounds of LeaseConfig's timings. The least RetryPeriod keeps a holder
+// from flooding the API server (each renewal is a read and a write); the
+// greatest values are far above any use, and keep LeaseDuration's seconds
+// well inside the Lease's int32.
+const (
+	minLeaseDuration = time.Second
+	maxLeaseTiming   = time.Hour // LeaseDuration, RenewDeadline, RetryPeriod
+	minLeaseTiming   = 100 * time.Millisecond
+)
 
 func (c LeaseConfig) withDefaults() LeaseConfig {
 	if c.Namespace == "" {
@@ -73,19 +103,44 @@ func (c LeaseConfig) withDefaults() LeaseConfig {
 	return c
 }
 
-// validate names the field in its error.
+// validate names every field that is wrong, its value and what to use
+// instead. It runs after withDefaults: a zero left means "use the
+// default", so it never reaches here.
 func (c LeaseConfig) validate() error {
+	var errs []error
 	if err := kubexec.ValidateExecutorID(c.ExecutorID); err != nil {
-		return fmt.Errorf("%w: LeaseConfig.ExecutorID: %w", ErrInvalidConfig, err)
+		errs = append(errs, fmt.Errorf("LeaseConfig.ExecutorID: %w", err))
 	}
-	if c.LeaseDuration <= c.RenewDeadline {
-		return fmt.Errorf("%w: LeaseConfig.LeaseDuration (%s) must be greater than RenewDeadline (%s)", ErrInvalidConfig, c.LeaseDuration, c.RenewDeadline)
+	if err := kubexec.ValidateGroup(c.Group); err != nil {
+		errs = append(errs, fmt.Errorf("LeaseConfig.Group: %w", err))
 	}
-	if float64(c.RenewDeadline) <= 1.2*float64(c.RetryPeriod) {
-		return fmt.Errorf("%w: LeaseConfig.RenewDeadline (%s) must be greater than 1.2 × RetryPeriod (%s)", ErrInvalidConfig, c.RenewDeadline, c.RetryPeriod)
+	inRange := true
+	durations := func(name string, v, lo, hi time.Duration) {
+		if v < lo || v > hi {
+			inRange = false
+			errs = append(errs, fmt.Errorf("LeaseConfig.%s is %s: it must be between %s and %s (0 for the default)", name, v, lo, hi))
+		}
 	}
-	if c.RetryPeriod <= 0 {
-		return fmt.Errorf("%w: LeaseConfig.RetryPeriod (%s) must be positive", ErrInvalidConfig, c.RetryPeriod)
+	durations("LeaseDuration", c.LeaseDuration, minLeaseDuration, maxLeaseTiming)
+	durations("RenewDeadline", c.RenewDeadline, minLeaseTiming, maxLeaseTiming)
+	durations("RetryPeriod", c.RetryPeriod, minLeaseTiming, maxLeaseTiming)
+	if inRange && c.LeaseDuration%time.Second != 0 {
+		inRange = false
+		errs = append(errs, fmt.Errorf("LeaseConfig.LeaseDuration is %s: it must be a whole number of seconds, as the Lease stores it (use %s or %s)",
+			c.LeaseDuration, c.LeaseDuration.Truncate(time.Second), c.LeaseDuration.Truncate(time.Second)+time.Second))
+	}
+	// The relations only when every timing is in range: one wrong value
+	// is then named once.
+	if inRange {
+		if c.LeaseDuration <= c.RenewDeadline {
+			errs = append(errs, fmt.Errorf("LeaseConfig.LeaseDuration (%s) must be greater than RenewDeadline (%s)", c.LeaseDuration, c.RenewDeadline))
+		}
+		if float64(c.RenewDeadline) <= 1.2*float64(c.RetryPeriod) {
+			errs = append(errs, fmt.Errorf("LeaseConfig.RenewDeadline (%s) must be greater than 1.2 × RetryPeriod (%s)", c.RenewDeadline, c.RetryPeriod))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
 	}
 	return nil
 }
@@ -102,8 +157,17 @@ func LeaseName(id string) string {
 // LeaseHolder keeps an executor instance's Lease renewed: it is how other
 // instances know it is alive. It is not leader election: every instance
 // holds its own Lease.
+//
+// Its requests never wait behind the client's other traffic: when the
+// client's CoordinationV1().RESTClient() is a *rest.RESTClient (a
+// clientset made by kubernetes.NewForConfig or NewForConfigAndClient, the
+// host's included) they go through that REST client with the holder's own
+// rate limiter instead of the client's shared one, which a busy executor
+// (or a host's client at client-go's default 5 requests/s) may keep
+// saturated for longer than the Lease lasts. Other clients (fakes,
+// wrappers) are used as they are.
 type LeaseHolder struct {
-	client kubernetes.Interface
+	leases coordinationv1client.LeaseInterface
 	cfg    LeaseConfig
 	name   string
 
@@ -120,7 +184,52 @@ func NewLeaseHolder(client kubernetes.Interface, cfg LeaseConfig) (*LeaseHolder,
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &LeaseHolder{client: client, cfg: cfg, name: LeaseName(cfg.ExecutorID)}, nil
+	return &LeaseHolder{
+		leases: leaseClient(client, cfg.RetryPeriod).Leases(cfg.Namespace),
+		cfg:    cfg,
+		name:   LeaseName(cfg.ExecutorID),
+	}, nil
+}
+
+// leaseClient returns client's coordination/v1 client with its requests
+// throttled by a limiter of their own (see LeaseHolder), or the client's
+// own when that cannot be done.
+func leaseClient(client kubernetes.Interface, retryPeriod time.Duration) coordinationv1client.LeasesGetter {
+	typed := client.CoordinationV1()
+	rc, ok := typed.RESTClient().(*rest.RESTClient)
+	if !ok || rc == nil {
+		return typed
+	}
+	// A renewal is two requests (read, then update or create), one every
+	// RetryPeriod; Acquire and Release add a few. The limiter allows twice
+	// that, so it never delays a renewal of a holder that works as
+	// documented, and still bounds one that does not.
+	qps := float32(4 / retryPeriod.Seconds())
+	return coordinationv1client.New(throttledClient{RESTClient: rc, limiter: flowcontrol.NewTokenBucketRateLimiter(qps, 6)})
+}
+
+// throttledClient is a REST client whose requests use limiter instead of
+// the client's shared one (rest.Request.Throttle replaces it).
+type throttledClient struct {
+	*rest.RESTClient
+	limiter flowcontrol.RateLimiter
+}
+
+var _ rest.Interface = throttledClient{}
+
+func (c throttledClient) GetRateLimiter() flowcontrol.RateLimiter { return c.limiter }
+
+func (c throttledClient) Verb(verb string) *rest.Request {
+	return c.RESTClient.Verb(verb).Throttle(c.limiter)
+}
+
+func (c throttledClient) Post() *rest.Request   { return c.Verb("POST") }
+func (c throttledClient) Put() *rest.Request    { return c.Verb("PUT") }
+func (c throttledClient) Get() *rest.Request    { return c.Verb("GET") }
+func (c throttledClient) Delete() *rest.Request { return c.Verb("DELETE") }
+
+func (c throttledClient) Patch(pt types.PatchType) *rest.Request {
+	return c.RESTClient.Patch(pt).Throttle(c.limiter)
 }
 
 // Duration is how long after its last renewal the holder counts as alive
@@ -150,7 +259,14 @@ func (h *LeaseHolder) Run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		rctx, cancel := context.WithTimeout(ctx, h.cfg.RetryPeriod)
+		// A renewal may take until RenewDeadline has passed since the
+		// last one (as client-go's leader election allows), at least
+		// RetryPeriod: a slow answer is better than a cancelled request
+		// and a new one behind it.
+		h.mu.Lock()
+		timeout := max(h.cfg.RetryPeriod, time.Until(h.lastRenew.Add(h.cfg.RenewDeadline)))
+		h.mu.Unlock()
+		rctx, cancel := context.WithTimeout(ctx, timeout)
 		err := h.renew(rctx)
 		cancel()
 		if h.cfg.OnRenew != nil && ctx.Err() == nil {
@@ -186,21 +302,22 @@ func (h *LeaseHolder) Run(ctx context.Context) {
 // Release shortens the Lease so others see the instance gone at once (a
 // clean shutdown that hands its pods over). Errors are returned, not fatal.
 func (h *LeaseHolder) Release(ctx context.Context) error {
-	return h.client.CoordinationV1().Leases(h.cfg.Namespace).Delete(ctx, h.name, metav1.DeleteOptions{})
+	return h.leases.Delete(ctx, h.name, metav1.DeleteOptions{})
 }
 
 func (h *LeaseHolder) renew(ctx context.Context) error {
-	leases := h.client.CoordinationV1().Leases(h.cfg.Namespace)
+	leases := h.leases
 	now := metav1.NewMicroTime(time.Now())
-	seconds := int32(h.cfg.LeaseDuration / time.Second)
+	seconds := int32(h.cfg.LeaseDuration / time.Second) // whole seconds: validate
 	id := h.cfg.ExecutorID
 	lease, err := leases.Get(ctx, h.name, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
 		_, err = leases.Create(ctx, &coordinationv1.Lease{
 			ObjectMeta: metav1.ObjectMeta{
-				Name:   h.name,
-				Labels: map[string]string{kubexec.LabelManagedBy: kubexec.ManagedByValue},
+				Name:        h.name,
+				Labels:      groupLabels(h.cfg.Group),
+				Annotations: map[string]string{kubexec.AnnotationNamespaces: strings.Join(h.cfg.PodNamespaces, ",")},
 			},
 			Spec: coordinationv1.LeaseSpec{
 				HolderIdentity:       &id,
@@ -210,6 +327,18 @@ func (h *LeaseHolder) renew(ctx context.Context) error {
 			},
 		}, metav1.CreateOptions{})
 	case err == nil:
+		lease.Labels = maps.Clone(lease.Labels)
+		if lease.Labels == nil {
+			lease.Labels = map[string]string{}
+		}
+		maps.Copy(lease.Labels, groupLabels(h.cfg.Group))
+		if h.cfg.Group == "" {
+			delete(lease.Labels, kubexec.LabelGroup)
+		}
+		if lease.Annotations == nil {
+			lease.Annotations = map[string]string{}
+		}
+		lease.Annotations[kubexec.AnnotationNamespaces] = strings.Join(h.cfg.PodNamespaces, ",")
 		lease.Spec.HolderIdentity = &id
 		lease.Spec.LeaseDurationSeconds = &seconds
 		lease.Spec.RenewTime = &now
@@ -247,14 +376,21 @@ var (
 )
 
 // LeaseLiveness decides liveness from the instances' Leases without relying
-// on their clocks: an instance is dead when its Lease is missing, or when
-// this observer has seen its renewTime unchanged for longer than the
-// Lease's duration (as client-go's leader election does). A Lease seen for
-// the first time counts as alive until it has gone unrenewed for a full
-// duration of this observer's time, unless its renewTime is more than two
-// durations old by this observer's clock (a holder whose clock is behind by
-// up to one duration is still judged correctly): then it is dead at once,
-// so that an instance that crashed long ago is adopted without a wait.
+// on their clocks, as client-go's leader election does: an instance is dead
+// when its Lease is missing, is held by another id, or has not changed for
+// longer than the Lease's duration by this observer's own clock. Every read
+// that finds the Lease changed since this observer's previous read (a new
+// resourceVersion or renewTime) counts as a renewal observed now; the
+// renewTime's value is never compared with this observer's clock, so a
+// holder whose clock is minutes off is judged like any other.
+//
+// A Lease seen for the first time counts as renewed at that moment: it is
+// alive until this observer has seen it unchanged for one full duration.
+// So an observer that starts (or first asks about an instance) after that
+// instance died waits one Lease duration before it calls it dead, however
+// old the Lease's renewTime. A Lease whose duration is missing or not
+// positive (written by another tool, or by kubexec versions that truncated
+// durations under a second to 0) counts as 15s.
 //
 // Every instance that may adopt from another must keep its Lease in the
 // same namespace: a Lease that is not found counts as dead.
@@ -268,8 +404,8 @@ type LeaseLiveness struct {
 }
 
 type observation struct {
-	renewTime  time.Time // the Lease's renewTime as last read
-	observedAt time.Time // when this observer first read that renewTime
+	version    string    // the Lease's resourceVersion and renewTime as last read
+	observedAt time.Time // when this observer first read that version
 }
 
 // NewLeaseLiveness returns a Liveness that reads Leases in namespace.
@@ -280,38 +416,53 @@ func NewLeaseLiveness(client kubernetes.Interface, namespace string) *LeaseLiven
 	return &LeaseLiveness{client: client, namespace: namespace, observed: map[string]observation{}, now: time.Now}
 }
 
+// defaultObservedDuration is the duration of a Lease that states none.
+const defaultObservedDuration = 15 * time.Second
+
 // Alive implements Liveness.
 func (l *LeaseLiveness) Alive(ctx context.Context, id string) (bool, error) {
 	lease, err := l.client.CoordinationV1().Leases(l.namespace).Get(ctx, LeaseName(id), metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
+		l.forget(id)
 		return false, nil
 	}
 	if err != nil {
 		return false, err
 	}
 	if lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != id {
+		l.forget(id)
 		return false, nil
 	}
-	var renew time.Time
+	version := lease.ResourceVersion + "/"
 	if lease.Spec.RenewTime != nil {
-		renew = lease.Spec.RenewTime.Time
+		version += lease.Spec.RenewTime.UTC().Format(time.RFC3339Nano)
 	}
-	duration := 15 * time.Second
-	if lease.Spec.LeaseDurationSeconds != nil {
-		duration = time.Duration(*lease.Spec.LeaseDurationSeconds) * time.Second
+	duration := defaultObservedDuration
+	if s := lease.Spec.LeaseDurationSeconds; s != nil && *s > 0 {
+		duration = time.Duration(*s) * time.Second
 	}
-	now := l.now()
-	if !renew.IsZero() && now.Sub(renew) > 2*duration {
-		// Long expired even if the holder's clock were a whole duration
-		// behind this one: dead without waiting to observe it.
-		return false, nil
-	}
+	return l.observe(id, version, duration), nil
+}
+
+// observe records that the Lease of id was read at version, and reports
+// whether it is alive: changed since the previous read, or unchanged for at
+// most duration since this observer first read that version.
+func (l *LeaseLiveness) observe(id, version string, duration time.Duration) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	now := l.now()
 	obs, ok := l.observed[id]
-	if !ok || !obs.renewTime.Equal(renew) {
-		l.observed[id] = observation{renewTime: renew, observedAt: now}
-		return true, nil
+	if !ok || obs.version != version {
+		l.observed[id] = observation{version: version, observedAt: now}
+		return true
 	}
-	return now.Sub(obs.observedAt) <= duration, nil
+	return now.Sub(obs.observedAt) <= duration
+}
+
+// forget drops what this observer saw of id's Lease, which is gone: a new
+// one is a first sighting.
+func (l *LeaseLiveness) forget(id string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.observed, id)
 }

@@ -15,7 +15,8 @@ import (
 // TestSweepDeletesExpiredLeases: a sweep with ExpiredLeaseAge deletes the
 // kubexec Leases not renewed for that long, claims of dead holders and its
 // own unused claims included, and keeps fresh ones, its own (however old),
-// claims of live holders (however old) and Leases that are not kubexec's.
+// those of live holders (however old: a clock may be behind) and Leases
+// that are not kubexec's.
 func TestSweepDeletesExpiredLeases(t *testing.T) {
 	ctx := t.Context()
 	ns := cluster.NewNamespace(t, "lease-sweep", nil)
@@ -55,12 +56,15 @@ func TestSweepDeletesExpiredLeases(t *testing.T) {
 	gone := put("gone-for-good", time.Hour, true)
 	recent := put("recently-dead", time.Minute, true)
 	own := put("sweeper", time.Hour, true)
+	// Renewed an hour ago by the sweeper's clock, but its holder lives:
+	// its clock is behind.
+	behind := put("clock-behind", time.Hour, true)
 	foreign := put("not-kubexec", time.Hour, false)
 	liveClaim := claim("dead-1", "live-holder")
 	deadClaim := claim("dead-2", "dead-holder")
 	ownUnused := claim("dead-3", "sweeper")
 
-	s, err := NewSweeper(client, newDeadSet("dead-holder"), SweepConfig{
+	s, err := NewSweeper(client, newDeadSet("dead-holder", "gone-for-good"), SweepConfig{
 		ExecutorID: "sweeper", Namespaces: []string{ns}, LeaseNamespace: ns, ExpiredLeaseAge: 150 * time.Second,
 	})
 	require.NoError(t, err)
@@ -71,7 +75,7 @@ func TestSweepDeletesExpiredLeases(t *testing.T) {
 		_, err = leases.Get(ctx, name, metav1.GetOptions{})
 		require.True(t, apierrors.IsNotFound(err), "Lease %s, expired for an hour, must be deleted (got %v)", name, err)
 	}
-	for _, name := range []string{recent, own, foreign, liveClaim} {
+	for _, name := range []string{recent, own, foreign, liveClaim, behind} {
 		_, err := leases.Get(ctx, name, metav1.GetOptions{})
 		require.NoError(t, err, "Lease %s must stay", name)
 	}

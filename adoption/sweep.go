@@ -75,6 +75,12 @@ func relabelPatch(uid types.UID, old string, hadLabel bool, newOwner string) ([]
 type SweepConfig struct {
 	// ExecutorID is the instance that adopts. Required.
 	ExecutorID string
+	// Group is the adoption group of the instance (kubexec.LabelGroup):
+	// the sweep takes over only pods of the same group whose
+	// kubexec.AnnotationLeaseNamespace is LeaseNamespace, so that two
+	// deployments sharing a namespace never touch each other's pods. With
+	// no group the sweep adopts no pod (it still deletes expired Leases).
+	Group string
 	// Namespaces to sweep; a single "" sweeps all namespaces. Required.
 	Namespaces []string
 	// PageSize is the list page size. Default 500.
@@ -83,8 +89,9 @@ type SweepConfig struct {
 	// patch, paced by the client's own rate limiter). Default 16, at most
 	// 1,000.
 	Concurrency int
-	// LeaseNamespace and ExpiredLeaseAge: when ExpiredLeaseAge is set, each
-	// sweep also deletes the kubexec Leases in LeaseNamespace that nobody
+	// LeaseNamespace holds the Leases of the group's instances, and of the
+	// claims. When ExpiredLeaseAge is set, each
+	// sweep also deletes the kubexec Leases of the same group in LeaseNamespace that nobody
 	// has renewed for that long (by this instance's clock), other than
 	// ExecutorID's own, so that instances that never come back (a new
 	// random id on every start) leave no Lease behind. A missing Lease
@@ -174,40 +181,33 @@ func NewSweeper(client kubernetes.Interface, liveness Liveness, cfg SweepConfig)
 	if cfg.ExpiredLeaseAge < 0 {
 		return nil, fmt.Errorf("%w: SweepConfig.ExpiredLeaseAge is negative (%s): use 0 to keep Leases", ErrInvalidConfig, cfg.ExpiredLeaseAge)
 	}
-	if (cfg.ExpiredLeaseAge > 0 || cfg.Settle != nil) && cfg.LeaseNamespace == "" {
+	if err := kubexec.ValidateGroup(cfg.Group); err != nil {
+		return nil, fmt.Errorf("%w: SweepConfig.Group: %w", ErrInvalidConfig, err)
+	}
+	if cfg.LeaseNamespace == "" {
 		cfg.LeaseNamespace = "default"
 	}
 	return &Sweeper{client: client, liveness: liveness, cfg: cfg}, nil
 }
 
-// othersSelector selects active kubexec pods not owned by self.
-func othersSelector(self string) (labels.Selector, error) {
-	managed, err := labels.NewRequirement(kubexec.LabelManagedBy, selection.Equals, []string{kubexec.ManagedByValue})
-	if err != nil {
-		return nil, err
-	}
-	notDone, err := labels.NewRequirement(kubexec.LabelDone, selection.NotEquals, []string{kubexec.DoneValue})
-	if err != nil {
-		return nil, err
-	}
-	notMine, err := labels.NewRequirement(kubexec.LabelExecutor, selection.NotEquals, []string{self})
-	if err != nil {
-		return nil, err
-	}
-	return labels.NewSelector().Add(*managed, *notDone, *notMine), nil
-}
-
 // Sweep runs once over every namespace.
 func (s *Sweeper) Sweep(ctx context.Context) (SweepStats, error) {
 	var st SweepStats
-	sel, err := othersSelector(s.cfg.ExecutorID)
-	if err != nil {
-		return st, err
-	}
 	alive := map[string]bool{}
 	var errs []error
 	var take []*corev1.Pod // the page's pods to adopt
-	for _, ns := range s.cfg.Namespaces {
+	namespaces := s.cfg.Namespaces
+	var sel labels.Selector
+	if s.cfg.Group == "" {
+		namespaces = nil // no group: no other instance's pod is this one's to take
+	} else {
+		var err error
+		if sel, err = kubexec.GroupSelector(s.cfg.Group, s.cfg.ExecutorID); err != nil {
+			return st, err
+		}
+	}
+	otherLeases := map[string]bool{} // owners whose pods name another Lease namespace, reported once
+	for _, ns := range namespaces {
 		claimed := map[string]bool{} // dead owners whose pods in ns are ours to settle
 		opts := metav1.ListOptions{LabelSelector: sel.String(), Limit: s.cfg.PageSize}
 		for {
@@ -224,6 +224,16 @@ func (s *Sweeper) Sweep(ctx context.Context) (SweepStats, error) {
 					continue
 				}
 				owner := pod.Labels[kubexec.LabelExecutor]
+				if !kubexec.SameDeployment(pod, s.cfg.Group, s.cfg.LeaseNamespace) {
+					// The group's name, but a Lease elsewhere: its owner's
+					// liveness cannot be read here, so it is never taken.
+					if !otherLeases[owner] {
+						otherLeases[owner] = true
+						errs = append(errs, fmt.Errorf("adoption: pods of executor %q in group %q keep their Lease in namespace %q, this instance in %q: instances of one group must share a LeaseNamespace; those pods are left alone",
+							owner, s.cfg.Group, pod.Annotations[kubexec.AnnotationLeaseNamespace], s.cfg.LeaseNamespace))
+					}
+					continue
+				}
 				isAlive, err := s.isAlive(ctx, owner, alive, &st)
 				if err != nil {
 					errs = append(errs, fmt.Errorf("adoption: liveness of %q: %w", owner, err))
@@ -328,7 +338,7 @@ func (s *Sweeper) relabelAll(ctx context.Context, pods []*corev1.Pod) (int, []er
 // renewed meanwhile stays.
 func (s *Sweeper) sweepLeases(ctx context.Context, alive map[string]bool, st *SweepStats) error {
 	leases := s.client.CoordinationV1().Leases(s.cfg.LeaseNamespace)
-	list, err := leases.List(ctx, metav1.ListOptions{LabelSelector: kubexec.ManagedSelector().String()})
+	list, err := leases.List(ctx, metav1.ListOptions{LabelSelector: leaseSelector(s.cfg.Group).String()})
 	st.APICalls++
 	if err != nil {
 		return fmt.Errorf("adoption: list Leases in %q: %w", s.cfg.LeaseNamespace, err)
@@ -341,11 +351,13 @@ func (s *Sweeper) sweepLeases(ctx context.Context, alive map[string]bool, st *Sw
 		if l.Name == own || !leaseExpiredFor(l, now, s.cfg.ExpiredLeaseAge) {
 			continue
 		}
-		if isClaim(l) && l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity != s.cfg.ExecutorID {
-			// A claim is renewed by its holder's sweeps that still find
-			// pods to settle: one whose holder lives may be in use however
-			// long ago that was. This sweeper's own claims it renewed
-			// above if they are in use.
+		if l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity != s.cfg.ExecutorID {
+			// An instance's Lease whose renewTime looks old may be renewed
+			// by a holder whose clock is behind; a claim is renewed only by
+			// its holder's sweeps that still find pods to settle. Either
+			// is kept while its holder is alive (judged by what this
+			// instance saw change, not by the clocks). This sweeper's own
+			// claims it renewed above if they are in use.
 			if isAlive, err := s.isAlive(ctx, *l.Spec.HolderIdentity, alive, st); err != nil || isAlive {
 				continue
 			}
@@ -363,6 +375,20 @@ func (s *Sweeper) sweepLeases(ctx context.Context, alive map[string]bool, st *Sw
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// leaseSelector selects the kubexec Leases of the adoption group group
+// (those with no group when it is empty): a sweep deletes no other
+// deployment's Leases.
+func leaseSelector(group string) labels.Selector {
+	sel := kubexec.ManagedSelector()
+	var r *labels.Requirement
+	if group == "" {
+		r, _ = labels.NewRequirement(kubexec.LabelGroup, selection.DoesNotExist, nil)
+	} else {
+		r, _ = labels.NewRequirement(kubexec.LabelGroup, selection.Equals, []string{group}) // validated by NewSweeper
+	}
+	return sel.Add(*r)
 }
 
 // leaseExpiredFor reports whether l was last renewed (or, never renewed,

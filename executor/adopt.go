@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/kubexec/kubexec"
 	"github.com/kubexec/kubexec/adoption"
@@ -18,25 +21,37 @@ import (
 // to an executor instance that is still alive: they are not taken.
 var ErrOwnerAlive = errors.New("executor: the pod's executor is alive")
 
+// ErrOtherDeployment is wrapped by Adopt's error for attempts whose pod
+// belongs to an executor instance of another deployment: another
+// Config.AdoptionGroup (or none), or another LeaseNamespace. Such pods are
+// never taken, whatever their owner's Lease says, and the attempt is not
+// reported as having no pod.
+var ErrOtherDeployment = errors.New("executor: the pod belongs to another deployment")
+
 // Adopt implements Executor. For each key it looks for the attempt's pod
-// (its name is derived from the key) in the watched namespaces. A pod of
-// another instance is taken only if that instance is dead (its Lease
-// expired, or Config.Liveness says so). A pod that has not ended is
-// relabelled to this executor with a metadata-only patch guarded by the
-// pod's resourceVersion, so two adopters cannot both win, and the watch
-// then tracks it like any other. An ended pod is not relabelled: its
-// result is saved from the pod read and the pod released, as the sweep
+// (its name is derived from the key) in the watched namespaces, then in
+// those where the other instances of its adoption group create pods (their
+// Leases list them). A pod of another instance is taken only if it belongs
+// to the same deployment (the same Config.AdoptionGroup and LeaseNamespace;
+// otherwise the error wraps ErrOtherDeployment) and that instance is dead
+// (by Config.Liveness; by default its Lease). A pod in a namespace this
+// executor does not watch is named in an error, never taken. A pod that
+// has not ended is relabelled to this executor with a metadata-only patch
+// guarded by the pod's UID and owner, so two adopters cannot both win, and
+// the watch then tracks it like any other. An ended pod is not relabelled:
+// its result is saved from the pod read and the pod released, as the sweep
 // does (an adoption sweep elsewhere may save the same result too; saving
 // is idempotent). A pod labelled done is accounted for already. Attempts
 // with no pod are returned for the host to reset, except those whose
 // result is saved already when the StateStore is a ResultLoader (without
 // one, the host checks its own records before resetting: the adoption
-// sweep may have saved a result meanwhile). Attempts
-// whose owner is alive are left alone and named in an error wrapping
-// ErrOwnerAlive. A Lease renewed recently by its holder's clock, but no
-// longer renewed, counts as alive until this executor has seen it unrenewed
-// for the Lease's duration (adoption.LeaseLiveness): a host that gets
-// ErrOwnerAlive right after a crash calls Adopt again after that time.
+// sweep may have saved a result meanwhile). Attempts whose owner is alive
+// are left alone and named in an error wrapping ErrOwnerAlive. Liveness
+// by Leases does not trust the holders' clocks: a Lease this executor has
+// not seen change counts as alive until it has seen it unchanged for the
+// Lease's duration (adoption.LeaseLiveness), so a host that gets
+// ErrOwnerAlive right after a crash (or right after this executor started)
+// calls Adopt again after that time.
 func (e *Kubernetes) Adopt(ctx context.Context, keys []kubexec.TaskKey) ([]kubexec.TaskKey, error) {
 	if err := e.checkRunning(); err != nil {
 		return nil, err
@@ -44,8 +59,9 @@ func (e *Kubernetes) Adopt(ctx context.Context, keys []kubexec.TaskKey) ([]kubex
 	var noPod []kubexec.TaskKey
 	var errs []error
 	alive := map[string]bool{}
+	var elsewhere *[]string // the group's other namespaces, read once
 	for _, key := range keys {
-		hasPod, err := e.adoptOne(ctx, key, alive)
+		hasPod, err := e.adoptOne(ctx, key, alive, &elsewhere)
 		var abort abortError
 		switch {
 		case errors.As(err, &abort):
@@ -75,9 +91,9 @@ const maxAdoptTries = 5
 // the attempt has a pod. A relabel that loses a race is not a failure by
 // itself: the pod is read again and its owner checked again, and the error
 // is ErrOwnerAlive only when a live instance really holds it.
-func (e *Kubernetes) adoptOne(ctx context.Context, key kubexec.TaskKey, alive map[string]bool) (bool, error) {
+func (e *Kubernetes) adoptOne(ctx context.Context, key kubexec.TaskKey, alive map[string]bool, elsewhere **[]string) (bool, error) {
 	for try := 1; ; try++ {
-		pod, err := e.findPod(ctx, key)
+		pod, err := e.findPod(ctx, key, elsewhere)
 		if err != nil {
 			return false, abortError{err}
 		}
@@ -87,6 +103,13 @@ func (e *Kubernetes) adoptOne(ctx context.Context, key kubexec.TaskKey, alive ma
 		owner := pod.Labels[kubexec.LabelExecutor]
 		if owner == e.cfg.ExecutorID || pod.Labels[kubexec.LabelDone] == kubexec.DoneValue {
 			return true, nil // ours, or saved and released (by a sweep) already
+		}
+		if !e.watches(pod.Namespace) {
+			return true, fmt.Errorf("executor: adopt %s: its pod %s/%s of executor %q is in a namespace this executor does not watch: add %q to Config.Namespaces to adopt it", key, pod.Namespace, pod.Name, owner, pod.Namespace)
+		}
+		if !kubexec.SameDeployment(pod, e.cfg.AdoptionGroup, e.cfg.LeaseNamespace) {
+			return true, fmt.Errorf("%w: %s has pod %s/%s of executor %q (adoption group %q, Lease namespace %q), and this executor's group is %q with Lease namespace %q: only instances of one Config.AdoptionGroup with one LeaseNamespace adopt each other's pods",
+				ErrOtherDeployment, key, pod.Namespace, pod.Name, owner, pod.Labels[kubexec.LabelGroup], pod.Annotations[kubexec.AnnotationLeaseNamespace], e.cfg.AdoptionGroup, e.cfg.LeaseNamespace)
 		}
 		isAlive, known := alive[owner]
 		if !known {
@@ -143,13 +166,72 @@ func (e *Kubernetes) endedWithoutPod(ctx context.Context, key kubexec.TaskKey) (
 	return saved, nil
 }
 
-// findPod returns the attempt's pod, or nil when there is none.
-func (e *Kubernetes) findPod(ctx context.Context, key kubexec.TaskKey) (*corev1.Pod, error) {
+// watches reports whether ns is one of the executor's namespaces.
+func (e *Kubernetes) watches(ns string) bool {
+	return e.cfg.allNamespaces() || slices.Contains(e.cfg.Namespaces, ns)
+}
+
+// findPod returns the attempt's pod, or nil when there is none. It looks
+// in the executor's namespaces, then in those where the other instances
+// of its adoption group create pods (their Leases say which: see
+// groupNamespaces), read once per Adopt into elsewhere.
+func (e *Kubernetes) findPod(ctx context.Context, key kubexec.TaskKey, elsewhere **[]string) (*corev1.Pod, error) {
+	pod, err := e.findPodIn(ctx, key, e.cfg.Namespaces)
+	if pod != nil || err != nil || e.cfg.allNamespaces() || e.cfg.AdoptionGroup == "" {
+		return pod, err
+	}
+	if *elsewhere == nil {
+		others, err := e.groupNamespaces(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("executor: adopt %s: %w", key, err)
+		}
+		*elsewhere = &others
+	}
+	if len(**elsewhere) == 0 {
+		return nil, nil
+	}
+	return e.findPodIn(ctx, key, **elsewhere)
+}
+
+// groupNamespaces returns the namespaces, other than the executor's own,
+// where the instances of its adoption group create pods, from the
+// kubexec.AnnotationNamespaces of their Leases in LeaseNamespace ("" when
+// one of them creates pods in every namespace).
+func (e *Kubernetes) groupNamespaces(ctx context.Context) ([]string, error) {
+	sel, err := labels.Parse(kubexec.LabelGroup + "=" + e.cfg.AdoptionGroup)
+	if err != nil {
+		return nil, err
+	}
+	list, err := e.client.CoordinationV1().Leases(e.cfg.LeaseNamespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
+	if err != nil {
+		return nil, fmt.Errorf("list the Leases of adoption group %q in %q: %w", e.cfg.AdoptionGroup, e.cfg.LeaseNamespace, err)
+	}
+	var out []string
+	for _, l := range list.Items {
+		v, ok := l.Annotations[kubexec.AnnotationNamespaces]
+		if !ok {
+			continue
+		}
+		for ns := range strings.SplitSeq(v, ",") {
+			if ns == "" {
+				return []string{""}, nil
+			}
+			if !e.watches(ns) && !slices.Contains(out, ns) {
+				out = append(out, ns)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// findPodIn returns the attempt's pod in namespaces ([""]: all), or nil.
+func (e *Kubernetes) findPodIn(ctx context.Context, key kubexec.TaskKey, namespaces []string) (*corev1.Pod, error) {
 	name, err := kubexec.PodName(key)
 	if err != nil {
 		return nil, err
 	}
-	if e.cfg.allNamespaces() {
+	if len(namespaces) == 1 && namespaces[0] == "" {
 		list, err := e.client.CoreV1().Pods("").List(ctx, metav1.ListOptions{
 			FieldSelector: fields.OneTermEqualSelector("metadata.name", name).String(),
 			LabelSelector: kubexec.ManagedSelector().String(),
@@ -164,7 +246,7 @@ func (e *Kubernetes) findPod(ctx context.Context, key kubexec.TaskKey) (*corev1.
 		}
 		return nil, nil
 	}
-	for _, ns := range e.cfg.Namespaces {
+	for _, ns := range namespaces {
 		pod, err := e.client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			continue

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/clientcmd"
@@ -220,31 +219,7 @@ func TestHighAvailability(t *testing.T) {
 	b := startExecutor(t, cluster.RESTConfig(), store, cfgB)
 
 	// Record every change of a pod's owner.
-	type change struct {
-		pod, from, to string
-		at            time.Time
-	}
-	var mu sync.Mutex
-	var changes []change
-	owners := map[string]string{}
-	w, err := cluster.Client().CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{})
-	require.NoError(t, err)
-	defer w.Stop()
-	go func() {
-		for ev := range w.ResultChan() {
-			p, ok := ev.Object.(*corev1.Pod)
-			if !ok {
-				continue
-			}
-			owner := p.Labels[kubexec.LabelExecutor]
-			mu.Lock()
-			if prev, ok := owners[p.Name]; ok && prev != owner {
-				changes = append(changes, change{p.Name, prev, owner, time.Now()})
-			}
-			owners[p.Name] = owner
-			mu.Unlock()
-		}
-	}()
+	owners := watchOwners(t, ns)
 
 	var aKeys, bKeys []kubexec.TaskKey
 	for i := range 6 {
@@ -292,8 +267,7 @@ func TestHighAvailability(t *testing.T) {
 		require.Equal(t, kubexec.ReasonSucceeded, r.Reason, "%s: %+v", k, r)
 	}
 	requireNoTrackedPods(t, ns)
-	mu.Lock()
-	defer mu.Unlock()
+	changes := owners.list()
 	for _, c := range changes {
 		require.True(t, c.at.After(killedAt), "pod %s changed owner %s -> %s while both executors were alive", c.pod, c.from, c.to)
 		require.Equal(t, cfgA.ExecutorID, c.from)

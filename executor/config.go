@@ -120,14 +120,30 @@ type Config struct {
 	// (image pull grace, pending timeout). Default: watch's defaults.
 	Classify watch.ClassifyOptions
 
+	// AdoptionGroup names the deployment this instance belongs to: the
+	// instances that share one StateStore (one database) and may adopt
+	// each other's pods, as the replicas of one scheduler do. Its pods
+	// carry it (kubexec.LabelGroup), with the LeaseNamespace
+	// (kubexec.AnnotationLeaseNamespace). Adoption, by Adopt and by the
+	// sweeps, takes only pods of the same group whose Lease lives in the
+	// same LeaseNamespace: two deployments sharing a namespace (dev and
+	// staging, two teams) never save, relabel, release or delete each
+	// other's pods, whatever their Leases say. A valid label value.
+	// Default: none; an instance with no group adopts only what carries
+	// its own ExecutorID (its pods from an earlier run with the same id),
+	// and its sweeps take nothing over.
+	AdoptionGroup string
+
 	// LeaseNamespace holds the Leases by which executor instances show
-	// they are alive (see package adoption). Every instance that may adopt
-	// from another must use the same LeaseNamespace: a Lease that is not
-	// found counts as dead. Default: Namespace.
+	// they are alive (see package adoption). Every instance of one
+	// AdoptionGroup must use the same LeaseNamespace: pods whose Lease
+	// lives elsewhere are never adopted. Default: Namespace.
 	LeaseNamespace string
 	// LeaseDuration, RenewDeadline and RetryPeriod time this instance's
 	// Lease, with client-go's rules (LeaseDuration > RenewDeadline > 1.2 ×
-	// RetryPeriod). Defaults 15s, 10s, 2s (filled in by adoption.LeaseConfig).
+	// RetryPeriod): LeaseDuration in whole seconds from 1s to 1h,
+	// RenewDeadline up to 1h, RetryPeriod from 100ms. Defaults 15s, 10s,
+	// 2s (filled in by adoption.LeaseConfig).
 	LeaseDuration time.Duration
 	RenewDeadline time.Duration
 	RetryPeriod   time.Duration
@@ -153,6 +169,19 @@ type Config struct {
 	// are being deleted are adopted, so their results are saved, 10ms to
 	// 720h. Default 30s.
 	SweepInterval time.Duration
+
+	// MaxUnsavedResults bounds the results waiting to be saved (a slow or
+	// failing StateStore): while more wait, no new attempt is launched
+	// (backpressure: Stats.SavesBacklogged, BacklogMetrics and a log line
+	// at each change say so), so that results do not pile up in memory
+	// behind a store that cannot take them. 1 to 1,000,000. Default:
+	// Parallelism.
+	MaxUnsavedResults int
+
+	// StopTimeout bounds Stop when its context has no earlier deadline:
+	// the results that can be saved are saved for at most this long, then
+	// Stop returns and says what it left. 1s to 1h. Default 30s.
+	StopTimeout time.Duration
 
 	// ResultWorkers is the number of goroutines that save results, and
 	// also the number that release pods once their results are saved,
@@ -274,6 +303,12 @@ func (c Config) withDefaults() Config {
 	if c.ResultWorkers == 0 {
 		c.ResultWorkers = 8
 	}
+	if c.MaxUnsavedResults == 0 {
+		c.MaxUnsavedResults = c.Parallelism
+	}
+	if c.StopTimeout == 0 {
+		c.StopTimeout = 30 * time.Second
+	}
 	if c.ResyncInterval == 0 {
 		c.ResyncInterval = 5 * time.Second
 	}
@@ -309,6 +344,12 @@ func (c Config) validate() error {
 			errs = append(errs, fmt.Errorf("Config.Namespace %q is not in Config.Namespaces %v: pods there would never be watched", c.Namespace, c.Namespaces))
 		}
 	}
+	if err := kubexec.ValidateGroup(c.AdoptionGroup); err != nil {
+		errs = append(errs, fmt.Errorf("Config.AdoptionGroup: %w", err))
+	}
+	for _, msg := range validation.IsDNS1123Label(c.LeaseNamespace) {
+		errs = append(errs, fmt.Errorf("Config.LeaseNamespace %q: %s", c.LeaseNamespace, msg))
+	}
 	errs = append(errs, c.boundErrors()...)
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
@@ -331,6 +372,7 @@ const (
 	maxTimeout           = 30 * 24 * time.Hour // QueuedTimeout, GC.Delay, intervals
 	maxRevokeGracePeriod = 24 * time.Hour
 	minInterval          = 10 * time.Millisecond // ResyncInterval, SweepInterval
+	minRetryPeriod       = 100 * time.Millisecond
 )
 
 // boundErrors checks the numeric fields' ranges, after defaults were
@@ -371,6 +413,21 @@ func (c Config) boundErrors() []error {
 	durations("GC.Delay", c.GC.Delay, 0, maxTimeout)
 	if c.PodStopWait > 0 {
 		durations("PodStopWait", c.PodStopWait, 0, maxRevokeGracePeriod)
+	}
+	ints("MaxUnsavedResults", c.MaxUnsavedResults, 1, maxParallelism)
+	durations("StopTimeout", c.StopTimeout, time.Second, time.Hour)
+	// Lease timings: zero means adoption.LeaseConfig's default.
+	if c.LeaseDuration != 0 {
+		durations("LeaseDuration", c.LeaseDuration, time.Second, time.Hour)
+		if c.LeaseDuration%time.Second != 0 {
+			errs = append(errs, fmt.Errorf("Config.LeaseDuration is %s: it must be a whole number of seconds (a Lease records whole seconds)", c.LeaseDuration))
+		}
+	}
+	if c.RenewDeadline != 0 {
+		durations("RenewDeadline", c.RenewDeadline, minRetryPeriod, time.Hour)
+	}
+	if c.RetryPeriod != 0 {
+		durations("RetryPeriod", c.RetryPeriod, minRetryPeriod, time.Hour)
 	}
 	return errs
 }

@@ -55,6 +55,12 @@ func TestConfigValidation(t *testing.T) {
 		{"burst too large", Config{CreateBurst: math.MaxInt, ClientBurst: -3}, []string{"Config.CreateBurst", "Config.ClientBurst is -3"}},
 		{"intervals out of range", Config{ResyncInterval: time.Nanosecond, SweepInterval: -time.Second, QueuedTimeout: 1000 * time.Hour, RevokeGracePeriod: time.Millisecond},
 			[]string{"Config.ResyncInterval is 1ns: it must be between 10ms and 1h0m0s", "Config.SweepInterval is -1s", "Config.QueuedTimeout is 1000h0m0s", "Config.RevokeGracePeriod is 1ms"}},
+		{"lease timing out of range", Config{LeaseDuration: 500 * time.Millisecond, RenewDeadline: 2 * time.Hour, RetryPeriod: time.Nanosecond},
+			[]string{"Config.LeaseDuration is 500ms: it must be between 1s and 1h0m0s", "Config.RenewDeadline is 2h0m0s", "Config.RetryPeriod is 1ns: it must be between 100ms and 1h0m0s"}},
+		{"lease duration not whole seconds", Config{LeaseDuration: 1500 * time.Millisecond}, []string{"Config.LeaseDuration is 1.5s: it must be a whole number of seconds"}},
+		{"bad adoption group", Config{AdoptionGroup: "two words"}, []string{"Config.AdoptionGroup", "invalid adoption group"}},
+		{"bad lease namespace", Config{LeaseNamespace: "Not_A_Namespace"}, []string{"Config.LeaseNamespace"}},
+		{"backlog and stop bounds", Config{MaxUnsavedResults: -1, StopTimeout: 2 * time.Hour}, []string{"Config.MaxUnsavedResults is -1", "Config.StopTimeout is 2h0m0s"}},
 		{"largest values allowed", Config{Parallelism: 1_000_000, CreateConcurrency: 1000, ResultWorkers: 1000, CreateQPS: 100_000, CreateBurst: 100_000}, nil},
 		{"all namespaces", Config{Namespaces: []string{""}}, nil},
 	}
@@ -82,6 +88,17 @@ func TestNewWrapsErrInvalidConfig(t *testing.T) {
 	require.ErrorIs(t, err, ErrInvalidConfig)
 	require.ErrorIs(t, err, adoption.ErrInvalidConfig)
 	require.ErrorContains(t, err, "LeaseDuration")
+}
+
+// TestNewNamesTheConfigField: a value client-go would refuse is reported
+// by New as the Config field it came from, with its range.
+func TestNewNamesTheConfigField(t *testing.T) {
+	t.Parallel()
+	_, err := New(&rest.Config{Host: "https://127.0.0.1:1"}, NewMemoryStore(), Config{ClientBurst: -1})
+	require.ErrorIs(t, err, ErrInvalidConfig)
+	require.ErrorContains(t, err, "Config.ClientBurst is -1: it must be between 1 and 100000")
+	_, err = New(&rest.Config{Host: "https://127.0.0.1:1"}, NewMemoryStore(), Config{ClientQPS: -1})
+	require.ErrorContains(t, err, "Config.ClientQPS is -1")
 }
 
 func TestNewRejectsNilDependencies(t *testing.T) {

@@ -46,13 +46,24 @@
 //     deleted by someone else, evicted or on a lost node is held by the
 //     finalizer and ends as DeletedExternally or Disrupted.
 //   - An attempt whose pod may still run when its outcome is known (deleted
-//     by someone else, disrupted, revoked, failed while pending) has its pod
-//     deleted first, and its result saved only once the pod has stopped
-//     (Config.PodStopWait bounds the wait, then Result.PodMayStillRun says
-//     so): a retry the host starts on that result never runs beside the old
-//     pod, as with the Job controller's podReplacementPolicy Failed.
+//     by someone else, disrupted, revoked, timed out while pending) has its
+//     outcome written on the pod (kubexec.AnnotationEnded, so that a
+//     restart or an adoption meanwhile saves that outcome), then its pod
+//     deleted, guarded by its UID, and its result saved only once the pod
+//     is gone, has ended, or is being deleted without a node (the API
+//     server refuses to bind a pod being deleted; a pod with no node that
+//     is not being deleted may be bound any moment). Config.PodStopWait
+//     bounds the wait, then Result.PodMayStillRun says so: a retry the host
+//     starts on that result never runs beside the old pod, as with the Job
+//     controller's podReplacementPolicy Failed.
+//   - A create that finds the attempt's pod made by another instance waits
+//     while that pod lives (no result is saved for the attempt, whatever
+//     QueuedTimeout says), then ends with the result that instance saved
+//     when the StateStore is a ResultLoader.
 //   - The result workers (ResultWorkers goroutines) call SaveResult, retrying
-//     with backoff on error. Only after it returns nil do the release workers
+//     with backoff on error (Heartbeat does not cut it short); while
+//     Config.MaxUnsavedResults results wait, nothing new is launched
+//     (Stats.SavesBacklogged). Every string of a Result is valid UTF-8. Only after it returns nil do the release workers
 //     (as many again, so that saving never waits behind API calls) archive
 //     the logs, remove the finalizer and, per GCPolicy, delete the pod or
 //     label it done. A crash at any point leaves the finalizer in place: the
@@ -63,6 +74,17 @@
 //     never times out, so Queue may be given more than Parallelism; pods
 //     pending past the classification's timeouts end with their Reason and
 //     are deleted.
+//
+// # Adoption stays inside one deployment
+//
+// A deployment is the set of instances that share one StateStore and say
+// so with the same Config.AdoptionGroup and Config.LeaseNamespace: the
+// replicas of one scheduler. An instance saves, relabels, releases or
+// deletes another instance's pod only when the pod carries its own group
+// and Lease namespace and its owner is dead; an instance with no group
+// (the default) adopts only pods that carry its own ExecutorID. Two
+// schedulers sharing a namespace never touch each other's pods, whatever
+// their Leases say; Adopt reports such pods with ErrOtherDeployment.
 //
 // # Start, Stop and the Lease
 //
@@ -77,6 +99,9 @@
 // succeeds again: launching pauses (Stats.LeaseLost, and a log line at
 // each change), while the attempts already running are still tracked and
 // their results saved.
+//
+// Stop is bounded by its context, and by Config.StopTimeout when the
+// context has no earlier deadline; its error says what it left.
 //
 // Stop keeps the Lease of an instance whose ExecutorID the host gave: it
 // expires after LeaseDuration, and an instance restarted with the same id

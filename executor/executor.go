@@ -49,9 +49,12 @@ type Executor interface {
 	// ExecutorID. It returns once the watch has synced.
 	Start(ctx context.Context) error
 	// Stop stops launching, finishes in-flight creates, saves the results
-	// it can until ctx ends, and stops every goroutine. Pods keep running;
-	// a restart with the same id or another instance's Adopt takes them
-	// over. Stop is idempotent and may be called before Start.
+	// it can until ctx ends (at most Config.StopTimeout when ctx has no
+	// earlier deadline), and stops every goroutine. Its error says what it
+	// left: results not saved, goroutines blocked in a host call that
+	// ignores its context. Pods keep running; a restart with the same id
+	// or another instance's Adopt takes them over. Stop is idempotent and
+	// may be called before Start.
 	Stop(ctx context.Context) error
 	// Queue accepts an attempt. It never blocks on the API server. It
 	// returns ErrDuplicate for a key already queued or running, and the
@@ -62,7 +65,8 @@ type Executor interface {
 	// the create rate limit), then calls Sync.
 	Heartbeat(ctx context.Context) error
 	// Sync applies time-based outcomes now (queued and pending timeouts)
-	// and retries pending result saves without waiting for their backoff.
+	// and hands known results to the result workers now; a save that
+	// failed still waits for its backoff.
 	Sync(ctx context.Context) error
 	// Adopt takes over the pods of attempts launched by executor instances
 	// that are gone: each pod found is tracked (relabelled to this executor
@@ -121,6 +125,12 @@ type Stats struct {
 	// Config.RenewDeadline, so other instances may take this one for dead;
 	// no pod is created until a renewal succeeds.
 	LeaseLost bool
+	// Unsaved counts the results waiting for StateStore.SaveResult (part
+	// of Finishing).
+	Unsaved int
+	// SavesBacklogged: Unsaved reached Config.MaxUnsavedResults, so no
+	// new attempt is launched until saves catch up (backpressure).
+	SavesBacklogged bool
 }
 
 // Kubernetes is the Executor that runs attempts as pods on a Kubernetes
@@ -160,6 +170,9 @@ type Kubernetes struct {
 	// leaseLost: the Lease could not be renewed for RenewDeadline; no
 	// create is sent until a renewal succeeds.
 	leaseLost bool
+	// backlogged: launching is paused because Config.MaxUnsavedResults
+	// results wait to be saved (as last reported).
+	backlogged bool
 	// ready is the FIFO of attempts handed to the launch workers (stage
 	// launching, create not yet sent); readyCond wakes the workers.
 	ready     []kubexec.TaskKey
@@ -183,6 +196,11 @@ var _ Executor = (*Kubernetes)(nil)
 func New(restConfig *rest.Config, store StateStore, cfg Config) (*Kubernetes, error) {
 	if restConfig == nil {
 		return nil, errors.New("executor: restConfig is nil: pass the *rest.Config of the cluster (clientcmd.BuildConfigFromFlags or rest.InClusterConfig)")
+	}
+	// The Config is checked before client-go sees it, so that its errors
+	// name the Config field (client-go's own name rest.Config's).
+	if err := cfg.withDefaults().validate(); err != nil {
+		return nil, err
 	}
 	rc := rest.CopyConfig(restConfig)
 	if rc.QPS == 0 {
@@ -233,6 +251,8 @@ func NewForClient(client kubernetes.Interface, store StateStore, cfg Config) (*K
 	lease, err := adoption.NewLeaseHolder(client, adoption.LeaseConfig{
 		ExecutorID:    cfg.ExecutorID,
 		Namespace:     cfg.LeaseNamespace,
+		Group:         cfg.AdoptionGroup,
+		PodNamespaces: cfg.Namespaces,
 		LeaseDuration: cfg.LeaseDuration,
 		RenewDeadline: cfg.RenewDeadline,
 		RetryPeriod:   cfg.RetryPeriod,
@@ -258,6 +278,7 @@ func NewForClient(client kubernetes.Interface, store StateStore, cfg Config) (*K
 	}
 	sweeper, err := adoption.NewSweeper(client, liveness, adoption.SweepConfig{
 		ExecutorID:      cfg.ExecutorID,
+		Group:           cfg.AdoptionGroup,
 		Namespaces:      cfg.Namespaces,
 		LeaseNamespace:  cfg.LeaseNamespace,
 		ExpiredLeaseAge: expiredLeaseDurations * lease.Duration(),
@@ -524,31 +545,51 @@ func (e *Kubernetes) Stop(ctx context.Context) error {
 		e.releases.ShutDown()
 		return nil
 	}
-	// In-flight creates finish (what they created is tracked), unless ctx
-	// ends first: then they are cancelled.
+	// Stop is bounded by ctx and, when ctx has no earlier deadline, by
+	// Config.StopTimeout: a host's deferred Stop(context.Background())
+	// never hangs on a pod that does not stop or a store that fails.
+	bound, cancelBound := context.WithTimeout(ctx, e.cfg.StopTimeout)
+	defer cancelBound()
+	// In-flight creates finish (what they created is tracked), unless the
+	// bound ends first: then they are cancelled.
 	launched := make(chan struct{})
 	go func() { e.launchWG.Wait(); close(launched) }()
 	select {
 	case <-launched:
-	case <-ctx.Done():
+	case <-bound.Done():
 		e.cancel()
 		<-launched
 	}
-	// Save what can be saved while ctx allows.
-	var err error
-	for e.pendingResults() > 0 {
+	// Save what can be saved while the bound allows.
+	var errs []error
+	t := time.NewTicker(20 * time.Millisecond)
+	for e.pendingResults() > 0 && bound.Err() == nil {
 		select {
-		case <-ctx.Done():
-			err = fmt.Errorf("executor: stopped with %d results not yet saved (their pods keep the tracking finalizer; a restart saves them): %w", e.pendingResults(), ctx.Err())
-		case <-time.After(20 * time.Millisecond):
-			continue
+		case <-bound.Done():
+		case <-t.C:
 		}
-		break
+	}
+	t.Stop()
+	if n := e.pendingResults(); n > 0 {
+		errs = append(errs, fmt.Errorf("%d results not yet saved (their pods keep the tracking finalizer; a restart with the same ExecutorID saves them)", n))
 	}
 	e.cancel()
 	e.results.ShutDown()
 	e.releases.ShutDown()
-	e.wg.Wait()
+	// The goroutines end once their current call returns; a host call that
+	// ignores its context (SaveResult, a LogArchiver, an XCom collector)
+	// may not, and is left behind rather than waited for.
+	done := make(chan struct{})
+	go func() { e.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-bound.Done():
+		select {
+		case <-done:
+		case <-time.After(time.Second): // the cancelled goroutines' last calls
+			errs = append(errs, errors.New("goroutines still running: a StateStore, LogArchiver or XCom call did not return after its context ended"))
+		}
+	}
 	if e.cfg.DeleteLeaseOnStop {
 		e.releaseLease()
 	}
@@ -556,8 +597,18 @@ func (e *Kubernetes) Stop(ctx context.Context) error {
 	if e.cfg.DeleteLeaseOnStop {
 		lease = "deleted"
 	}
+	if len(errs) > 0 {
+		e.log.Warn("executor stopped before it finished", "lease", lease, "left", errors.Join(errs...))
+		err := fmt.Errorf("executor: stopped, leaving: %w", errors.Join(errs...))
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (%w)", err, ctx.Err())
+		} else if bound.Err() != nil {
+			err = fmt.Errorf("%w (Config.StopTimeout %s passed)", err, e.cfg.StopTimeout)
+		}
+		return err
+	}
 	e.log.Info("executor stopped", "lease", lease)
-	return err
+	return nil
 }
 
 // expiredLeaseDurations is how many Lease durations a Lease must have gone
@@ -653,7 +704,8 @@ func (e *Kubernetes) Attempt(key kubexec.TaskKey) (AttemptStatus, bool) {
 	case a.stage == stageLaunching || pod == nil:
 		st.State = kubexec.StateLaunching
 	default:
-		c := watch.Classify(pod, time.Now(), e.cfg.Classify)
+		obs := a.obs // read only: a copy
+		c := watch.ClassifyObserved(pod, time.Now(), e.cfg.Classify, &obs)
 		st.State, st.Message = kubexec.StateRunning, c.Message
 		if c.Phase == watch.PhasePending {
 			st.State = kubexec.StatePending
@@ -673,6 +725,8 @@ func (e *Kubernetes) statsLocked() Stats {
 	s := Stats{Finishing: e.tally.finishing, Running: e.tally.running, Queued: e.tally.queued}
 	s.OpenSlots = max(0, e.cfg.Parallelism-s.Running)
 	s.LeaseLost = e.leaseLost
+	s.Unsaved = e.tally.unsaved
+	s.SavesBacklogged = e.tally.unsaved >= e.cfg.MaxUnsavedResults
 	return s
 }
 
@@ -822,10 +876,14 @@ func (e *Kubernetes) untrackLocked(a *attempt) {
 // slotTally counts attempts by what Stats reports of them.
 type slotTally struct {
 	finishing, running, queued int
+	unsaved                    int // in stageFinishing: waiting for SaveResult
 }
 
 // add counts n more (or, negative, fewer) attempts in stage s.
 func (t *slotTally) add(s stage, n int) {
+	if s == stageFinishing {
+		t.unsaved += n
+	}
 	switch {
 	case s.hasResult():
 		t.finishing += n

@@ -48,6 +48,10 @@ func TestMain(m *testing.M) {
 
 var executorSeq atomic.Int64
 
+// testGroup is the adoption group of testConfig's executors: the
+// executors of one test adopt each other's pods.
+const testGroup = "test-group"
+
 // testConfig is a config with short timeouts, for one test namespace. Its
 // pods run as user 1000: the default template is restricted (runAsNonRoot),
 // and the process node, like a kubelet, refuses to run them as root. The
@@ -63,6 +67,7 @@ func testConfig(ns string) executor.Config {
 	}
 	return executor.Config{
 		ExecutorID:     id,
+		AdoptionGroup:  testGroup,
 		Builder:        builder,
 		Namespace:      ns,
 		Parallelism:    50,

@@ -32,6 +32,8 @@ const (
 	createBackoffMin = 500 * time.Millisecond
 	createBackoffMax = 30 * time.Second
 	defaultRetryWait = time.Second
+	heldBackoffMin   = 2 * time.Second
+	heldBackoffMax   = time.Minute
 )
 
 // launchReady moves queued attempts into launching, up to the open slots,
@@ -39,12 +41,33 @@ const (
 // back off from a quota.
 func (e *Kubernetes) launchReady() {
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	if e.stopped {
+		e.mu.Unlock()
 		return
 	}
+	st := e.statsLocked()
+	changed := st.SavesBacklogged != e.backlogged
+	e.backlogged = st.SavesBacklogged
+	if !st.SavesBacklogged {
+		e.launchReadyLocked(st.OpenSlots)
+	}
+	e.mu.Unlock()
+	if !changed {
+		return
+	}
+	if m, ok := e.cfg.Metrics.(BacklogMetrics); ok {
+		m.SetSavesBacklogged(st.SavesBacklogged)
+	}
+	if st.SavesBacklogged {
+		e.log.Warn("results wait to be saved: launches are paused until the StateStore catches up", "unsaved", st.Unsaved, "max", e.cfg.MaxUnsavedResults)
+	} else {
+		e.log.Info("saves caught up: launches resume", "unsaved", st.Unsaved)
+	}
+}
+
+// launchReadyLocked is launchReady's work, with open slots.
+func (e *Kubernetes) launchReadyLocked(open int) {
 	now := time.Now()
-	open := e.statsLocked().OpenSlots
 	kept := e.queue[:0]
 	handed := 0
 	for _, key := range e.queue {
@@ -148,6 +171,15 @@ func (e *Kubernetes) launch(key kubexec.TaskKey) {
 		e.rejectLaunch(key, queuedAt, "the executor has no task spec for this attempt (it was not queued by this process)")
 		return
 	}
+	if done, err := e.savedElsewhere(key, ls); done || err != nil {
+		if err != nil {
+			e.mu.Lock()
+			a.refused("StateStore.LoadResult: " + err.Error())
+			e.requeueLocked(a, time.Now().Add(jitter(heldBackoffMin)))
+			e.mu.Unlock()
+		}
+		return
+	}
 
 	ctx := e.ctx
 	pod, err := e.build(ctx, ls.spec)
@@ -163,6 +195,36 @@ func (e *Kubernetes) launch(key kubexec.TaskKey) {
 	}
 	created, err := e.createPod(ctx, pod)
 	e.handleCreate(key, pod, created, err, queuedAt)
+}
+
+// savedElsewhere ends an attempt that waited for another instance's pod
+// of its key (launchState.heldBy) with the result that instance saved, when
+// the StateStore is a ResultLoader that has one: creating the pod again
+// would run the attempt a second time. It reports whether it did.
+func (e *Kubernetes) savedElsewhere(key kubexec.TaskKey, ls *launchState) (bool, error) {
+	loader, ok := e.store.(ResultLoader)
+	if ls.heldBy == "" || !ok {
+		return false, nil
+	}
+	r, saved, err := loader.LoadResult(e.ctx, key)
+	if err != nil {
+		return false, err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	a, ok := e.attempts[key]
+	if !saved {
+		if ok && a.launch != nil {
+			a.launch.heldBy = "" // a create tells again if that pod is still there
+		}
+		return false, nil
+	}
+	if ok && a.stage == stageLaunching {
+		e.log.Info("the attempt's result was saved by the executor that ran its pod", "task", key, "executor", ls.heldBy)
+		e.endLocked(a, r, stageFinishing)
+		return true, nil
+	}
+	return false, nil
 }
 
 // build runs the builder and applies kubexec's metadata for this executor
@@ -186,6 +248,9 @@ func (e *Kubernetes) build(ctx context.Context, spec podtemplate.TaskSpec) (*cor
 		}
 	}
 	if err := kubexec.ApplyMetadata(pod, e.cfg.ExecutorID, spec.Key); err != nil {
+		return nil, err
+	}
+	if err := kubexec.ApplyGroup(pod, e.cfg.AdoptionGroup, e.cfg.LeaseNamespace); err != nil {
 		return nil, err
 	}
 	if !e.cfg.allNamespaces() && !slices.Contains(e.cfg.Namespaces, pod.Namespace) {
@@ -326,8 +391,30 @@ func (e *Kubernetes) alreadyExists(key kubexec.TaskKey, pod *corev1.Pod, queuedA
 	switch {
 	case keyErr != nil || got != key:
 		e.rejectLaunch(key, queuedAt, fmt.Sprintf("a pod named %s/%s already exists and belongs to another attempt (%v): delete it, or check for two schedulers using the same ids", pod.Namespace, pod.Name, describeKey(got, keyErr)))
+	case owner != e.cfg.ExecutorID && existing.Labels[kubexec.LabelDone] == kubexec.DoneValue:
+		// Its owner saved its result and released it: the store holds
+		// the real outcome, which a second result does not replace.
+		e.rejectLaunch(key, queuedAt, fmt.Sprintf("the attempt's pod %s/%s already ran under executor %q, which saved its result: queue a new attempt number to run the task again", pod.Namespace, pod.Name, owner))
 	case owner != e.cfg.ExecutorID:
-		e.rejectLaunch(key, queuedAt, fmt.Sprintf("the attempt's pod %s/%s already exists and belongs to executor %q: call Adopt for this attempt once that executor is gone instead of queueing it again", pod.Namespace, pod.Name, owner))
+		// A live pod of this attempt, another instance's: no result may
+		// be saved for the attempt while it may still run, or the store
+		// would keep that one and lose the pod's real outcome. The
+		// attempt waits (QueuedTimeout does not end it), and once the pod
+		// is gone its result is looked up before any create.
+		e.mu.Lock()
+		if a, ok := e.attempts[key]; ok && a.creating() {
+			var failures int
+			if a.launch != nil {
+				a.launch.heldBy = owner
+				a.launch.failures++
+				failures = a.launch.failures
+			}
+			a.refused(fmt.Sprintf("the attempt's pod %s/%s exists and belongs to executor %q: the attempt waits for it to end (call Adopt for this attempt once that executor is gone)", pod.Namespace, pod.Name, owner))
+			d := min(heldBackoffMin<<min(max(failures-1, 0), 10), heldBackoffMax)
+			e.requeueLocked(a, time.Now().Add(jitter(d)))
+		}
+		e.mu.Unlock()
+		e.log.Warn("the attempt's pod belongs to another executor; waiting for it to end", "task", key, "pod", pod.Namespace+"/"+pod.Name, "owner", owner)
 	default:
 		e.tracked(key, existing, LaunchAdopted, queuedAt)
 	}

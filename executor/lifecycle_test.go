@@ -29,6 +29,9 @@ type faults struct {
 	holdPodLists atomic.Bool
 	// failLeases: Lease requests fail as a dropped connection would.
 	failLeases atomic.Bool
+	// crashed: every request fails, as for a process that died (its
+	// goroutines keep running, and reach nothing).
+	crashed atomic.Bool
 
 	mu sync.Mutex
 	// createsWhileLeaseFailed counts pod creates sent while failLeases was
@@ -40,6 +43,8 @@ func (f *faults) RoundTrip(req *http.Request) (*http.Response, error) {
 	path := req.URL.Path
 	isPods := strings.HasSuffix(path, "/pods")
 	switch {
+	case f.crashed.Load():
+		return nil, errors.New("faults: the process is gone (injected)")
 	case f.holdPodLists.Load() && req.Method == http.MethodGet && isPods:
 		<-req.Context().Done()
 		return nil, req.Context().Err()

@@ -49,6 +49,11 @@ type (
 	SweepMetrics interface {
 		ObserveSweep(adopted int, err error)
 	}
+	// BacklogMetrics reports whether launching is paused because
+	// Config.MaxUnsavedResults results wait to be saved.
+	BacklogMetrics interface {
+		SetSavesBacklogged(backlogged bool)
+	}
 )
 
 // LaunchOutcome classifies one create request.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/kubexec/kubexec"
 	"github.com/kubexec/kubexec/podtemplate"
+	"github.com/kubexec/kubexec/watch"
 )
 
 // stage is where an attempt is in its life. An attempt moves only along the
@@ -178,12 +179,18 @@ type attempt struct {
 	// deleted whatever the GC policy (with grace), and the result waits in
 	// stageStopping for it to stop.
 	podMayRun bool
+	// obs records when this executor first saw the pod waiting for a node
+	// and on its node: the classification's timeouts count from those
+	// sightings, on this executor's clock.
+	obs watch.Observations
 	// timed: the pod's last classification can change with time alone
 	// (watch.Classification.RecheckAt), so resync classifies it again.
 	timed bool
 	grace *int64
-	// Progress within stageStopping: stopSent, the pod was deleted.
+	// Progress within stageStopping: stopSent, the outcome was recorded
+	// on the pod and the pod deleted; stopGone, the pod was found gone.
 	stopSent bool
+	stopGone bool
 	// Progress within stageReleasing: archived, the logs are in the
 	// LogArchiver; released, the finalizer is removed (and the done label
 	// set); deleteAt, when a delayed GC deletion is due.
@@ -211,6 +218,10 @@ type launchState struct {
 	// notBefore delays the next create after a transient failure.
 	notBefore time.Time
 	failures  int
+	// heldBy names the executor instance whose live pod of this attempt a
+	// create found: the attempt waits for it, and QueuedTimeout does not
+	// end it while it does.
+	heldBy string
 }
 
 // refusal is why a's latest create did not happen, if it is known.

@@ -29,15 +29,16 @@ func TestPodStopped(t *testing.T) {
 		pod  *corev1.Pod
 		want bool
 	}{
-		{"unknown", nil, true},
+		{"unknown: it may exist and run", nil, false},
 		{"failed", pod(corev1.PodFailed, "n", true, done), true},
 		{"succeeded", pod(corev1.PodSucceeded, "n", false, done), true},
-		{"never scheduled", pod(corev1.PodPending, "", true), true},
+		{"being deleted, never bound: the API server refuses to bind it", pod(corev1.PodPending, "", true), true},
+		{"no node, not being deleted: it may be bound any moment", pod(corev1.PodPending, "", false), false},
 		{"running, not deleted", pod(corev1.PodRunning, "n", false, running), false},
 		{"running and being deleted", pod(corev1.PodRunning, "n", true, running), false},
 		{"being deleted, one container still running", pod(corev1.PodRunning, "n", true, done, running), false},
-		{"being deleted, containers stopped, phase not yet written", pod(corev1.PodRunning, "n", true, done), true},
-		{"being deleted, never started", pod(corev1.PodPending, "n", true, waiting), true},
+		{"being deleted, containers stopped, phase not yet written by the node", pod(corev1.PodRunning, "n", true, done), false},
+		{"being deleted on its node, never started: the node may still start it", pod(corev1.PodPending, "n", true, waiting), false},
 		{"pending, not deleted", pod(corev1.PodPending, "n", false, waiting), false},
 	}
 	for _, tt := range tests {

@@ -23,8 +23,8 @@ import (
 	"github.com/kubexec/kubexec/internal/devcluster"
 )
 
-// makeEndedPods creates n pods of the instance owner that ended while it
-// was alive, as it made them: kubexec's metadata with the tracking
+// makeEndedPods creates n pods of the instance owner (of testGroup, its
+// Lease in ns) that ended while it was alive, as it made them: kubexec's metadata with the tracking
 // finalizer, a terminated container, phase Succeeded for exit code 0 and
 // Failed otherwise. No scheduler or node touches them. Their keys are
 // key(workflow, i).
@@ -36,7 +36,10 @@ func makeEndedPods(tb testing.TB, client kubernetes.Interface, ns, owner, workfl
 			SchedulerName: "kubexec-test-no-scheduler",
 			Containers:    []corev1.Container{{Name: "base", Image: "busybox:1.36"}},
 		}}
-		return pod, kubexec.ApplyMetadata(pod, owner, key(workflow, i))
+		if err := kubexec.ApplyMetadata(pod, owner, key(workflow, i)); err != nil {
+			return nil, err
+		}
+		return pod, kubexec.ApplyGroup(pod, testGroup, ns)
 	}, func(i int, st *corev1.PodStatus) bool {
 		code, now := exitCode(i), metav1.Now()
 		st.Phase = corev1.PodSucceeded

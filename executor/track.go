@@ -2,6 +2,7 @@ package executor
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -116,12 +117,20 @@ func (e *Kubernetes) classifyLocked(a *attempt, pod *corev1.Pod, now time.Time) 
 	// The pod the result is read from is the one XCom and the log archive
 	// read too (the watch's cache may be ahead of the events delivered).
 	a.lastPod = pod
-	c := watch.Classify(pod, now, e.cfg.Classify)
+	// Timeouts count from this executor's own sightings of the pod, not
+	// from timestamps that other machines' clocks wrote.
+	c := watch.ClassifyObserved(pod, now, e.cfg.Classify, &a.obs)
 	a.timed = !c.RecheckAt.IsZero()
 	if pod.DeletionTimestamp != nil && !(c.Phase == watch.PhaseTerminal && c.Reason == kubexec.ReasonSucceeded) {
-		// Someone else deleted it (we only delete after a result): the
-		// tracking finalizer holds it until the result is saved.
-		c = watch.ClassifyDeleted(pod, now)
+		if ended, ok := kubexec.EndedFromObject(pod); ok {
+			// kubexec ended it (revoked, timed out) before a restart or
+			// an adoption: its outcome is the one recorded.
+			c = watch.Classification{Phase: watch.PhaseTerminal, Reason: ended.Reason, Message: ended.Message}
+		} else {
+			// Someone else deleted it: the tracking finalizer holds it
+			// until the result is saved.
+			c = watch.ClassifyDeleted(pod, now)
+		}
 	}
 	if c.Phase != watch.PhaseTerminal {
 		if a.stage == stageLaunched {
@@ -190,51 +199,71 @@ func (e *Kubernetes) observeDeleted(pod *corev1.Pod, gone bool) {
 	}
 }
 
-// podStopped reports whether pod runs nothing any more: it ended, it was
-// never scheduled, or it is being deleted and none of its containers runs
-// (the node starts no container in a pod being deleted; a pod that never
-// started may keep phase Pending to the end). A pod not known at all (nil)
-// has nothing known to run.
+// podStopped reports whether pod can no longer start or run a container:
+// it ended (phase Succeeded or Failed), or it is being deleted and was
+// never bound to a node (the API server refuses to bind a pod that is
+// being deleted). A pod not known (nil) may exist and run; a pod with no
+// node that is not being deleted may be bound a moment later (an
+// autoscaler's node arriving); a bound pod being deleted has stopped once
+// its node wrote its final phase, as the kubelet and kubexec-node do
+// before they let it go.
 func podStopped(pod *corev1.Pod) bool {
 	switch {
-	case pod == nil, pod.Status.Phase == corev1.PodSucceeded, pod.Status.Phase == corev1.PodFailed, pod.Spec.NodeName == "":
-		return true
-	case pod.DeletionTimestamp == nil:
+	case pod == nil:
 		return false
+	case podEnded(pod):
+		return true
 	}
-	for _, list := range [][]corev1.ContainerStatus{pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses, pod.Status.EphemeralContainerStatuses} {
-		for _, cs := range list {
-			if cs.State.Running != nil {
-				return false
-			}
-		}
-	}
-	return true
+	return pod.DeletionTimestamp != nil && pod.Spec.NodeName == ""
 }
 
-// stopStep is the step of stageStopping, on a result worker: it deletes
-// the pod (once) and, once the pod has stopped or Config.PodStopWait has
-// passed (then the result says the pod may still run), moves the attempt
-// to finishing and saves its result.
+// podEnded reports whether pod's phase is terminal.
+func podEnded(pod *corev1.Pod) bool {
+	return pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
+}
+
+// stopStep is the step of stageStopping, on a result worker. kubexec
+// decided that the attempt's pod must end, or found it ending while it may
+// still run. The step records the attempt's outcome on the pod
+// (kubexec.AnnotationEnded, so that a restart or an adoption meanwhile
+// saves that outcome), deletes the pod guarded by its UID, and moves the
+// attempt to finishing only once the pod is gone or can no longer start a
+// container (podStopped): a retry the host starts on the result never runs
+// beside it. After Config.PodStopWait (at once when it is negative) the
+// result is saved anyway, with Result.PodMayStillRun set unless the pod
+// had stopped.
 func (e *Kubernetes) stopStep(ctx context.Context, a *attempt) error {
 	e.mu.Lock()
 	if a.stage != stageStopping {
 		e.mu.Unlock()
 		return nil
 	}
-	ns, name, uid, grace, sent := a.namespace, a.podName, a.podUID, a.grace, a.stopSent
-	stopped := podStopped(a.lastPod)
-	waited := time.Since(a.resultAt)
+	sent, gone := a.stopSent, a.stopGone
+	ended := kubexec.Ended{Reason: a.result.Reason, Message: a.result.Message}
 	e.mu.Unlock()
-	wait := e.cfg.PodStopWait
-	if wait > 0 && !stopped && !sent {
-		if err := e.deletePod(ctx, ns, name, uid, grace); err != nil {
+	if !sent {
+		var err error
+		if gone, err = e.endPod(ctx, a, ended); err != nil {
 			return err
 		}
 		e.mu.Lock()
-		a.stopSent = true
+		a.stopSent, a.stopGone = true, gone
 		e.mu.Unlock()
 	}
+	if !gone {
+		// The watch's view, or the pod's own when the watch does not hold
+		// it (not seen yet, or left it).
+		var err error
+		if gone, err = e.refreshStopping(ctx, a); err != nil {
+			return err
+		}
+	}
+	e.mu.Lock()
+	stopped := gone || podStopped(a.lastPod)
+	waited := time.Since(a.resultAt)
+	ns, name := a.namespace, a.podName
+	e.mu.Unlock()
+	wait := e.cfg.PodStopWait
 	if !stopped && wait > 0 && waited < wait {
 		return nil // a pod event or the resync looks again
 	}
@@ -250,6 +279,102 @@ func (e *Kubernetes) stopStep(ctx context.Context, a *attempt) error {
 	}
 	e.mu.Unlock()
 	return e.saveStep(ctx, a)
+}
+
+// endPod records ended on the attempt's pod and deletes it, both guarded
+// by the pod's UID. It reports whether the pod is gone: not found, or
+// replaced by another of its name. A pod whose create's outcome was
+// unknown is read first, and left alone unless it is this executor's pod
+// of this attempt.
+func (e *Kubernetes) endPod(ctx context.Context, a *attempt, ended kubexec.Ended) (bool, error) {
+	e.mu.Lock()
+	ns, name, uid, grace, last := a.namespace, a.podName, a.podUID, a.grace, a.lastPod
+	e.mu.Unlock()
+	if uid == "" {
+		pod, err := e.readOwnPod(ctx, a.key, ns, name)
+		if err != nil || pod == nil {
+			return pod == nil && err == nil, err
+		}
+		uid, last = pod.UID, pod
+		e.mu.Lock()
+		a.podUID, a.lastPod = uid, watch.Trim(pod)
+		e.mu.Unlock()
+	}
+	if last == nil || !podEnded(last) {
+		gone, err := e.annotateEnded(ctx, ns, name, uid, ended)
+		if gone || err != nil {
+			return gone, err
+		}
+	}
+	return e.deletePod(ctx, ns, name, uid, grace)
+}
+
+// readOwnPod reads the pod ns/name and returns it when it is this
+// executor's pod of key, else nil.
+func (e *Kubernetes) readOwnPod(ctx context.Context, key kubexec.TaskKey, ns, name string) (*corev1.Pod, error) {
+	pod, err := e.client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("get pod %s/%s: %w", ns, name, err)
+	}
+	if k, err := kubexec.KeyFromObject(pod); err != nil || k != key || pod.Labels[kubexec.LabelExecutor] != e.cfg.ExecutorID {
+		return nil, nil
+	}
+	return pod, nil
+}
+
+// annotateEnded writes kubexec.AnnotationEnded on the pod with the given
+// UID. It reports whether the pod is gone (not found, or another pod of
+// that name).
+func (e *Kubernetes) annotateEnded(ctx context.Context, ns, name string, uid types.UID, ended kubexec.Ended) (bool, error) {
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
+		"uid":         uid,
+		"annotations": map[string]string{kubexec.AnnotationEnded: kubexec.EndedAnnotation(ended)},
+	}})
+	if err != nil {
+		return false, err
+	}
+	_, err = e.client.CoreV1().Pods(ns).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
+	switch {
+	case err == nil:
+		return false, nil
+	case apierrors.IsNotFound(err), apierrors.IsConflict(err), apierrors.IsInvalid(err):
+		// Invalid or Conflict: the UID in the patch is not the pod's.
+		return true, nil
+	default:
+		return false, fmt.Errorf("record the outcome on pod %s/%s: %w", ns, name, err)
+	}
+}
+
+// refreshStopping updates the stopping attempt's view of its pod from the
+// watch, or, when the watch does not hold that pod, from the API server.
+// It reports whether the pod is gone.
+func (e *Kubernetes) refreshStopping(ctx context.Context, a *attempt) (bool, error) {
+	e.mu.Lock()
+	ns, name, uid := a.namespace, a.podName, a.podUID
+	if e.watcher != nil {
+		if pod, ok := e.watcher.Get(ns, name); ok && pod.UID == uid {
+			a.lastPod = pod
+			e.mu.Unlock()
+			return false, nil
+		}
+	}
+	e.mu.Unlock()
+	pod, err := e.client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return true, nil
+	case err != nil:
+		return false, fmt.Errorf("get pod %s/%s: %w", ns, name, err)
+	case pod.UID != uid:
+		return true, nil
+	}
+	e.mu.Lock()
+	a.lastPod = watch.Trim(pod)
+	e.mu.Unlock()
+	return false, nil
 }
 
 // resyncLoop classifies tracked pods again every ResyncInterval, for
@@ -270,7 +395,8 @@ func (e *Kubernetes) resyncLoop() {
 // resync applies queued timeouts, classifies again with the current time
 // the launched pods whose classification a timeout can change (an image
 // pull, a start, a pod unschedulable: attempt.timed), and (when retryNow)
-// retries unsaved results at once. The others change only by an event of
+// hands the attempts whose result is known to their workers at once,
+// except those whose last step failed: they wait for their backoff. The others change only by an event of
 // their pod, so resync costs nothing per running pod.
 func (e *Kubernetes) resync(retryNow bool) {
 	now := time.Now()
@@ -284,10 +410,12 @@ func (e *Kubernetes) resync(retryNow bool) {
 	for _, a := range e.attempts {
 		switch {
 		case a.stage.hasResult():
-			if retryNow || (a.stage == stageStopping && a.stopSent) {
+			// A step that failed waits for its backoff: Sync does not
+			// hammer a failing store or API server once per tick.
+			if (retryNow || (a.stage == stageStopping && a.stopSent)) && e.results.NumRequeues(a.key) == 0 && e.releases.NumRequeues(a.key) == 0 {
 				e.enqueueLocked(a)
 			}
-		case a.stage == stageQueued && a.launch != nil && !a.launch.firstTry.IsZero() && now.Sub(a.launch.firstTry) > e.cfg.QueuedTimeout:
+		case a.stage == stageQueued && a.launch != nil && a.launch.heldBy == "" && !a.launch.firstTry.IsZero() && now.Sub(a.launch.firstTry) > e.cfg.QueuedTimeout:
 			e.unlaunchedLocked(a)
 			e.endLocked(a, e.newResultLocked(a, kubexec.ReasonQueuedTimeout, queuedTimeoutMessage(a, e.cfg.QueuedTimeout)), a.settledStage())
 		case (a.stage == stageLaunched || a.stage == stageVerifying) && a.timed && e.watcher != nil:
@@ -384,7 +512,7 @@ func (e *Kubernetes) saveStep(ctx context.Context, a *attempt) error {
 		}
 	}
 	e.mu.Lock()
-	r, resultAt := *a.result, a.resultAt
+	r, resultAt := a.result.ValidUTF8(), a.resultAt
 	e.mu.Unlock()
 	if err := e.store.SaveResult(ctx, r); err != nil {
 		if m, ok := e.cfg.Metrics.(SaveErrorMetrics); ok && ctx.Err() == nil {
@@ -476,6 +604,17 @@ func (e *Kubernetes) release(ctx context.Context, a *attempt) error {
 	succeeded := a.result.Reason == kubexec.ReasonSucceeded
 	e.mu.Unlock()
 
+	if hasPod && uid == "" {
+		// A pod whose create's outcome was unknown: it is released (and
+		// deleted) only if it is this executor's pod of this attempt.
+		pod, err := e.readOwnPod(ctx, a.key, ns, name)
+		if err != nil {
+			return err
+		}
+		if pod != nil {
+			uid = pod.UID
+		}
+	}
 	if hasPod {
 		del := force || (succeeded && !e.cfg.GC.KeepOnSuccess) || (!succeeded && e.cfg.GC.DeleteOnFailure)
 		delayed := del && !force && e.cfg.GC.Delay > 0
@@ -483,21 +622,17 @@ func (e *Kubernetes) release(ctx context.Context, a *attempt) error {
 			// Delete before the finalizer goes: a crash in between leaves
 			// a terminating pod that still holds the finalizer (a restart
 			// releases it again), never a pod that nobody tracks.
-			if err := e.deletePod(ctx, ns, name, uid, grace); err != nil {
+			if _, err := e.deletePod(ctx, ns, name, uid, grace); err != nil {
 				return err
 			}
 		}
 		if !released {
 			// Done label and finalizer removal in one patch: the pod leaves
 			// the watch and is no longer held.
-			patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%q},"$deleteFromPrimitiveList/finalizers":[%q]}}`,
-				kubexec.LabelDone, kubexec.DoneValue, kubexec.FinalizerResultTracking)
-			p, err := e.client.CoreV1().Pods(ns).Patch(ctx, name, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{})
-			if err != nil && !apierrors.IsNotFound(err) {
-				return fmt.Errorf("release pod %s/%s: %w", ns, name, err)
-			}
-			if err == nil && uid == "" {
-				uid = p.UID // a pod whose create outcome was unknown
+			if uid != "" {
+				if err := e.releasePatch(ctx, ns, name, uid); err != nil {
+					return err
+				}
 			}
 			e.mu.Lock()
 			a.released, a.podUID = true, uid
@@ -512,7 +647,7 @@ func (e *Kubernetes) release(ctx context.Context, a *attempt) error {
 				e.releases.AddAfter(a.key, wait)
 				return nil
 			}
-			if err := e.deletePod(ctx, ns, name, uid, grace); err != nil {
+			if _, err := e.deletePod(ctx, ns, name, uid, grace); err != nil {
 				return err
 			}
 		}
@@ -529,18 +664,46 @@ func (e *Kubernetes) release(ctx context.Context, a *attempt) error {
 	return nil
 }
 
-// deletePod deletes the pod, guarded by its UID when known. A pod already
-// gone, or replaced by another of the same name, is not an error.
-func (e *Kubernetes) deletePod(ctx context.Context, ns, name string, uid types.UID, grace *int64) error {
-	opts := metav1.DeleteOptions{GracePeriodSeconds: grace}
-	if uid != "" {
-		opts.Preconditions = &metav1.Preconditions{UID: &uid}
+// releasePatch labels the pod with the given UID done and removes its
+// tracking finalizer, in one patch: it leaves the watch and is no longer
+// held. The UID in the patch guards it: another pod of the same name (the
+// attempt queued again after this one was deleted) is left alone.
+func (e *Kubernetes) releasePatch(ctx context.Context, ns, name string, uid types.UID) error {
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
+		"uid":                                 uid,
+		"labels":                              map[string]string{kubexec.LabelDone: kubexec.DoneValue},
+		"$deleteFromPrimitiveList/finalizers": []string{kubexec.FinalizerResultTracking},
+	}})
+	if err != nil {
+		return err
 	}
-	err := e.client.CoreV1().Pods(ns).Delete(ctx, name, opts)
-	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
-		return fmt.Errorf("delete pod %s/%s: %w", ns, name, err)
+	_, err = e.client.CoreV1().Pods(ns).Patch(ctx, name, types.StrategicMergePatchType, patch, metav1.PatchOptions{})
+	switch {
+	case err == nil, apierrors.IsNotFound(err), apierrors.IsConflict(err), apierrors.IsInvalid(err):
+		// Released, or gone: another pod of the name (Conflict or
+		// Invalid: the UID in the patch is not its own) is not this one.
+		return nil
+	default:
+		return fmt.Errorf("release pod %s/%s: %w", ns, name, err)
 	}
-	return nil
+}
+
+// deletePod deletes the pod, guarded by its UID, and reports whether it is
+// gone already: not found, or replaced by another of the same name. A pod
+// whose UID is not known is not deleted (it may not be this attempt's).
+func (e *Kubernetes) deletePod(ctx context.Context, ns, name string, uid types.UID, grace *int64) (bool, error) {
+	if uid == "" {
+		return false, nil
+	}
+	err := e.client.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: grace, Preconditions: &metav1.Preconditions{UID: &uid}})
+	switch {
+	case err == nil:
+		return false, nil
+	case apierrors.IsNotFound(err), apierrors.IsConflict(err):
+		return true, nil
+	default:
+		return false, fmt.Errorf("delete pod %s/%s: %w", ns, name, err)
+	}
 }
 
 // verifyStep is the step of stageVerifying, on a result worker: it finds
