@@ -37,8 +37,8 @@ func TestPodStopped(t *testing.T) {
 		{"running, not deleted", pod(corev1.PodRunning, "n", false, running), false},
 		{"running and being deleted", pod(corev1.PodRunning, "n", true, running), false},
 		{"being deleted, one container still running", pod(corev1.PodRunning, "n", true, done, running), false},
-		{"being deleted, containers stopped, phase not yet written by the node", pod(corev1.PodRunning, "n", true, done), false},
-		{"being deleted on its node, never started: the node may still start it", pod(corev1.PodPending, "n", true, waiting), false},
+		{"being deleted, containers stopped, phase not yet written by the node", pod(corev1.PodRunning, "n", true, done), true},
+		{"being deleted on its node, never started: the node starts none now", pod(corev1.PodPending, "n", true, waiting), true},
 		{"pending, not deleted", pod(corev1.PodPending, "n", false, waiting), false},
 	}
 	for _, tt := range tests {

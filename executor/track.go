@@ -199,22 +199,31 @@ func (e *Kubernetes) observeDeleted(pod *corev1.Pod, gone bool) {
 	}
 }
 
-// podStopped reports whether pod can no longer start or run a container:
-// it ended (phase Succeeded or Failed), or it is being deleted and was
-// never bound to a node (the API server refuses to bind a pod that is
-// being deleted). A pod not known (nil) may exist and run; a pod with no
-// node that is not being deleted may be bound a moment later (an
-// autoscaler's node arriving); a bound pod being deleted has stopped once
-// its node wrote its final phase, as the kubelet and kubexec-node do
-// before they let it go.
+// podStopped reports whether pod no longer runs and can no longer start a
+// container: it ended (phase Succeeded or Failed), or it is being deleted
+// and either was never bound to a node (the API server refuses to bind a
+// pod that is being deleted) or none of its containers runs (a node starts
+// no container in a pod being deleted; one that never started may keep
+// phase Pending to the end). A pod not known (nil) may exist and run; a pod
+// with no node that is not being deleted may be bound a moment later (an
+// autoscaler's node arriving).
 func podStopped(pod *corev1.Pod) bool {
 	switch {
 	case pod == nil:
 		return false
 	case podEnded(pod):
 		return true
+	case pod.DeletionTimestamp == nil:
+		return false
 	}
-	return pod.DeletionTimestamp != nil && pod.Spec.NodeName == ""
+	for _, list := range [][]corev1.ContainerStatus{pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses, pod.Status.EphemeralContainerStatuses} {
+		for _, cs := range list {
+			if cs.State.Running != nil {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // podEnded reports whether pod's phase is terminal.
