@@ -2,6 +2,7 @@ package executor_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"slices"
 	"sync"
@@ -85,6 +86,14 @@ func TestDeploymentsStayApart(t *testing.T) {
 
 	// A's and C's short pods end while their owners are gone.
 	require.NoError(t, wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		if changes := owners.list(); len(changes) > 0 {
+			return false, fmt.Errorf("B took over another deployment's pods: %+v", changes)
+		}
+		for _, r := range storeB.Results() {
+			if r.Key.WorkflowID != "dep-b" {
+				return false, fmt.Errorf("B saved another deployment's result: %+v", r)
+			}
+		}
 		pods, err := cluster.Client().CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return false, err

@@ -15,11 +15,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubexec/kubexec"
 	"github.com/kubexec/kubexec/executor"
+	"github.com/kubexec/kubexec/internal/devcluster"
 	"github.com/kubexec/kubexec/podtemplate"
 )
 
@@ -339,6 +342,51 @@ func TestInvalidUTF8IsSavedValid(t *testing.T) {
 			require.Regexp(t, `bad \x{FFFD}+ bytes`, r.Message)
 		})
 	}
+}
+
+// TestInvalidUTF8FromAProtobufStatus: a node agent that writes its pods'
+// status through protobuf (as a virtual kubelet's client may) stores a
+// termination message's raw bytes, invalid UTF-8 included, and the
+// executor reads them the same way. The result reaches a strict store as
+// valid UTF-8, and is saved.
+func TestInvalidUTF8FromAProtobufStatus(t *testing.T) {
+	ns := cluster.NewNamespace(t, "utf8-proto", nil)
+	rc := cluster.RESTConfig()
+	rc.ContentType = runtime.ContentTypeProtobuf
+	node, err := kubernetes.NewForConfig(rc)
+	require.NoError(t, err)
+	cfg := testConfig(ns)
+	k := key("utf8-proto", 1)
+	devcluster.CreatePods(t, node, ns, 1, func(int) (*corev1.Pod, error) {
+		pod := &corev1.Pod{Spec: corev1.PodSpec{
+			RestartPolicy: corev1.RestartPolicyNever,
+			SchedulerName: "kubexec-test-no-scheduler",
+			Containers:    []corev1.Container{{Name: "base", Image: "busybox:1.36"}},
+		}}
+		if err := kubexec.ApplyMetadata(pod, cfg.ExecutorID, k); err != nil {
+			return nil, err
+		}
+		return pod, kubexec.ApplyGroup(pod, testGroup, ns)
+	}, func(_ int, st *corev1.PodStatus) bool {
+		now := metav1.Now()
+		st.Phase = corev1.PodFailed
+		st.ContainerStatuses = []corev1.ContainerStatus{{Name: "base", Image: "busybox:1.36", State: corev1.ContainerState{
+			Terminated: &corev1.ContainerStateTerminated{ExitCode: 3, Message: "bad \xff\xfe bytes", StartedAt: now, FinishedAt: now},
+		}}}
+		return true
+	})
+	store := newHookStore()
+	store.setBefore(func(_ context.Context, r kubexec.Result) error {
+		if !utf8.ValidString(r.Message) {
+			return errors.New("invalid byte sequence for encoding UTF8")
+		}
+		return nil
+	})
+	e := startExecutor(t, cluster.RESTConfig(), store, cfg)
+	drive(t, e, 3*time.Minute, "result", func() bool { return len(store.Results()) == 1 })
+	r := store.Results()[0]
+	require.Equal(t, kubexec.ReasonFailed, r.Reason, "%+v", r)
+	require.Regexp(t, `bad \x{FFFD}+ bytes`, r.Message)
 }
 
 // TestFailingStoreBacksOffAndPausesLaunches: a store that refuses every
