@@ -28,5 +28,5 @@ for i in $(seq "$runs"); do
 		exit 1
 	fi
 	echo "test-loaded: run $i passed in $(( $(date +%s) - start )) s; slowest tests:"
-	grep -E '^\s*--- PASS: ' "$log" | sed -E 's/.*--- PASS: ([^ ]+) \(([0-9.]+)s\)/\2 \1/' | sort -rn | head -8 | sed 's/^/    /'
+	grep -E '^\s*--- PASS: ' "$log" | sed -E 's/.*--- PASS: ([^ ]+) \(([0-9.]+)s\)/\2 \1/' | sort -rn | sed -n '1,8s/^/    /p'
 done
