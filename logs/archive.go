@@ -2,6 +2,7 @@ package logs
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -170,29 +171,39 @@ type sinkError struct{ err error }
 func (e *sinkError) Error() string { return "write to the log sink: " + e.err.Error() }
 func (e *sinkError) Unwrap() error { return e.err }
 
-// archiveWriter writes an archive under a size cap: the head of the log
-// goes straight to the sink; once the head's budget is spent, lines go to
-// a ring that keeps the last tailBytes, written at the end after a note
-// that says what was left out.
+// maxNoteBytes bounds the record of the note that says what a truncated
+// archive left out. The cap keeps room for it.
+const maxNoteBytes = 320
+
+// archiveWriter writes an archive under a size cap of maxBytes, counted as
+// what the sink receives: the header and every record, whole. The head of
+// the log goes straight to the sink while it fits in headMax; the records
+// after it go to a ring of at most ringCap bytes. When a record does not
+// fit in the ring, the oldest ones are left out until it fits with room
+// for the note that says what was left out; finish writes that note, then
+// the ring. So the archive is never larger than maxBytes, unless maxBytes
+// cannot hold the header and the note: a truncated archive then holds just
+// those two. The ring is the only part of the log held in memory.
 type archiveWriter struct {
-	bw       *bufio.Writer
-	headLeft int64
-	max      int64
-	tailCap  int64
-	tailing  bool
-	ring     []Line
-	ringHead int // index of the oldest line in ring
-	ringLen  int
-	ringSize int64
-	omitted  struct {
-		bytes, lines int64
-		first        Line
+	bw      *bufio.Writer
+	max     int64 // the cap, for the note
+	headMax int64 // bytes of records that go straight to the sink
+	head    int64 // bytes of records written to the sink so far
+	ringCap int64 // bytes of records the ring holds while nothing was left out
+	tailing bool  // a record did not fit in the head: the rest goes to the ring
+	ring    byteRing
+	omitted struct {
+		any          bool
+		bytes, lines int64 // of the log: text and newlines, and lines that ended
+		container    string
+		time         time.Time // of the first record left out
 	}
-	buf []byte
+	buf  []byte // the record being added
+	peek []byte // the oldest record of the ring, being left out
 }
 
 func newArchiveWriter(w io.Writer, h archiveHeader, maxBytes, tailBytes int64) (*archiveWriter, error) {
-	a := &archiveWriter{bw: bufio.NewWriterSize(w, 64<<10), headLeft: maxBytes - tailBytes, max: maxBytes, tailCap: tailBytes}
+	a := &archiveWriter{bw: bufio.NewWriterSize(w, 64<<10), max: maxBytes}
 	b, err := appendHeader(nil, h)
 	if err != nil {
 		return nil, err
@@ -200,9 +211,14 @@ func newArchiveWriter(w io.Writer, h archiveHeader, maxBytes, tailBytes int64) (
 	if _, err := a.bw.Write(b); err != nil {
 		return nil, &sinkError{err}
 	}
+	if room := maxBytes - int64(len(b)); room > 0 {
+		a.ringCap = min(room, max(tailBytes, maxNoteBytes))
+		a.headMax = room - a.ringCap
+	}
 	return a, nil
 }
 
+// lineSize is what l is of the log: its text and its newline.
 func lineSize(l Line) int64 {
 	if l.Partial {
 		return int64(len(l.Text))
@@ -210,74 +226,147 @@ func lineSize(l Line) int64 {
 	return int64(len(l.Text)) + 1
 }
 
-func (a *archiveWriter) write(l Line) error {
-	a.buf = appendRecord(a.buf[:0], l)
-	if _, err := a.bw.Write(a.buf); err != nil {
-		return &sinkError{err}
-	}
-	return nil
-}
-
 // add archives one line.
 func (a *archiveWriter) add(l Line) error {
-	size := lineSize(l)
-	if !a.tailing && size <= a.headLeft {
-		a.headLeft -= size
-		return a.write(l)
-	}
-	a.tailing = true
-	if a.ringLen == len(a.ring) {
-		a.growRing()
-	}
-	a.ring[(a.ringHead+a.ringLen)%len(a.ring)] = l
-	a.ringLen++
-	a.ringSize += size
-	for a.ringSize > a.tailCap && a.ringLen > 0 {
-		old := a.ring[a.ringHead]
-		a.ring[a.ringHead] = Line{}
-		a.ringHead = (a.ringHead + 1) % len(a.ring)
-		a.ringLen--
-		a.ringSize -= lineSize(old)
-		if a.omitted.bytes == 0 && a.omitted.lines == 0 {
-			a.omitted.first = old
+	a.buf = appendRecord(a.buf[:0], l)
+	size := int64(len(a.buf))
+	if !a.tailing {
+		if a.head+size <= a.headMax {
+			a.head += size
+			if _, err := a.bw.Write(a.buf); err != nil {
+				return &sinkError{err}
+			}
+			return nil
 		}
-		a.omitted.bytes += lineSize(old)
-		if !old.Partial {
-			a.omitted.lines++
-		}
+		a.tailing = true
 	}
+	limit := a.ringCap
+	if a.omitted.any || int64(a.ring.n)+size > limit {
+		// Truncated: keep room for the note.
+		limit -= maxNoteBytes
+	}
+	for a.ring.n > 0 && int64(a.ring.n)+size > limit {
+		a.peek = a.ring.peek(a.peek[:0], a.ring.indexByte('\n')+1)
+		a.ring.discard(len(a.peek))
+		a.leaveOut(a.peek)
+	}
+	if size > limit {
+		a.leaveOut(a.buf)
+		return nil
+	}
+	a.ring.push(a.buf, int(a.ringCap))
 	return nil
 }
 
-func (a *archiveWriter) growRing() {
-	n := max(16, 2*len(a.ring))
-	ring := make([]Line, n)
-	for i := range a.ringLen {
-		ring[i] = a.ring[(a.ringHead+i)%len(a.ring)]
+// leaveOut counts a record that the archive leaves out.
+func (a *archiveWriter) leaveOut(rec []byte) {
+	ts, container, kind, text, err := cutRecord(rec[:len(rec)-1])
+	if err != nil {
+		// Not from appendRecord, which makes every record: count it all.
+		ts, container, kind, text = nil, nil, kindFull, rec[:len(rec)-1]
 	}
-	a.ring, a.ringHead = ring, 0
+	if !a.omitted.any {
+		a.omitted.any = true
+		a.omitted.time, _ = time.Parse(time.RFC3339Nano, string(ts))
+		if string(container) != string(noContainer) {
+			a.omitted.container = string(container)
+		}
+	}
+	a.omitted.bytes += int64(len(text))
+	if kind != kindPartial {
+		a.omitted.bytes++
+		a.omitted.lines++
+	}
 }
 
 // finish writes the truncation note and the kept end of the log, and
 // flushes. It does not commit.
 func (a *archiveWriter) finish() error {
-	if a.omitted.bytes > 0 {
-		note := Line{Container: a.omitted.first.Container, Time: a.omitted.first.Time, Note: true,
+	if a.omitted.any {
+		note := Line{Container: a.omitted.container, Time: a.omitted.time, Note: true,
 			Text: fmt.Sprintf("[kubexec] %d bytes in %d lines were left out here: the attempt's logs exceeded the archive's cap of %d bytes (logs.Config.MaxArchiveBytes)",
 				a.omitted.bytes, a.omitted.lines, a.max)}
-		if err := a.write(note); err != nil {
-			return err
+		a.buf = appendRecord(a.buf[:0], note)
+		if len(a.buf) > maxNoteBytes {
+			// Only a container name longer than a DNS label, or a time
+			// past the year 9999, can make it longer.
+			note.Container, note.Time = "", time.Time{}
+			a.buf = appendRecord(a.buf[:0], note)
+		}
+		if _, err := a.bw.Write(a.buf); err != nil {
+			return &sinkError{err}
 		}
 	}
-	for i := range a.ringLen {
-		if err := a.write(a.ring[(a.ringHead+i)%len(a.ring)]); err != nil {
-			return err
+	first, second := a.ring.segments()
+	for _, b := range [][]byte{first, second} {
+		if _, err := a.bw.Write(b); err != nil {
+			return &sinkError{err}
 		}
 	}
 	if err := a.bw.Flush(); err != nil {
 		return &sinkError{err}
 	}
 	return nil
+}
+
+// byteRing is a queue of bytes in one buffer, which grows as needed up to
+// the limit that push is given.
+type byteRing struct {
+	buf   []byte
+	start int // index of the oldest byte
+	n     int // bytes held
+}
+
+// push appends p. The ring must then hold at most limit bytes.
+func (r *byteRing) push(p []byte, limit int) {
+	if r.n+len(p) > len(r.buf) {
+		buf := make([]byte, min(limit, max(r.n+len(p), 2*len(r.buf), 4<<10)))
+		first, second := r.segments()
+		copy(buf[copy(buf, first):], second)
+		r.buf, r.start = buf, 0
+	}
+	end := (r.start + r.n) % len(r.buf)
+	copy(r.buf, p[copy(r.buf[end:], p):])
+	r.n += len(p)
+}
+
+// segments returns the bytes held, oldest first, as two slices.
+func (r *byteRing) segments() (first, second []byte) {
+	if r.start+r.n <= len(r.buf) {
+		return r.buf[r.start : r.start+r.n], nil
+	}
+	return r.buf[r.start:], r.buf[:r.start+r.n-len(r.buf)]
+}
+
+// indexByte returns the index of the first c held, or -1.
+func (r *byteRing) indexByte(c byte) int {
+	first, second := r.segments()
+	if i := bytes.IndexByte(first, c); i >= 0 {
+		return i
+	}
+	if i := bytes.IndexByte(second, c); i >= 0 {
+		return len(first) + i
+	}
+	return -1
+}
+
+// peek appends the n oldest bytes to dst.
+func (r *byteRing) peek(dst []byte, n int) []byte {
+	first, second := r.segments()
+	if n <= len(first) {
+		return append(dst, first[:n]...)
+	}
+	dst = append(dst, first...)
+	return append(dst, second[:n-len(first)]...)
+}
+
+// discard drops the n oldest bytes.
+func (r *byteRing) discard(n int) {
+	r.start = (r.start + n) % len(r.buf)
+	r.n -= n
+	if r.n == 0 {
+		r.start = 0
+	}
 }
 
 // readHeader reads and checks an archive's header.

@@ -37,16 +37,29 @@ type Config struct {
 	// Namespace is where an attempt's pod is looked for when
 	// Options.Namespace is empty. Default "default".
 	Namespace string
-	// MaxArchiveBytes caps the size of one attempt's archive, counted as
-	// the bytes of its lines plus one per line. An attempt that logged more
-	// keeps its first MaxArchiveBytes-ArchiveTailBytes bytes and its last
-	// ArchiveTailBytes bytes, with a note between them that says how much
-	// was left out. Default 10 MiB.
+	// MaxArchiveBytes caps the size of one attempt's archive as its
+	// LogSink receives it. Every byte counts: the archive's header (one
+	// line naming the attempt, its pod and its containers) and each log
+	// line's whole record, its text and container name and at most 35
+	// bytes more for its time, kind, separators and newline (for a
+	// container named "base", 39 bytes and the text). An attempt whose
+	// records take more keeps the start of its log and its end
+	// (ArchiveTailBytes), with a note between them that says how many
+	// bytes and lines of the log were left out; the note's record, at
+	// most 320 bytes, counts too. Only a cap too small for the header and
+	// that note is exceeded, by a truncated archive that holds just those
+	// two. Default 10 MiB.
 	MaxArchiveBytes int64
 	// ArchiveTailBytes is the part of MaxArchiveBytes kept for the end of
-	// a truncated log, where the error that ended it usually is. It must
-	// be less than MaxArchiveBytes. Default 1 MiB, or half of
-	// MaxArchiveBytes when that is 2 MiB or less.
+	// a truncated log, where the error that ended it usually is, counted
+	// as MaxArchiveBytes is. It holds the note that says what was left
+	// out, and the last records in what the note leaves (nothing when it
+	// is under 320 bytes). It also bounds the memory that archiving takes:
+	// until a log ends, archiving holds its records that may be kept as
+	// its end, at most ArchiveTailBytes or 320 bytes, whichever is more,
+	// and never more than MaxArchiveBytes. It must be less than
+	// MaxArchiveBytes. Default 1 MiB, or half of MaxArchiveBytes when that
+	// is 2 MiB or less.
 	ArchiveTailBytes int64
 	// MaxLineBytes is the longest Line.Text; longer lines come in pieces
 	// (Line.Partial). Default 64 KiB.

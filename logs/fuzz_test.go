@@ -1,8 +1,12 @@
 package logs
 
 import (
+	"bufio"
 	"bytes"
+	"fmt"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -80,5 +84,75 @@ func FuzzCursor(f *testing.F) {
 			return n
 		})
 		equalLogs(t, log, joined(got))
+	})
+}
+
+// FuzzArchiveWriter archives lines of the lengths the fuzzer says under
+// the cap it says, and checks that the archive stays within the cap (or
+// holds just its header and the note) and is the start of the log, the
+// note, and the end of the log, with the note's counts right.
+func FuzzArchiveWriter(f *testing.F) {
+	f.Add(uint16(3000), uint16(1200), []byte{1, 1, 1, 1, 63, 0x40 | 63, 5})
+	f.Add(uint16(100), uint16(50), []byte{1, 1, 1, 1})
+	f.Add(uint16(0), uint16(0), []byte{0})
+	f.Add(uint16(400), uint16(399), bytes.Repeat([]byte{0x40 | 60, 0x80 | 2}, 30))
+	f.Fuzz(func(t *testing.T, room, tail uint16, spec []byte) {
+		hdr, err := appendHeader(nil, capHeader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		maxBytes := int64(len(hdr)) + int64(room)
+		tailBytes := 1 + int64(tail)%max(1, maxBytes-1)
+		var lines []Line
+		for i, b := range spec {
+			l := Line{Container: "base", Time: capBase.Add(time.Duration(i) * time.Second), Text: strings.Repeat("x", int(b&0x3f)), Partial: b&0x40 != 0}
+			if b&0x80 != 0 {
+				l.Container = ""
+			}
+			lines = append(lines, l)
+		}
+		var out bytes.Buffer
+		aw, err := newArchiveWriter(&out, capHeader, maxBytes, tailBytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range lines {
+			if err := aw.add(l); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := aw.finish(); err != nil {
+			t.Fatal(err)
+		}
+		size := int64(out.Len())
+		br := bufio.NewReader(&out)
+		if _, err := readHeader(br, capHeader.Key); err != nil {
+			t.Fatal(err)
+		}
+		var got []Line
+		if err := eachRecord(br, func(l Line) error { got = append(got, l); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		note := slices.IndexFunc(got, func(l Line) bool { return l.Note })
+		if note < 0 {
+			if size > maxBytes || !slices.Equal(lines, got) {
+				t.Fatalf("%d bytes under a cap of %d, %d of %d lines, no note", size, maxBytes, len(got), len(lines))
+			}
+			return
+		}
+		if size > maxBytes && (size > int64(len(hdr))+maxNoteBytes || len(got) > 1) {
+			t.Fatalf("%d bytes under a cap of %d, %d records", size, maxBytes, len(got))
+		}
+		head, end := got[:note], got[note+1:]
+		if len(head)+len(end) >= len(lines) || !slices.Equal(lines[:len(head)], head) || !slices.Equal(lines[len(lines)-len(end):], end) {
+			t.Fatalf("kept %d and %d of %d lines, not the start and the end", len(head), len(end), len(lines))
+		}
+		leftBytes, leftLines := logSize(lines[len(head) : len(lines)-len(end)])
+		if want := fmt.Sprintf("%d bytes in %d lines were left out", leftBytes, leftLines); !strings.Contains(got[note].Text, want) {
+			t.Fatalf("note %q, want %q", got[note].Text, want)
+		}
+		if first := lines[len(head)]; got[note].Container != first.Container || !got[note].Time.Equal(first.Time) {
+			t.Fatalf("note at %s %s, first line left out at %s %s", got[note].Container, got[note].Time, first.Container, first.Time)
+		}
 	})
 }

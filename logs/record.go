@@ -139,33 +139,43 @@ func appendRecord(dst []byte, l Line) []byte {
 
 // parseRecord decodes one archive record (without its newline).
 func parseRecord(line []byte) (Line, error) {
-	ts, rest, ok := bytes.Cut(line, []byte{' '})
-	if !ok {
-		return Line{}, fmt.Errorf("%w: record %.40q has no container", ErrCorruptArchive, line)
+	ts, container, kind, text, err := cutRecord(line)
+	if err != nil {
+		return Line{}, err
 	}
 	t, err := time.Parse(time.RFC3339Nano, string(ts))
 	if err != nil {
 		return Line{}, fmt.Errorf("%w: record %.40q: %w", ErrCorruptArchive, line, err)
 	}
-	container, rest, ok := bytes.Cut(rest, []byte{' '})
-	if !ok || len(container) == 0 {
-		return Line{}, fmt.Errorf("%w: record %.40q has no kind", ErrCorruptArchive, line)
-	}
-	if len(rest) < 2 || rest[1] != ' ' {
-		return Line{}, fmt.Errorf("%w: record %.40q has no text separator", ErrCorruptArchive, line)
-	}
-	l := Line{Time: t, Text: string(rest[2:])}
+	l := Line{Time: t, Text: string(text)}
 	if string(container) != string(noContainer) {
 		l.Container = string(container)
 	}
-	switch rest[0] {
+	switch kind {
 	case kindFull:
 	case kindPartial:
 		l.Partial = true
 	case kindNote:
 		l.Note = true
 	default:
-		return Line{}, fmt.Errorf("%w: record %.40q has unknown kind %q", ErrCorruptArchive, line, rest[0])
+		return Line{}, fmt.Errorf("%w: record %.40q has unknown kind %q", ErrCorruptArchive, line, kind)
 	}
 	return l, nil
+}
+
+// cutRecord splits one archive record (without its newline) into its
+// fields, unchecked but for their separators.
+func cutRecord(line []byte) (ts, container []byte, kind byte, text []byte, err error) {
+	ts, rest, ok := bytes.Cut(line, []byte{' '})
+	if !ok {
+		return nil, nil, 0, nil, fmt.Errorf("%w: record %.40q has no container", ErrCorruptArchive, line)
+	}
+	container, rest, ok = bytes.Cut(rest, []byte{' '})
+	if !ok || len(container) == 0 {
+		return nil, nil, 0, nil, fmt.Errorf("%w: record %.40q has no kind", ErrCorruptArchive, line)
+	}
+	if len(rest) < 2 || rest[1] != ' ' {
+		return nil, nil, 0, nil, fmt.Errorf("%w: record %.40q has no text separator", ErrCorruptArchive, line)
+	}
+	return ts, container, rest[0], rest[2:], nil
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -83,54 +82,6 @@ func TestHeaderRoundTrip(t *testing.T) {
 	require.ErrorIs(t, err, ErrCorruptArchive)
 	_, err = readHeader(bufio.NewReader(strings.NewReader("not a header\n")), key)
 	require.ErrorIs(t, err, ErrCorruptArchive)
-}
-
-// archiveOf writes lines through an archiveWriter and returns the records
-// it wrote, the header left out.
-func archiveOf(t *testing.T, maxBytes, tailBytes int64, lines []Line) []Line {
-	t.Helper()
-	var buf bytes.Buffer
-	aw, err := newArchiveWriter(&buf, archiveHeader{}, maxBytes, tailBytes)
-	require.NoError(t, err)
-	for _, l := range lines {
-		require.NoError(t, aw.add(l))
-	}
-	require.NoError(t, aw.finish())
-	br := bufio.NewReader(&buf)
-	_, err = br.ReadBytes('\n')
-	require.NoError(t, err)
-	var out []Line
-	require.NoError(t, eachRecord(br, func(l Line) error { out = append(out, l); return nil }))
-	return out
-}
-
-func TestArchiveWriterKeepsHeadAndTail(t *testing.T) {
-	t.Parallel()
-	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	var lines []Line
-	for i := range 100 {
-		lines = append(lines, Line{Container: "base", Time: base.Add(time.Duration(i) * time.Millisecond), Text: fmt.Sprintf("line %03d", i)}) // 9 bytes with newline
-	}
-	// Under the cap: everything, no note.
-	require.Equal(t, lines, archiveOf(t, 900, 90, lines))
-
-	got := archiveOf(t, 450, 90, lines)
-	// Head: 360 bytes = 40 lines; tail: 90 bytes = the last 10 lines.
-	require.Len(t, got, 40+1+10)
-	require.Equal(t, lines[:40], got[:40])
-	require.Equal(t, lines[90:], got[41:])
-	note := got[40]
-	require.True(t, note.Note)
-	require.Equal(t, "base", note.Container)
-	require.True(t, lines[40].Time.Equal(note.Time), "the note is timed at the first line left out")
-	require.Contains(t, note.Text, "450 bytes in 50 lines were left out")
-	var size int64
-	for _, l := range got {
-		if !l.Note {
-			size += lineSize(l)
-		}
-	}
-	require.LessOrEqual(t, size, int64(450))
 }
 
 func TestFileSink(t *testing.T) {

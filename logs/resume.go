@@ -18,10 +18,14 @@ import (
 // stream up to that line, and passes on only what follows, so that a
 // reader sees every line once.
 //
-// One case stays ambiguous: a first request with tailLines whose window
+// Two cases stay ambiguous: a first request with tailLines whose window
 // starts right after a line with the same time, to the nanosecond, and
-// the same text as one in the window. Runtimes stamp lines with
-// nanosecond clocks, so it takes a coarse clock to happen.
+// the same text as one in the window; and a stream cut in a flood of lines
+// (more than maxCounts within resumeSlack), after a line with the same
+// time and text as an earlier one whose count was forgotten, which is
+// then resumed from the earlier one and repeats the lines between them.
+// Runtimes stamp lines with nanosecond clocks, so it takes a coarse clock
+// to happen.
 
 // piece is a line, or a piece of a long line, of one stream.
 type piece struct {
@@ -37,9 +41,13 @@ type piece struct {
 // earlier, and a line that precedes it one up to this much later.
 const resumeSlack = time.Second
 
-// maxPending bounds the lines held back while a resumed stream looks for
-// the last line read.
+// maxPending bounds the memory of the lines held back while a resumed
+// stream looks for the last line read, counted as their text and
+// pendingLineCost for each: past it, the cursor stops looking.
 const maxPending = 4 << 20
+
+// pendingLineCost is about what a held-back Line takes beside its text.
+const pendingLineCost = 64
 
 // position is how far a container's log has been consumed.
 type position struct {
@@ -69,16 +77,18 @@ type cursor struct {
 
 	pos position
 	// counts holds how many consumed lines had each time and hash, for
-	// the lines of the last few seconds, which a resumed stream repeats.
+	// the lines of the last few seconds, which a resumed stream repeats;
+	// at most maxCounts of them.
 	counts map[identity]int
-	maxTS  time.Time // the latest time of a consumed line
-	pruned time.Time // maxTS when counts was last pruned
+	spare  map[identity]int // the map counts had before it was last pruned
+	maxTS  time.Time        // the latest time of a consumed line
+	pruned time.Time        // maxTS when counts was last pruned
 
 	// State of the current stream.
 	aligning  bool   // looking for pos's line: skip what precedes it
 	seen      int    // lines equal to pos's seen while aligning
 	pending   []Line // lines later than pos's line, held while aligning
-	pendBytes int    // bytes in pending
+	pendBytes int    // memory of pending: see maxPending
 	inLine    bool   // a line started in this stream and has not ended
 	lineTS    time.Time
 	lineHash  hash.Hash64
@@ -162,17 +172,48 @@ func (c *cursor) advance(ts time.Time, sum uint64, end bool, lineBytes int) {
 	if ts.After(c.maxTS) {
 		c.maxTS = ts
 	}
-	if c.maxTS.Sub(c.pruned) > 2*resumeSlack && len(c.counts) > 256 {
+	switch {
+	case len(c.counts) > maxCounts:
+		// A flood of lines: no later line can equal one more than
+		// resumeSlack older than the latest (lines are at most that out
+		// of time order), and of the rest, half are forgotten.
+		c.pruneCounts(id, c.maxTS.Add(-resumeSlack), maxCounts/2)
+	case c.maxTS.Sub(c.pruned) > 2*resumeSlack && len(c.counts) > 256:
 		// A resumed stream starts at most resumeSlack and a second before
 		// the last line; older counts are no longer needed.
-		old := c.maxTS.Add(-3 * resumeSlack).UnixNano()
-		for id := range c.counts {
-			if id.ts < old {
-				delete(c.counts, id)
-			}
-		}
-		c.pruned = c.maxTS
+		c.pruneCounts(id, c.maxTS.Add(-3*resumeSlack), len(c.counts))
 	}
+}
+
+// maxCounts bounds cursor.counts, which otherwise grows with the lines of
+// the last few seconds, however many.
+const maxCounts = 1 << 16
+
+// pruneCounts keeps in counts at most most of the lines from oldest on,
+// keep (the last line's) among them. A count forgotten too early can only
+// make a resumed stream align on an earlier line with the same time, to
+// the nanosecond, and text as the last line read, and so repeat the lines
+// after it, never lose them. The lines kept are copied to spare, which
+// becomes counts: deleting them in place would leave the map as large as
+// it was.
+func (c *cursor) pruneCounts(keep identity, oldest time.Time, most int) {
+	from := oldest.UnixNano()
+	kept := c.spare
+	if kept == nil {
+		kept = make(map[identity]int, min(len(c.counts), most))
+	}
+	clear(kept)
+	kept[keep] = c.counts[keep]
+	for id, n := range c.counts {
+		if len(kept) >= most {
+			break
+		}
+		if id.ts >= from {
+			kept[id] = n
+		}
+	}
+	c.counts, c.spare = kept, c.counts
+	c.pruned = c.maxTS
 }
 
 // identity is a line's time and the hash of its text: with the number of
@@ -224,11 +265,19 @@ func (c *cursor) feed(p piece) error {
 	if p.end {
 		c.inLine = false
 	}
+	if c.hold && c.pendBytes > maxPending {
+		// A long line: stop looking here rather than hold all of it; the
+		// rest of the line is delivered as it comes.
+		if err := c.fallBack(); err != nil {
+			return err
+		}
+		c.hold = false
+	}
 	if c.drop || c.hold {
 		if c.hold {
 			c.hold = !p.end
 			c.pending = append(c.pending, Line{Container: c.container, Time: c.lineTS, Text: string(p.text), Partial: !p.end})
-			c.pendBytes += len(p.text)
+			c.pendBytes += len(p.text) + pendingLineCost
 		}
 		if p.end && c.lineTS.Equal(c.pos.ts) && c.lineHash.Sum64() == c.pos.hash {
 			c.seen++

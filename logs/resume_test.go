@@ -293,3 +293,121 @@ func TestSplitterDropsCutFragment(t *testing.T) {
 	_, err = s.next()
 	require.ErrorIs(t, err, io.ErrUnexpectedEOF)
 }
+
+// The lines held back while a resumed stream looks for the last line read
+// are bounded by the memory they take (their text, and 64 bytes each),
+// empty lines and long ones too: a resumed stream that lost that line and
+// goes on with a flood of lines, or one huge line, within the second
+// after it stops looking for it rather than hold them all, and delivers
+// everything after it with a note.
+func TestCursorBoundsHeldBackLines(t *testing.T) {
+	t.Parallel()
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	const pieceBytes = 64 << 10
+	for _, tc := range []struct {
+		name   string
+		pieces []piece
+	}{{
+		name: "empty lines",
+		pieces: func() []piece {
+			out := make([]piece, 200_000)
+			for i := range out {
+				out[i] = piece{ts: base.Add(time.Duration(i+1) * time.Microsecond), start: true, end: true}
+			}
+			return out
+		}(),
+	}, {
+		name: "one huge line",
+		pieces: func() []piece {
+			out := make([]piece, 160) // 10 MiB
+			for i := range out {
+				out[i] = piece{ts: base.Add(time.Millisecond), text: bytes.Repeat([]byte{'x'}, pieceBytes), start: i == 0, end: i == len(out)-1}
+			}
+			return out
+		}(),
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var delivered []Line
+			cur := newCursor("c", time.Time{}, func(l Line) error { delivered = append(delivered, l); return nil })
+			cur.begin()
+			require.NoError(t, cur.feed(piece{ts: base, text: []byte("last read"), start: true, end: true}))
+			require.NoError(t, cur.end(false))
+
+			cur.begin()
+			most, held, counted := 0, 0, 0
+			for _, p := range tc.pieces {
+				require.NoError(t, cur.feed(p))
+				if len(cur.pending) < counted {
+					held, counted = 0, 0 // given up: delivered
+				}
+				for _, l := range cur.pending[counted:] {
+					held += len(l.Text) + 64
+				}
+				counted = len(cur.pending)
+				most = max(most, held)
+			}
+			require.NoError(t, cur.end(true))
+			require.LessOrEqual(t, most, 4<<20+pieceBytes+64, "at most 4 MiB held back, and one piece")
+
+			require.Equal(t, "last read", delivered[0].Text)
+			require.True(t, delivered[1].Note, "a note says that lines may be missing")
+			var want, got []byte
+			for _, p := range tc.pieces {
+				want = append(append(want, p.text...), fmt.Sprint(p.end)...)
+			}
+			for _, l := range delivered[2:] {
+				require.False(t, l.Note)
+				got = append(append(got, l.Text...), fmt.Sprint(!l.Partial)...)
+			}
+			require.Equal(t, len(want), len(got))
+			require.True(t, bytes.Equal(want, got), "everything after the lost line is delivered once")
+		})
+	}
+}
+
+// The counts of lines that a cursor keeps to resume a stream are bounded,
+// also in a flood of lines within a second, and a stream cut in such a
+// flood still resumes without losing or repeating a line.
+func TestCursorBoundsLineCounts(t *testing.T) {
+	t.Parallel()
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	log := make([]logLine, 200_000)
+	for i := range log {
+		log[i] = logLine{ts: base.Add(time.Duration(i) * time.Microsecond), text: fmt.Sprint(i)}
+	}
+	var got []Line
+	var cur *cursor
+	most := 0
+	cur = newCursor("c", time.Time{}, func(l Line) error {
+		got = append(got, l)
+		most = max(most, len(cur.counts))
+		return nil
+	})
+	// The log spans less than a second, so each resumed stream serves it
+	// all again: the cursor skips up to the last line read.
+	body := render(log, time.Time{}, 0)
+	for _, cut := range []int{len(body) / 2, len(body) * 9 / 10, -1} {
+		if cur.pos.started {
+			require.Equal(t, body, render(log, cur.pos.resumeSince(), 0))
+		}
+		var r io.Reader = bytes.NewReader(body)
+		if cut >= 0 {
+			r = &cutReader{r: r, n: cut, err: io.ErrUnexpectedEOF}
+		}
+		cur.begin()
+		_, err := pump(r, cur, 256)
+		if cut >= 0 {
+			require.ErrorIs(t, err, io.ErrUnexpectedEOF)
+			require.NoError(t, cur.end(false))
+			continue
+		}
+		require.NoError(t, err)
+		require.NoError(t, cur.end(true))
+	}
+	require.LessOrEqual(t, most, 1<<16+1, "lines counted")
+	equalLogs(t, log, joined(got))
+	for _, l := range got {
+		require.False(t, l.Note, l.Text)
+	}
+}
