@@ -112,6 +112,19 @@ type Config struct {
 	// Middleware runs in order on every built pod; see [Middleware].
 	// Default none.
 	Middleware []Middleware
+	// OverrideFields, when set, are the only fields a per-task override
+	// may set, as dotted paths of the pod's JSON field names without list
+	// indexes: "metadata.labels", "spec.nodeSelector",
+	// "spec.containers.resources", "spec.containers.env". A path allows
+	// everything under it. Inside a list merged by key (containers, env,
+	// volumes, ...), changing an existing entry sets the fields it names
+	// ("spec.containers.resources.limits"), while adding or deleting an
+	// entry sets the list ("spec.containers"). An override that sets
+	// anything else is refused with a *[PolicyError] (rule
+	// "overrideFields") naming the field. Whatever the list, an override
+	// never moves the pod to another namespace (rule "namespace").
+	// Default: every field; the executor's Policy still applies.
+	OverrideFields []string
 }
 
 func (c Config) withDefaults() Config {
@@ -122,6 +135,7 @@ func (c Config) withDefaults() Config {
 		c.Namespace = DefaultNamespace
 	}
 	c.Middleware = slices.Clone(c.Middleware)
+	c.OverrideFields = slices.Clone(c.OverrideFields)
 	return c
 }
 
@@ -130,6 +144,9 @@ func (c Config) validate() error {
 		if err := kubexec.ValidateExecutorID(c.ExecutorID); err != nil {
 			return fmt.Errorf("%w: Config.ExecutorID: %w", ErrInvalidConfig, err)
 		}
+	}
+	if err := validateOverrideFields(c.OverrideFields); err != nil {
+		return err
 	}
 	if i := slices.IndexFunc(c.Middleware, func(m Middleware) bool { return m == nil }); i >= 0 {
 		return fmt.Errorf("%w: Config.Middleware[%d] is nil: remove it", ErrInvalidConfig, i)
@@ -190,15 +207,25 @@ func (t *Template) Build(ctx context.Context, spec TaskSpec) (*corev1.Pod, error
 	if errs := applySpec(pod, t.cfg.MainContainer, spec); len(errs) > 0 {
 		return nil, &ValidationError{Key: spec.Key, Errs: errs}
 	}
+	if pod.Namespace == "" {
+		pod.Namespace = t.cfg.Namespace
+	}
 	if !spec.Override.IsZero() {
+		if err := t.checkOverrideFields(pod, spec); err != nil {
+			return nil, err
+		}
+		chosen := pod.Namespace
 		merged, err := merge(pod, spec.Override)
 		if err != nil {
 			return nil, err
 		}
 		pod = merged
-	}
-	if pod.Namespace == "" {
-		pod.Namespace = t.cfg.Namespace
+		if pod.Namespace != chosen {
+			return nil, &PolicyError{Pod: pod.Namespace + "/" + pod.Name, Key: spec.Key, Violations: []Violation{{
+				Field: "metadata.namespace", Rule: "namespace",
+				Detail: fmt.Sprintf("an override may not move the pod from namespace %q to %q: set TaskSpec.Namespace", chosen, pod.Namespace),
+			}}}
+		}
 	}
 	mainFirst(pod, t.cfg.MainContainer)
 	// Middleware sees the pod's final name, labels and annotations ...
@@ -226,6 +253,36 @@ func (t *Template) Build(ctx context.Context, spec TaskSpec) (*corev1.Pod, error
 		return nil, &ValidationError{Pod: pod.Namespace + "/" + pod.Name, Key: spec.Key, Errs: errs}
 	}
 	return pod, nil
+}
+
+// checkOverrideFields refuses an override that sets a field outside
+// Config.OverrideFields, when that list is set.
+func (t *Template) checkOverrideFields(pod *corev1.Pod, spec TaskSpec) error {
+	if len(t.cfg.OverrideFields) == 0 {
+		return nil
+	}
+	original, err := json.Marshal(pod)
+	if err != nil {
+		return err
+	}
+	var before, patch map[string]any
+	if err := utiljson.Unmarshal(original, &before); err != nil {
+		return err
+	}
+	if err := utiljson.Unmarshal(spec.Override.patch, &patch); err != nil {
+		return &DecodeError{Source: spec.Override.source, Err: err, kind: ErrInvalidOverride}
+	}
+	var out []Violation
+	for _, p := range overridePaths(podPatchMeta, "", before, patch) {
+		if !fieldAllowed(p, t.cfg.OverrideFields) {
+			out = append(out, Violation{Field: p, Rule: "overrideFields", Detail: fmt.Sprintf(
+				"an override may set only %s: ask the platform's operator, or leave this field to the template", strings.Join(t.cfg.OverrideFields, ", "))})
+		}
+	}
+	if len(out) > 0 {
+		return &PolicyError{Pod: pod.Namespace + "/" + pod.Name, Key: spec.Key, Violations: out}
+	}
+	return nil
 }
 
 // mainIndex returns the index of the container named name, or -1.

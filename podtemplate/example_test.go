@@ -3,6 +3,7 @@ package podtemplate_test
 import (
 	"context"
 	"fmt"
+	"log"
 	"path/filepath"
 
 	corev1 "k8s.io/api/core/v1"
@@ -187,4 +188,42 @@ spec:
 	// env: DATA_DIR=/data
 	// env: MODE=stream
 	// env: OUT_DIR=$(DATA_DIR)/out
+}
+
+// The policy step refuses a pod whose per-task override asks for more than
+// a task should get, naming each field and rule; an operator widens the
+// policy deliberately, field by field.
+func ExamplePolicy() {
+	tmpl, err := podtemplate.New(podtemplate.DefaultTemplate(), podtemplate.Config{ExecutorID: "scheduler-0", Namespace: "etl"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	override, err := podtemplate.ParseOverride("load.yaml", []byte(`
+spec:
+  serviceAccountName: deployer
+  hostNetwork: true
+`))
+	if err != nil {
+		log.Fatal(err)
+	}
+	pod, err := tmpl.Build(context.Background(), podtemplate.TaskSpec{
+		Key:      kubexec.TaskKey{WorkflowID: "etl", TaskID: "load", RunID: "r1", MapIndex: kubexec.NotMapped, Attempt: 1},
+		Image:    "registry.example.com/etl:1.4",
+		Override: override,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, v := range (podtemplate.Policy{}).Check(pod) {
+		fmt.Println(v.Field, v.Rule)
+	}
+	widened := podtemplate.Policy{
+		Level:           podtemplate.LevelPrivileged,
+		ServiceAccounts: []string{"default", "deployer"},
+	}
+	fmt.Println(len(widened.Check(pod)), "violations once widened")
+	// Output:
+	// spec.serviceAccountName serviceAccount
+	// spec.hostNetwork baseline/hostNamespaces
+	// 0 violations once widened
 }
