@@ -122,6 +122,12 @@ type SweepConfig struct {
 	// the same pods, only saves some results twice. Default: every
 	// settled pod is relabelled.
 	Settle func(pod *corev1.Pod) (bool, error)
+	// Verify, when set, tells the pods the group's instances made from
+	// pods someone else created with the same labels: a pod it returns an
+	// error for is never relabelled nor settled, only counted
+	// (SweepStats.Foreign). The executor checks the pod's provenance mark
+	// (kubexec.Provenance). Default: every pod of the group is taken.
+	Verify func(pod *corev1.Pod) error
 }
 
 // Sweeper finds pods of dead executor instances that no longer need their
@@ -153,6 +159,9 @@ type SweepStats struct {
 	DeadOwners int
 	// LeasesDeleted is the number of expired Leases deleted.
 	LeasesDeleted int
+	// Foreign is the number of pods of dead instances that Verify
+	// refused.
+	Foreign int
 	// APICalls is the number of requests sent (lists, lease reads, claims,
 	// patches, lease deletions).
 	APICalls int
@@ -232,6 +241,10 @@ func (s *Sweeper) Sweep(ctx context.Context) (SweepStats, error) {
 						errs = append(errs, fmt.Errorf("adoption: pods of executor %q in group %q keep their Lease in namespace %q, this instance in %q: instances of one group must share a LeaseNamespace; those pods are left alone",
 							owner, s.cfg.Group, pod.Annotations[kubexec.AnnotationLeaseNamespace], s.cfg.LeaseNamespace))
 					}
+					continue
+				}
+				if s.cfg.Verify != nil && s.cfg.Verify(pod) != nil {
+					st.Foreign++
 					continue
 				}
 				isAlive, err := s.isAlive(ctx, owner, alive, &st)

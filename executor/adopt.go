@@ -111,6 +111,10 @@ func (e *Kubernetes) adoptOne(ctx context.Context, key kubexec.TaskKey, alive ma
 			return true, fmt.Errorf("%w: %s has pod %s/%s of executor %q (adoption group %q, Lease namespace %q), and this executor's group is %q with Lease namespace %q: only instances of one Config.AdoptionGroup with one LeaseNamespace adopt each other's pods",
 				ErrOtherDeployment, key, pod.Namespace, pod.Name, owner, pod.Labels[kubexec.LabelGroup], pod.Annotations[kubexec.AnnotationLeaseNamespace], e.cfg.AdoptionGroup, e.cfg.LeaseNamespace)
 		}
+		if reason, err := e.genuine(pod, key, ""); err != nil {
+			e.reportForeign(pod, reason, err)
+			return true, fmt.Errorf("executor: adopt %s: %w: it is left alone; delete it, then reset the attempt", key, err)
+		}
 		isAlive, known := alive[owner]
 		if !known {
 			isAlive, err = e.liveness.Alive(ctx, owner)

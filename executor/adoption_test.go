@@ -236,7 +236,12 @@ func TestHighAvailability(t *testing.T) {
 		require.NoError(t, b.Queue(shell(k, "sleep 1")))
 		bKeys = append(bKeys, k)
 	}
-	drive(t, a, 3*time.Minute, "A launched", func() bool { return a.Stats().Running == 6 })
+	// Running counts attempts whose create is still in flight: wait for
+	// the pods themselves.
+	drive(t, a, 3*time.Minute, "A's pods created", func() bool {
+		pods, err := cluster.Client().CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: kubexec.LabelExecutor + "=" + cfgA.ExecutorID})
+		return err == nil && len(pods.Items) == 6
+	})
 	require.NoError(t, b.Heartbeat(ctx))
 
 	// Both alive: B must not take A's pods.

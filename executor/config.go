@@ -74,6 +74,45 @@ type Config struct {
 	// podtemplate.New with podtemplate.DefaultTemplate() and Namespace.
 	Builder podtemplate.Builder
 
+	// Policy is what every pod must respect, checked last on the pod as it
+	// will be created (after the template, task spec, override,
+	// middleware and Config.XCom's changes), whoever wrote the part that
+	// breaks it: by default the restricted Pod Security Standard, the
+	// namespace's "default" ServiceAccount only (never the executor's own:
+	// Start learns it from a SelfSubjectReview), the task's namespace, no
+	// internal kubexec annotations, no finalizers but kubexec's, no
+	// ownerReferences and no spec.nodeName. A pod that breaks it is never
+	// created: its attempt ends with LaunchRejected, whose message names
+	// each field and rule (podtemplate.PolicyError). Widen it field by
+	// field (see podtemplate.Policy); turn it off with
+	// Policy: podtemplate.Policy{Disabled: true}. Default: the zero
+	// podtemplate.Policy.
+	Policy podtemplate.Policy
+
+	// ProvenanceKey keys the provenance mark the executor writes on every
+	// pod it creates (kubexec.AnnotationProvenance, an HMAC over the pod's
+	// namespace, name and task key). The executor takes a pod with an
+	// attempt's labels for the attempt's only when it is the pod it
+	// created in this process (same UID) or carries a mark that verifies
+	// with this key: anyone else's pod, with whatever labels, is reported
+	// (log, ForeignPodMetrics) and never tracked, adopted, settled or
+	// given a result. All instances of one AdoptionGroup need the same
+	// key. At least 32 random bytes. Default: read from the Secret
+	// ProvenanceSecret in LeaseNamespace, which the first instance
+	// creates with a random key (this needs get and create on Secrets in
+	// LeaseNamespace: executor/rbac-lease.yaml).
+	ProvenanceKey []byte
+	// ProvenanceSecret names the Secret in LeaseNamespace that holds the
+	// provenance key when ProvenanceKey is nil. Default
+	// DefaultProvenanceSecret, followed by "-" and the AdoptionGroup when
+	// there is one.
+	ProvenanceSecret string
+	// DisableProvenance turns the provenance mark off: pods are then told
+	// apart by their name and, for pods created in this process, their
+	// UID only, and pods left by an earlier run or another instance are
+	// taken on their labels. Default false.
+	DisableProvenance bool
+
 	// LogArchiver archives an attempt's logs after its result is saved and
 	// before its pod is released or deleted (logs.Service implements it);
 	// the tracking finalizer keeps the pod until the archive is complete.
@@ -85,6 +124,17 @@ type Config struct {
 	// A value that is too large, not JSON or missing when required fails
 	// the attempt with the value's error as its message. Default: none.
 	XCom XComCollector
+	// XComTimeout bounds each call of XCom.Collect, so that a value that
+	// is slow to read (a sidecar that does not answer, a value file that
+	// blocks its reader) holds a result worker for that long at most: the
+	// call fails, the attempt is tried again after the result queue's
+	// per-attempt backoff, and the results of other attempts are saved
+	// meanwhile. Keep it above what the collector needs for a value it can
+	// read (xcom.Collector bounds each exec by its Config.ReadTimeout, 1m
+	// by default; an exec cut off counts towards its GiveUpAfter, so a
+	// value that cannot be read is still given up in the end). 10ms to
+	// 1h. Default 2m.
+	XComTimeout time.Duration
 
 	// PodStopWait bounds how long the result of an attempt whose pod may
 	// still run when its outcome is known (deleted by someone else,
@@ -303,6 +353,9 @@ func (c Config) withDefaults() Config {
 	if c.ResultWorkers == 0 {
 		c.ResultWorkers = 8
 	}
+	if c.XComTimeout == 0 {
+		c.XComTimeout = 2 * time.Minute
+	}
 	if c.MaxUnsavedResults == 0 {
 		c.MaxUnsavedResults = c.Parallelism
 	}
@@ -342,6 +395,17 @@ func (c Config) validate() error {
 		}
 		if !slices.Contains(c.Namespaces, c.Namespace) {
 			errs = append(errs, fmt.Errorf("Config.Namespace %q is not in Config.Namespaces %v: pods there would never be watched", c.Namespace, c.Namespaces))
+		}
+	}
+	if err := c.Policy.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("Config.Policy: %w", err))
+	}
+	if c.ProvenanceKey != nil && len(c.ProvenanceKey) < kubexec.MinProvenanceKeyBytes {
+		errs = append(errs, fmt.Errorf("Config.ProvenanceKey holds %d bytes: give it at least %d random bytes, or leave it nil to keep the key in a Secret", len(c.ProvenanceKey), kubexec.MinProvenanceKeyBytes))
+	}
+	if c.ProvenanceSecret != "" {
+		for _, msg := range validation.IsDNS1123Subdomain(c.ProvenanceSecret) {
+			errs = append(errs, fmt.Errorf("Config.ProvenanceSecret %q: %s", c.ProvenanceSecret, msg))
 		}
 	}
 	if err := kubexec.ValidateGroup(c.AdoptionGroup); err != nil {
@@ -409,6 +473,7 @@ func (c Config) boundErrors() []error {
 	durations("RevokeGracePeriod", c.RevokeGracePeriod, time.Second, maxRevokeGracePeriod)
 	durations("QueuedTimeout", c.QueuedTimeout, time.Millisecond, maxTimeout)
 	durations("ResyncInterval", c.ResyncInterval, minInterval, time.Hour)
+	durations("XComTimeout", c.XComTimeout, minInterval, time.Hour)
 	durations("SweepInterval", c.SweepInterval, minInterval, maxTimeout)
 	durations("GC.Delay", c.GC.Delay, 0, maxTimeout)
 	if c.PodStopWait > 0 {

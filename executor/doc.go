@@ -126,17 +126,35 @@
 //
 // Start checks with SelfSubjectAccessReviews that the executor may create,
 // get, list, watch, patch and delete pods in every configured namespace,
-// and get, create, update, list and delete Leases in LeaseNamespace; with a LogArchiver
-// also get pods/log, and with XCom also create pods/exec. It returns one
-// *PermissionError that lists whatever is missing. rbac.yaml in this folder
-// (also [RoleYAML]) is the Role, with each rule's feature named; the
-// optional rules may be left out when their feature is not configured.
+// and get, create, update, list and delete Leases in LeaseNamespace (and
+// get and create Secrets there, for the provenance key); with a
+// LogArchiver also get pods/log, and with XCom also create pods/exec. It
+// returns one *PermissionError that lists whatever is missing. rbac.yaml
+// in this folder (also [RoleYAML]) is the Role for the task namespaces,
+// with each rule's feature named (the optional rules may be left out when
+// their feature is not configured); rbac-lease.yaml ([LeaseRoleYAML]) is
+// the Role for the Lease namespace.
 package executor
 
 import _ "embed"
 
-// RoleYAML is the minimal Role an executor needs in each of its namespaces
-// (rbac.yaml in this package's folder).
+// RoleYAML is the minimal Role an executor needs in each namespace it runs
+// pods in (rbac.yaml in this package's folder).
 //
 //go:embed rbac.yaml
 var RoleYAML []byte
+
+// LeaseRoleYAML is the Role an executor needs in its Lease namespace
+// (rbac-lease.yaml in this package's folder).
+//
+//go:embed rbac-lease.yaml
+var LeaseRoleYAML []byte
+
+// AdmissionPolicyYAML is the ValidatingAdmissionPolicy and its binding
+// that let only an identity allowed "manage" on pods.kubexec.io (the
+// executor: RoleYAML grants it) create pods with kubexec's labels and
+// annotations or change those (admission-policy.yaml in this package's
+// folder): the cluster's half of the provenance check.
+//
+//go:embed admission-policy.yaml
+var AdmissionPolicyYAML []byte

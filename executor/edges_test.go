@@ -356,6 +356,9 @@ func TestInvalidUTF8FromAProtobufStatus(t *testing.T) {
 	node, err := kubernetes.NewForConfig(rc)
 	require.NoError(t, err)
 	cfg := testConfig(ns)
+	cfg.ProvenanceKey = []byte("a provenance key of 32 bytes ...")
+	marks, err := kubexec.NewProvenance(cfg.ProvenanceKey)
+	require.NoError(t, err)
 	k := key("utf8-proto", 1)
 	devcluster.CreatePods(t, node, ns, 1, func(int) (*corev1.Pod, error) {
 		pod := &corev1.Pod{Spec: corev1.PodSpec{
@@ -366,7 +369,11 @@ func TestInvalidUTF8FromAProtobufStatus(t *testing.T) {
 		if err := kubexec.ApplyMetadata(pod, cfg.ExecutorID, k); err != nil {
 			return nil, err
 		}
-		return pod, kubexec.ApplyGroup(pod, testGroup, ns)
+		if err := kubexec.ApplyGroup(pod, testGroup, ns); err != nil {
+			return nil, err
+		}
+		pod.Namespace = ns
+		return pod, marks.Sign(pod) // as the executor would have
 	}, func(_ int, st *corev1.PodStatus) bool {
 		now := metav1.Now()
 		st.Phase = corev1.PodFailed

@@ -150,6 +150,16 @@ type Kubernetes struct {
 	results       workqueue.TypedRateLimitingInterface[kubexec.TaskKey] // attempts to save
 	releases      workqueue.TypedRateLimitingInterface[kubexec.TaskKey] // saved attempts whose pods to release
 	watcher       *watch.Watcher
+	// provenance marks the pods the executor creates and verifies the
+	// pods it did not create in this process (nil: Config.DisableProvenance);
+	// policy is Config.Policy with the executor's own ServiceAccount. Both
+	// are set by Start before any pod is built or observed.
+	provenance *kubexec.Provenance
+	policy     podtemplate.Policy
+	// foreign remembers the foreign pods reported (by UID and reason),
+	// under foreignMu, so that each is logged once.
+	foreignMu sync.Mutex
+	foreign   map[string]bool
 
 	mu       sync.Mutex
 	attempts map[kubexec.TaskKey]*attempt
@@ -283,6 +293,17 @@ func NewForClient(client kubernetes.Interface, store StateStore, cfg Config) (*K
 		LeaseNamespace:  cfg.LeaseNamespace,
 		ExpiredLeaseAge: expiredLeaseDurations * lease.Duration(),
 		Settle:          func(pod *corev1.Pod) (bool, error) { return e.settleAdopted(pod) },
+		Verify: func(pod *corev1.Pod) error {
+			key, err := kubexec.KeyFromObject(pod)
+			if err != nil {
+				return err
+			}
+			reason, err := e.genuine(pod, key, "")
+			if err != nil {
+				e.reportForeign(pod, reason, err)
+			}
+			return err
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
@@ -306,6 +327,7 @@ func NewForClient(client kubernetes.Interface, store StateStore, cfg Config) (*K
 		attempts:  map[kubexec.TaskKey]*attempt{},
 		released:  map[types.UID]time.Time{},
 		nsBackoff: map[string]backoffState{},
+		foreign:   map[string]bool{},
 	}
 	e.readyCond = sync.NewCond(&e.mu)
 	e.ctx, e.cancel = context.WithCancel(context.Background())
@@ -344,6 +366,9 @@ func (e *Kubernetes) Start(ctx context.Context) error {
 // start does Start's work and undoes it if it fails.
 func (e *Kubernetes) start(ctx context.Context) error {
 	if err := e.checkPermissions(ctx); err != nil {
+		return err
+	}
+	if err := e.setupTrust(ctx); err != nil {
 		return err
 	}
 	if err := e.lease.Acquire(ctx); err != nil {

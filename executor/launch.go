@@ -247,6 +247,7 @@ func (e *Kubernetes) build(ctx context.Context, spec podtemplate.TaskSpec) (*cor
 			return nil, fmt.Errorf("Config.XCom could not prepare the pod: %w", err)
 		}
 	}
+	preset := presetInternal(pod)
 	if err := kubexec.ApplyMetadata(pod, e.cfg.ExecutorID, spec.Key); err != nil {
 		return nil, err
 	}
@@ -255,6 +256,15 @@ func (e *Kubernetes) build(ctx context.Context, spec podtemplate.TaskSpec) (*cor
 	}
 	if !e.cfg.allNamespaces() && !slices.Contains(e.cfg.Namespaces, pod.Namespace) {
 		return nil, fmt.Errorf("the pod's namespace %q is not one the executor watches (%v): add it to Config.Namespaces or change the task's namespace", pod.Namespace, e.cfg.Namespaces)
+	}
+	// The policy step: last, on the pod as it will be created.
+	if err := e.checkPolicy(pod, spec, preset); err != nil {
+		return nil, err
+	}
+	if e.provenance != nil {
+		if err := e.provenance.Sign(pod); err != nil {
+			return nil, err
+		}
 	}
 	return pod, nil
 }
@@ -388,9 +398,18 @@ func (e *Kubernetes) alreadyExists(key kubexec.TaskKey, pod *corev1.Pod, queuedA
 	}
 	got, keyErr := kubexec.KeyFromObject(existing)
 	owner := existing.Labels[kubexec.LabelExecutor]
+	var foreign error
+	if keyErr == nil && got == key {
+		var reason string
+		if reason, foreign = e.genuine(existing, key, ""); foreign != nil {
+			e.reportForeign(existing, reason, foreign)
+		}
+	}
 	switch {
 	case keyErr != nil || got != key:
 		e.rejectLaunch(key, queuedAt, fmt.Sprintf("a pod named %s/%s already exists and belongs to another attempt (%v): delete it, or check for two schedulers using the same ids", pod.Namespace, pod.Name, describeKey(got, keyErr)))
+	case foreign != nil:
+		e.rejectLaunch(key, queuedAt, fmt.Sprintf("a pod named %s/%s already exists with the attempt's labels, and the executor cannot tell its deployment made it (%v): it decides nothing; delete it and queue the attempt again", pod.Namespace, pod.Name, foreign))
 	case owner != e.cfg.ExecutorID && existing.Labels[kubexec.LabelDone] == kubexec.DoneValue:
 		// Its owner saved its result and released it: the store holds
 		// the real outcome, which a second result does not replace.

@@ -23,7 +23,7 @@ type PermissionError struct {
 var ErrPermission = errors.New("executor: missing permissions")
 
 func (e *PermissionError) Error() string {
-	return fmt.Sprintf("executor: the executor's identity lacks %d permission(s): %s. Bind it to the Role in executor/rbac.yaml in each namespace it uses",
+	return fmt.Sprintf("executor: the executor's identity lacks %d permission(s): %s. Bind it to the Role in executor/rbac.yaml in each namespace it runs pods in, and to the Role in executor/rbac-lease.yaml in its Lease namespace",
 		len(e.Missing), strings.Join(e.Missing, "; "))
 }
 
@@ -60,6 +60,10 @@ type Features struct {
 	LogArchive bool
 	// XCom: Config.XCom is set (create pods/exec).
 	XCom bool
+	// ProvenanceSecret: the provenance key is kept in a Secret in the
+	// Lease namespace (Config.ProvenanceKey nil and provenance not
+	// disabled: get and create secrets).
+	ProvenanceSecret bool
 }
 
 // RequiredPermissions returns what an executor watching namespaces, with
@@ -82,6 +86,11 @@ func RequiredPermissions(namespaces []string, leaseNamespace string, f Features)
 	}
 	for _, verb := range []string{"get", "create", "update", "list", "delete"} {
 		out = append(out, Permission{Namespace: leaseNamespace, Group: "coordination.k8s.io", Resource: "leases", Verb: verb})
+	}
+	if f.ProvenanceSecret {
+		for _, verb := range []string{"get", "create"} {
+			out = append(out, Permission{Namespace: leaseNamespace, Resource: "secrets", Verb: verb})
+		}
 	}
 	return out
 }
@@ -116,7 +125,11 @@ func MissingPermissions(ctx context.Context, client kubernetes.Interface, perms 
 // checkPermissions returns one *PermissionError that lists everything the
 // executor's identity lacks.
 func (e *Kubernetes) checkPermissions(ctx context.Context) error {
-	perms := RequiredPermissions(e.cfg.Namespaces, e.cfg.LeaseNamespace, Features{LogArchive: e.cfg.LogArchiver != nil, XCom: e.cfg.XCom != nil})
+	perms := RequiredPermissions(e.cfg.Namespaces, e.cfg.LeaseNamespace, Features{
+		LogArchive:       e.cfg.LogArchiver != nil,
+		XCom:             e.cfg.XCom != nil,
+		ProvenanceSecret: !e.cfg.DisableProvenance && e.cfg.ProvenanceKey == nil,
+	})
 	missing, err := MissingPermissions(ctx, e.client, perms)
 	if err != nil {
 		return err

@@ -22,11 +22,19 @@ func serviceAccountConfig(t *testing.T, ns string, role *rbacv1.Role) *rest.Conf
 	return cluster.ServiceAccountConfig(t, ns, "scheduler", role)
 }
 
+// shippedRole returns the shipped Roles of the task namespaces and of the
+// Lease namespace as one, for tests that keep the Lease with the pods.
 func shippedRole(t *testing.T) *rbacv1.Role {
 	t.Helper()
-	var role rbacv1.Role
+	var role, lease rbacv1.Role
 	require.NoError(t, yaml.UnmarshalStrict(executor.RoleYAML, &role))
 	require.Equal(t, "Role", role.Kind)
+	require.NoError(t, yaml.UnmarshalStrict(executor.LeaseRoleYAML, &lease))
+	require.Equal(t, "Role", lease.Kind)
+	for _, r := range role.Rules {
+		require.NotContains(t, r.Resources, "leases", "Leases are granted in the Lease namespace only")
+	}
+	role.Rules = append(role.Rules, lease.Rules...)
 	return &role
 }
 
@@ -59,7 +67,7 @@ func minimalRole(t *testing.T) *rbacv1.Role {
 		}
 		rules = append(rules, r)
 	}
-	require.Len(t, rules, 2, "the shipped Role has one rule for pods and one for leases besides the optional ones")
+	require.Len(t, rules, 4, "the shipped Roles have one rule each for pods, the admission policy, Leases and the provenance key's Secret besides the optional ones")
 	role.Rules = rules
 	return role
 }

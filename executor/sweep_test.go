@@ -24,12 +24,15 @@ import (
 )
 
 // makeEndedPods creates n pods of the instance owner (of testGroup, its
-// Lease in ns) that ended while it was alive, as it made them: kubexec's metadata with the tracking
-// finalizer, a terminated container, phase Succeeded for exit code 0 and
-// Failed otherwise. No scheduler or node touches them. Their keys are
-// key(workflow, i).
+// Lease in ns) that ended while it was alive, as it made them: kubexec's
+// metadata with the tracking finalizer, the provenance mark of the group's
+// key (the Secret an instance of the group keeps in ns, made here when
+// there is none yet), a terminated container, phase Succeeded for exit
+// code 0 and Failed otherwise. No scheduler or node touches them. Their
+// keys are key(workflow, i).
 func makeEndedPods(tb testing.TB, client kubernetes.Interface, ns, owner, workflow string, n int, exitCode func(i int) int32) []*corev1.Pod {
 	tb.Helper()
+	marks := groupProvenance(tb, client, ns)
 	return devcluster.CreatePods(tb, client, ns, n, func(i int) (*corev1.Pod, error) {
 		pod := &corev1.Pod{Spec: corev1.PodSpec{
 			RestartPolicy: corev1.RestartPolicyNever,
@@ -39,7 +42,11 @@ func makeEndedPods(tb testing.TB, client kubernetes.Interface, ns, owner, workfl
 		if err := kubexec.ApplyMetadata(pod, owner, key(workflow, i)); err != nil {
 			return nil, err
 		}
-		return pod, kubexec.ApplyGroup(pod, testGroup, ns)
+		if err := kubexec.ApplyGroup(pod, testGroup, ns); err != nil {
+			return nil, err
+		}
+		pod.Namespace = ns
+		return pod, marks.Sign(pod)
 	}, func(i int, st *corev1.PodStatus) bool {
 		code, now := exitCode(i), metav1.Now()
 		st.Phase = corev1.PodSucceeded
@@ -52,6 +59,29 @@ func makeEndedPods(tb testing.TB, client kubernetes.Interface, ns, owner, workfl
 		}}
 		return true
 	})
+}
+
+// groupProvenance returns the provenance of testGroup's instances in ns:
+// the key in the group's Secret, which it creates as the group's first
+// instance would when there is none.
+func groupProvenance(tb testing.TB, client kubernetes.Interface, ns string) *kubexec.Provenance {
+	tb.Helper()
+	name := executor.DefaultProvenanceSecret + "-" + testGroup
+	key := []byte("the test group's provenance key.")
+	_, err := client.CoreV1().Secrets(ns).Create(tb.Context(), &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Data:       map[string][]byte{executor.ProvenanceSecretKey: key},
+	}, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		s, err := client.CoreV1().Secrets(ns).Get(tb.Context(), name, metav1.GetOptions{})
+		require.NoError(tb, err)
+		key = s.Data[executor.ProvenanceSecretKey]
+	} else {
+		require.NoError(tb, err)
+	}
+	p, err := kubexec.NewProvenance(key)
+	require.NoError(tb, err)
+	return p
 }
 
 // TestSweepSettlesEndedPods: the ended pods of an instance that died

@@ -29,12 +29,29 @@ func (e *Kubernetes) observe(pod *corev1.Pod) {
 		e.log.Warn("ignoring a pod with malformed kubexec metadata", "pod", pod.Namespace+"/"+pod.Name, "err", err)
 		return
 	}
+	var foreign error
+	var reason string
+	defer func() {
+		if foreign != nil { // reported after e.mu is unlocked
+			e.reportForeign(pod, reason, foreign)
+		}
+	}()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if _, ok := e.released[pod.UID]; ok {
 		return // a stale event from before its release
 	}
 	a, ok := e.attempts[key]
+	// Only a pod the executor can tell its deployment made decides
+	// anything: the one it created (by UID), or one with a valid
+	// provenance mark.
+	var uid string
+	if ok {
+		uid = string(a.podUID)
+	}
+	if reason, foreign = e.genuine(pod, key, uid); foreign != nil {
+		return
+	}
 	if !ok {
 		// A pod of this executor that this process did not launch: left
 		// by an earlier run with the same id, or adopted.
@@ -85,6 +102,10 @@ func (e *Kubernetes) settleAdopted(pod *corev1.Pod) (bool, error) {
 	key, err := kubexec.KeyFromObject(pod)
 	if err != nil {
 		return false, fmt.Errorf("malformed kubexec metadata: %w", err)
+	}
+	if reason, err := e.genuine(pod, key, ""); err != nil {
+		e.reportForeign(pod, reason, err)
+		return false, err
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -177,7 +198,10 @@ func (e *Kubernetes) observeDeleted(pod *corev1.Pod, gone bool) {
 		return
 	}
 	a, ok := e.attempts[key]
-	if !ok || (a.podUID != "" && a.podUID != pod.UID) {
+	if !ok {
+		return
+	}
+	if _, err := e.genuine(pod, key, string(a.podUID)); err != nil {
 		return
 	}
 	switch a.stage {
@@ -567,14 +591,22 @@ func (e *Kubernetes) releaseStep(ctx context.Context, key kubexec.TaskKey) error
 // collectXCom reads the attempt's XCom value once and records its
 // reference in the result (or, for a value that is wrong, fails the
 // result with the value's error). Errors other than a wrong value are
-// retried by the caller.
+// retried by the caller; so is a Collect that did not return within
+// Config.XComTimeout.
 func (e *Kubernetes) collectXCom(ctx context.Context, a *attempt, pod *corev1.Pod) error {
 	e.mu.Lock()
 	done, ref := a.xcomDone, a.xcomRef
 	e.mu.Unlock()
 	if !done {
+		timeout := e.cfg.XComTimeout
+		cctx, cancel := context.WithTimeout(ctx, timeout)
 		var err error
-		ref, err = e.cfg.XCom.Collect(ctx, pod, a.key)
+		ref, err = e.cfg.XCom.Collect(cctx, pod, a.key)
+		cut := ctx.Err() == nil && errors.Is(cctx.Err(), context.DeadlineExceeded)
+		cancel()
+		if err != nil && cut && !errors.Is(err, kubexec.ErrXComValue) {
+			err = fmt.Errorf("it did not return within %s, so other results are saved before it is tried again: %w", timeout, err)
+		}
 		switch {
 		case errors.Is(err, kubexec.ErrXComValue):
 			e.mu.Lock()

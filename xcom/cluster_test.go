@@ -33,10 +33,12 @@ func TestMain(m *testing.M) {
 }
 
 type env struct {
-	ns        string
-	backend   *xcom.FileBackend
-	collector *xcom.Collector
-	template  *podtemplate.Template
+	ns         string
+	backend    *xcom.FileBackend
+	backendDir string
+	collector  *xcom.Collector
+	template   *podtemplate.Template
+	base       *corev1.Pod
 }
 
 func setup(t *testing.T, cfg xcom.Config) *env {
@@ -47,9 +49,9 @@ func setup(t *testing.T, cfg xcom.Config) *env {
 // setupOn is setup for pods that run on node.
 func setupOn(t *testing.T, cfg xcom.Config, node string) *env {
 	t.Helper()
-	e := &env{ns: cluster.NewNamespace(t, "xcom", nil)}
+	e := &env{ns: cluster.NewNamespace(t, "xcom", nil), backendDir: t.TempDir()}
 	var err error
-	e.backend, err = xcom.NewFileBackend(t.TempDir())
+	e.backend, err = xcom.NewFileBackend(e.backendDir)
 	require.NoError(t, err)
 	e.collector, err = xcom.NewCollector(cluster.Client(), cluster.RESTConfig(), e.backend, cfg)
 	require.NoError(t, err)
@@ -59,6 +61,7 @@ func setupOn(t *testing.T, cfg xcom.Config, node string) *env {
 		NodeSelector:                  map[string]string{corev1.LabelHostname: node},
 		Containers:                    []corev1.Container{{Name: "base", Image: "debian:bookworm"}},
 	}}
+	e.base = base.DeepCopy()
 	e.template, err = podtemplate.New(base, podtemplate.Config{
 		ExecutorID: "xcom-test",
 		Namespace:  e.ns,
@@ -77,6 +80,24 @@ func testKey(t *testing.T) kubexec.TaskKey {
 // them), and returns it.
 func (e *env) run(t *testing.T, key kubexec.TaskKey, script string, annotations map[string]string, mutate ...func(*podtemplate.TaskSpec)) *corev1.Pod {
 	t.Helper()
+	return e.runOn(t, e.template, key, script, annotations, nil, mutate...)
+}
+
+// runWith is run, with edit applied to the pod between its build and its
+// create (as a template could have set it).
+func (e *env) runWith(t *testing.T, key kubexec.TaskKey, script string, annotations map[string]string, edit func(*corev1.Pod)) *corev1.Pod {
+	t.Helper()
+	return e.runOn(t, e.template, key, script, annotations, edit)
+}
+
+// templateBase is a copy of the base pod of e.template.
+func (e *env) templateBase() *corev1.Pod { return e.base.DeepCopy() }
+
+// runOn is run with template, and edit (when not nil) applied to the pod
+// between its build and its create.
+func (e *env) runOn(t *testing.T, template *podtemplate.Template, key kubexec.TaskKey, script string, annotations map[string]string,
+	edit func(*corev1.Pod), mutate ...func(*podtemplate.TaskSpec)) *corev1.Pod {
+	t.Helper()
 	var override podtemplate.Override
 	if len(annotations) > 0 {
 		doc, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": annotations}})
@@ -88,8 +109,11 @@ func (e *env) run(t *testing.T, key kubexec.TaskKey, script string, annotations 
 	for _, m := range mutate {
 		m(&spec)
 	}
-	pod, err := e.template.Build(t.Context(), spec)
+	pod, err := template.Build(t.Context(), spec)
 	require.NoError(t, err)
+	if edit != nil {
+		edit(pod)
+	}
 	pod.Finalizers = nil // the test deletes nothing, but the namespace must go
 	created, err := cluster.Client().CoreV1().Pods(e.ns).Create(t.Context(), pod, metav1.CreateOptions{})
 	require.NoError(t, err)

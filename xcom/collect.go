@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kubexec/kubexec"
@@ -39,14 +40,18 @@ type Config struct {
 	// set. Default ChannelTerminationMessage.
 	DefaultChannel Channel
 	// MaxBytes is the largest value accepted from the sidecar channel, in
-	// bytes, for pods without AnnotationMaxBytes. (The termination message
-	// channel is also capped at 4096 bytes by the kubelet.) Default 4 MiB.
+	// bytes. A pod's AnnotationMaxBytes can lower it for that pod, never
+	// raise it. It also bounds what one read buffers: a read takes at most
+	// MaxBytes+1 bytes of the file. (The termination message channel is
+	// also capped at 4096 bytes by the kubelet.) Default 4 MiB.
 	MaxBytes int64
 	// Logger receives what the Collector retries. Default: discarded.
 	Logger *slog.Logger
 	// Pod prepares each pod for its channel when the Collector is used as
 	// the executor's Config.XCom (it is then also the pods' middleware;
-	// see MutatePod): the same settings as Middleware's.
+	// see MutatePod): the same settings as Middleware's. Collect reads
+	// values only from a sidecar with Pod.SidecarImage: a Builder's
+	// Middleware must use the same image.
 	Pod PodConfig
 	// GiveUpAfter is how long the sidecar of a pod may leave exec
 	// unanswered (its node is gone or its kubelet is down, or exec is
@@ -58,14 +63,26 @@ type Config struct {
 	// the Collector's own clock (never the node's) from the first exec in
 	// the pod that failed with none answered since; a new Collector (after
 	// a restart) starts again. An exec that hangs is cut off when the bound
-	// passes (but is given at least 30s), so it cannot hold Collect longer.
-	// Default 10m, as logs.Config.GiveUpAfter.
+	// passes (but is given at least 30s, or ReadTimeout if less), so it
+	// cannot hold Collect longer. Default 10m, as logs.Config.GiveUpAfter.
 	GiveUpAfter time.Duration
+	// ReadTimeout bounds each exec in a pod's sidecar: each read of the
+	// value, and the command that stops the sidecar. A read that the
+	// sidecar began to answer but did not finish in time (the value's
+	// file is swapped for a FIFO while it is read, or is on a file system
+	// that hangs) is final: the value is unreadable (ErrUnreadable). An
+	// exec that the sidecar left unanswered counts towards GiveUpAfter
+	// and is tried again. Default 1m.
+	ReadTimeout time.Duration
 }
 
 const (
 	defaultMaxBytes    = 4 << 20
 	defaultGiveUpAfter = 10 * time.Minute
+	defaultReadTimeout = time.Minute
+	// maxStderr bounds what one exec's stderr buffers: the read's size
+	// and a line of error.
+	maxStderr = 4096
 	// minExecTimeout is the least time an exec is given, even when the
 	// sidecar's silence has passed GiveUpAfter: a node that came back
 	// answers.
@@ -102,7 +119,8 @@ type Collector struct {
 // does: an executor whose Config.XCom is the Collector applies it to every
 // pod it builds, so that one value enables XCom. A pod that a Builder
 // already prepared with Middleware (its main container has EnvPath) is
-// left as it is.
+// left as it is; Collect then checks that its sidecar is Middleware's, so
+// a pod that only looks prepared gets a final ErrUnreadable.
 func (c *Collector) MutatePod(ctx context.Context, pod *corev1.Pod) error {
 	if main := mainContainer(pod); main != nil {
 		for _, e := range main.Env {
@@ -143,6 +161,12 @@ func NewCollector(client kubernetes.Interface, config *rest.Config, backend Back
 	if cfg.GiveUpAfter == 0 {
 		cfg.GiveUpAfter = defaultGiveUpAfter
 	}
+	if cfg.ReadTimeout == 0 {
+		cfg.ReadTimeout = defaultReadTimeout
+	}
+	if cfg.Pod.SidecarImage == "" {
+		cfg.Pod.SidecarImage = DefaultSidecarImage
+	}
 	switch {
 	case cfg.DefaultChannel != ChannelTerminationMessage && cfg.DefaultChannel != ChannelSidecar && cfg.DefaultChannel != ChannelNone:
 		return nil, fmt.Errorf("%w: Config.DefaultChannel is %q; use %q, %q or %q", ErrInvalidConfig, cfg.DefaultChannel, ChannelTerminationMessage, ChannelSidecar, ChannelNone)
@@ -150,6 +174,8 @@ func NewCollector(client kubernetes.Interface, config *rest.Config, backend Back
 		return nil, fmt.Errorf("%w: Config.MaxBytes is %d; use a positive number of bytes (default 4 MiB)", ErrInvalidConfig, cfg.MaxBytes)
 	case cfg.GiveUpAfter < 0:
 		return nil, fmt.Errorf("%w: Config.GiveUpAfter is %s; use a positive duration (default %s)", ErrInvalidConfig, cfg.GiveUpAfter, defaultGiveUpAfter)
+	case cfg.ReadTimeout < 0:
+		return nil, fmt.Errorf("%w: Config.ReadTimeout is %s; use a positive duration (default %s)", ErrInvalidConfig, cfg.ReadTimeout, defaultReadTimeout)
 	}
 	c := &Collector{client: client, config: config, backend: backend, cfg: cfg, middleware: Middleware(cfg.Pod),
 		now: time.Now, minExecTimeout: minExecTimeout, retryDelay: readRetryDelay}
@@ -170,6 +196,14 @@ func NewCollector(client kubernetes.Interface, config *rest.Config, backend Back
 // server, exec, the Backend, ctx) is not: call Collect again later. Exec
 // that the sidecar leaves unanswered is retried so for Config.GiveUpAfter
 // at most; then the value is lost, and the error final (ErrUnreadable).
+// Each exec is bounded by Config.ReadTimeout; one cut off by ctx's
+// deadline counts as left unanswered, one cut off by ctx's cancellation
+// does not.
+//
+// Collect execs only in the sidecar that Middleware adds (checkSidecar)
+// and reads only a regular file in its value folder; a pod whose
+// annotations or containers say otherwise (as a template or override
+// could) gets a final ErrUnreadable, and nothing is run in it.
 func (c *Collector) Collect(ctx context.Context, pod *corev1.Pod, key kubexec.TaskKey) (string, error) {
 	if pod == nil {
 		return "", nil
@@ -178,9 +212,7 @@ func (c *Collector) Collect(ctx context.Context, pod *corev1.Pod, key kubexec.Ta
 	if err != nil {
 		return "", err
 	}
-	if s.maxBytes == 0 {
-		s.maxBytes = c.cfg.MaxBytes
-	}
+	s.maxBytes, s.askedMaxBytes = limitFor(s.maxBytes, c.cfg.MaxBytes)
 	switch s.channel {
 	case ChannelTerminationMessage:
 		return c.fromTerminationMessage(ctx, pod, key, s)
@@ -188,6 +220,30 @@ func (c *Collector) Collect(ctx context.Context, pod *corev1.Pod, key kubexec.Ta
 		return c.fromSidecar(ctx, pod, key, s)
 	}
 	return "", nil
+}
+
+// limitFor is the largest value accepted from a pod whose
+// AnnotationMaxBytes is asked (0 when not set) under the host's limit
+// host (Config.MaxBytes): the annotation can only lower it. capped is
+// asked when it was cut to host, else 0.
+func limitFor(asked, host int64) (limit, capped int64) {
+	switch {
+	case asked == 0:
+		return host, 0
+	case asked > host:
+		return host, asked
+	}
+	return asked, 0
+}
+
+// tooLarge is the ErrTooLarge of a value of size bytes from a pod with
+// settings s.
+func tooLarge(size int64, s settings) error {
+	err := fmt.Errorf("%w: %d bytes, at most %d allowed", ErrTooLarge, size, s.maxBytes)
+	if s.askedMaxBytes > 0 {
+		err = fmt.Errorf("%w (the pod's %s asks for %d, but it can only lower xcom.Config.MaxBytes)", err, AnnotationMaxBytes, s.askedMaxBytes)
+	}
+	return err
 }
 
 // succeeded returns the main container's status if it exited 0.
@@ -233,6 +289,9 @@ func (c *Collector) put(ctx context.Context, key kubexec.TaskKey, value json.Raw
 
 // recorded is what AnnotationResult holds.
 type recorded struct {
+	// Pod is the UID of the pod it was recorded on: a record that names
+	// another (or none) was not written by Collect for this pod.
+	Pod   types.UID      `json:"pod"`
 	Ref   string         `json:"ref,omitempty"`
 	Error *recordedError `json:"error,omitempty"`
 }
@@ -252,8 +311,9 @@ var errorKinds = map[string]error{
 	"too-large": ErrTooLarge, "not-json": ErrNotJSON, "missing": ErrMissing, "unreadable": ErrUnreadable,
 }
 
-func record(ref string, verr *ValueError, noAnswer bool) (string, error) {
-	r := recorded{Ref: ref}
+// record encodes the answer for AnnotationResult on the pod with UID pod.
+func record(pod types.UID, ref string, verr *ValueError, noAnswer bool) (string, error) {
+	r := recorded{Pod: pod, Ref: ref}
 	if verr != nil {
 		r.Error = &recordedError{Source: verr.Source, Size: verr.Size, Limit: verr.Limit, Message: verr.Err.Error(), NoAnswer: noAnswer}
 		for kind, sentinel := range errorKinds {
@@ -266,23 +326,39 @@ func record(ref string, verr *ValueError, noAnswer bool) (string, error) {
 	return string(b), err
 }
 
-// recall decodes AnnotationResult; noAnswer says that the value was
-// given up because the sidecar did not answer.
-func recall(pod *corev1.Pod, key kubexec.TaskKey) (ref string, err error, noAnswer, ok bool) {
+// recalled is an answer that Collect recorded on a pod.
+type recalled struct {
+	ref string
+	err error
+	// noAnswer: the value was given up because the sidecar did not
+	// answer.
+	noAnswer bool
+}
+
+// recall decodes AnnotationResult if Collect recorded it for this pod:
+// ok reports an answer to trust. A record that is there but is not one
+// (it does not name the pod's UID, or does not decode) is ignored: why
+// says so, for a warning.
+func recall(pod *corev1.Pod, key kubexec.TaskKey) (a recalled, ok bool, why string) {
 	v, found := pod.Annotations[AnnotationResult]
 	if !found {
-		return "", nil, false, false
+		return recalled{}, false, ""
 	}
 	var r recorded
 	if jerr := json.Unmarshal([]byte(v), &r); jerr != nil {
-		return "", nil, false, false // not ours to trust: read again
+		return recalled{}, false, "it is not the JSON kubexec records"
+	}
+	if pod.UID == "" || r.Pod != pod.UID {
+		// A template or override can set the annotation at create time,
+		// but cannot know the UID the API server gives the pod.
+		return recalled{}, false, fmt.Sprintf("it was recorded for pod UID %q, not this pod's %q", r.Pod, pod.UID)
 	}
 	if r.Error == nil {
-		return r.Ref, nil, false, true
+		return recalled{ref: r.Ref}, true, ""
 	}
 	sentinel, known := errorKinds[r.Error.Kind]
 	if !known {
-		return "", nil, false, false
+		return recalled{}, false, fmt.Sprintf("its error kind %q is unknown", r.Error.Kind)
 	}
 	detail, _ := strings.CutPrefix(r.Error.Message, sentinel.Error())
 	detail = strings.TrimPrefix(detail, ": ")
@@ -290,7 +366,8 @@ func recall(pod *corev1.Pod, key kubexec.TaskKey) (ref string, err error, noAnsw
 	if detail != "" {
 		e = fmt.Errorf("%w: %s", sentinel, detail)
 	}
-	return "", &ValueError{Key: key, Container: mainContainerName(pod), Source: r.Error.Source, Size: r.Error.Size, Limit: r.Error.Limit, Err: e}, r.Error.NoAnswer, true
+	return recalled{err: &ValueError{Key: key, Container: mainContainerName(pod), Source: r.Error.Source, Size: r.Error.Size, Limit: r.Error.Limit, Err: e},
+		noAnswer: r.Error.NoAnswer}, true, ""
 }
 
 func (c *Collector) fromSidecar(ctx context.Context, seen *corev1.Pod, key kubexec.TaskKey, s settings) (string, error) {
@@ -302,20 +379,30 @@ func (c *Collector) fromSidecar(ctx context.Context, seen *corev1.Pod, key kubex
 	} else if err != nil {
 		return "", fmt.Errorf("xcom: get pod %s/%s: %w", seen.Namespace, seen.Name, err)
 	}
-	sidecar := pod.Annotations[AnnotationSidecar]
-	if sidecar == "" {
-		sidecar = SidecarName
-	}
+	const sidecar = SidecarName
 	if gone {
 		c.forget(pod)
+	} else if why := checkSidecar(pod, s.path, c.cfg.Pod.SidecarImage); why != "" {
+		// Exec only in kubexec's own sidecar, and read only its folder:
+		// nothing else of the pod is the value, whatever its annotations
+		// say. Nothing is run in the pod, nor recorded on it.
+		return "", &ValueError{Key: key, Container: mainContainerName(pod), Source: "file " + s.path, Size: -1, Limit: s.maxBytes,
+			Err: fmt.Errorf("%w: %s; kubexec reads a value only from the sidecar that xcom.Middleware (or the executor's Config.XCom) adds, "+
+				"and only the file in that sidecar's folder: a template or override must not set %s, add a container named %s, or set %s in the main container",
+				ErrUnreadable, why, AnnotationSidecar, SidecarName, EnvPath)}
 	}
-	if ref, verr, noAnswer, ok := recall(pod, key); ok {
+	answer, ok, why := recall(pod, key)
+	if ok {
 		if !gone {
-			if err := c.stopSidecar(ctx, pod, sidecar, s.path, noAnswer); err != nil {
+			if err := c.stopSidecar(ctx, pod, sidecar, s.path, answer.noAnswer); err != nil {
 				return "", err
 			}
 		}
-		return ref, verr
+		return answer.ref, answer.err
+	}
+	if why != "" {
+		c.cfg.Logger.WarnContext(ctx, "ignoring an xcom result annotation that kubexec did not record for this pod; reading the value itself",
+			"pod", pod.Namespace+"/"+pod.Name, "annotation", AnnotationResult, "reason", why)
 	}
 	name, term := succeeded(pod)
 	if term == nil {
@@ -352,7 +439,7 @@ func (c *Collector) fromSidecar(ctx context.Context, seen *corev1.Pod, key kubex
 		case rerr != nil:
 			return "", rerr
 		case size > s.maxBytes:
-			verr.Err = fmt.Errorf("%w: %d bytes, at most %d allowed", ErrTooLarge, size, s.maxBytes)
+			verr.Err = tooLarge(size, s)
 		default:
 			value, verr.Err = ParseValue(data, s.maxBytes)
 		}
@@ -371,7 +458,7 @@ func (c *Collector) fromSidecar(ctx context.Context, seen *corev1.Pod, key kubex
 	// Record the answer on the pod before the sidecar, and the file with
 	// it, goes away.
 	gaveUp := noAnswer != nil && noAnswer.over()
-	rec, err := record(ref, verr, gaveUp)
+	rec, err := record(pod.UID, ref, verr, gaveUp)
 	if err != nil {
 		return "", err
 	}
@@ -395,15 +482,28 @@ func (c *Collector) fromSidecar(ctx context.Context, seen *corev1.Pod, key kubex
 	return ref, nil
 }
 
-// readScript prints the size of the file $1 on stderr and its first $2
-// bytes on stdout; it exits 3 when the file does not exist.
-const readScript = `[ -e "$1" ] || exit 3
+// answerMark is the first line readScript writes on stderr: the sidecar
+// has answered, so a read that then hangs is the file's doing, not the
+// node's.
+const answerMark = "kubexec-xcom"
+
+// readScript prints answerMark and the size of the file $1 on stderr and
+// the file's first $2 bytes on stdout. It reads only a regular file, never
+// through a symbolic link (which could lead out of the value's folder) and
+// never a FIFO or device (which could block or never end): it exits 3 when
+// the file does not exist, 5 for a symbolic link, 6 for anything but a
+// regular file.
+const readScript = `echo ` + answerMark + ` >&2
+if [ -L "$1" ]; then exit 5; fi
+[ -e "$1" ] || exit 3
+[ -f "$1" ] || exit 6
 wc -c < "$1" >&2 || exit 4
 exec head -c "$2" "$1"`
 
 // readFile reads up to limit+1 bytes of file in the sidecar, and the
-// file's size. Errors wrap ErrMissing, ErrUnreadable, or are transient;
-// a transient error may wrap an *unanswered, which says when to give up.
+// file's size; it buffers no more than that. Errors wrap ErrMissing,
+// ErrUnreadable, or are transient; a transient error may wrap an
+// *unanswered, which says when to give up.
 func (c *Collector) readFile(ctx context.Context, pod *corev1.Pod, sidecar, file string, limit int64) ([]byte, int64, error) {
 	var lastErr error
 	for attempt := range readAttempts {
@@ -415,8 +515,12 @@ func (c *Collector) readFile(ctx context.Context, pod *corev1.Pod, sidecar, file
 			case <-time.After(time.Duration(attempt) * c.retryDelay):
 			}
 		}
-		var stdout, stderr bytes.Buffer
-		code, err := c.execBounded(ctx, pod, sidecar, []string{"sh", "-c", readScript, SidecarName, file, strconv.FormatInt(limit+1, 10)}, &stdout, &stderr)
+		stdout, stderr := &cappedBuffer{max: limit + 1}, &cappedBuffer{max: maxStderr}
+		code, err := c.execBounded(ctx, pod, sidecar, []string{"sh", "-c", readScript, SidecarName, file, strconv.FormatInt(limit+1, 10)}, stdout, stderr)
+		if uf := (*unfinished)(nil); errors.As(err, &uf) {
+			return nil, -1, fmt.Errorf("%w: reading it in the sidecar did not finish within %s (xcom.Config.ReadTimeout): "+
+				"it may have become a FIFO or device while it was read, or be on a file system that does not answer; the task must write a regular file", ErrUnreadable, uf.timeout)
+		}
 		if err != nil {
 			lastErr = err
 			if u := (*unanswered)(nil); ctx.Err() != nil || (errors.As(err, &u) && u.over()) {
@@ -424,16 +528,23 @@ func (c *Collector) readFile(ctx context.Context, pod *corev1.Pod, sidecar, file
 			}
 			continue
 		}
-		switch code {
-		case 0:
-		case 3:
+		out, marked := strings.CutPrefix(stderr.String(), answerMark+"\n")
+		switch {
+		case !marked:
+			return nil, -1, fmt.Errorf("%w: unexpected output of the read in the sidecar (exit code %d): %q", ErrUnreadable, code, stderr.String())
+		case code == 0:
+		case code == 3:
 			return nil, -1, fmt.Errorf("%w: the file does not exist", ErrMissing)
+		case code == 5:
+			return nil, -1, fmt.Errorf("%w: the file is a symbolic link; the task must write a regular file", ErrUnreadable)
+		case code == 6:
+			return nil, -1, fmt.Errorf("%w: the file is not a regular file (a FIFO, device, socket or folder); the task must write a regular file", ErrUnreadable)
 		default:
-			return nil, -1, fmt.Errorf("%w: reading it in the sidecar exited with code %d: %s", ErrUnreadable, code, strings.TrimSpace(stderr.String()))
+			return nil, -1, fmt.Errorf("%w: reading it in the sidecar exited with code %d: %s", ErrUnreadable, code, strings.TrimSpace(out))
 		}
-		size, perr := strconv.ParseInt(strings.TrimSpace(stderr.String()), 10, 64)
+		size, perr := strconv.ParseInt(strings.TrimSpace(out), 10, 64)
 		if perr != nil {
-			return nil, -1, fmt.Errorf("%w: unexpected output of wc in the sidecar: %q", ErrUnreadable, stderr.String())
+			return nil, -1, fmt.Errorf("%w: unexpected output of wc in the sidecar: %q", ErrUnreadable, out)
 		}
 		if size == 0 {
 			return nil, 0, fmt.Errorf("%w: the file is empty", ErrMissing)
@@ -447,8 +558,12 @@ func (c *Collector) readFile(ctx context.Context, pod *corev1.Pod, sidecar, file
 	return nil, -1, fmt.Errorf("xcom: read %s in pod %s/%s: %w", file, pod.Namespace, pod.Name, lastErr)
 }
 
-// stopScript makes the sidecar whose folder is $1 exit.
-const stopScript = `kill -TERM "$(cat "$1/` + pidFile + `")"`
+// stopScript makes the sidecar whose folder is $1 exit. The task shares
+// the folder: the process id is read only from a regular file, and only
+// its first bytes.
+const stopScript = `f="$1/` + pidFile + `"
+if [ -L "$f" ] || [ ! -f "$f" ]; then echo "$f is not a regular file" >&2; exit 5; fi
+kill -TERM "$(head -c 32 "$f")"`
 
 // stopSidecar makes the sidecar exit, if it runs. A sidecar that has not
 // answered exec for Config.GiveUpAfter is left to its node (so is one
@@ -458,8 +573,8 @@ func (c *Collector) stopSidecar(ctx context.Context, pod *corev1.Pod, sidecar, f
 	if st := containerStatus(pod, sidecar); st == nil || st.State.Running == nil || pod.DeletionTimestamp != nil {
 		return nil
 	}
-	var stderr bytes.Buffer
-	code, err := c.execBounded(ctx, pod, sidecar, []string{"sh", "-c", stopScript, SidecarName, path.Dir(file)}, io.Discard, &stderr)
+	stderr := &cappedBuffer{max: maxStderr}
+	code, err := c.execBounded(ctx, pod, sidecar, []string{"sh", "-c", stopScript, SidecarName, path.Dir(file)}, io.Discard, stderr)
 	if err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("xcom: stop the sidecar of pod %s/%s: %w", pod.Namespace, pod.Name, ctx.Err())
@@ -501,11 +616,14 @@ func podID(pod *corev1.Pod) string {
 	return pod.Namespace + "/" + pod.Name
 }
 
-// execBounded runs execFn in pod's sidecar, cut off once the sidecar's
-// silence would pass Config.GiveUpAfter (but given at least
-// minExecTimeout), and keeps the silence: an exec that fails (unless ctx
-// ended) extends it, and its error is an *unanswered; one that is
-// answered, whatever its exit code, ends it.
+// execBounded runs execFn in pod's sidecar, cut off after
+// Config.ReadTimeout or once the sidecar's silence would pass
+// Config.GiveUpAfter (but given at least minExecTimeout), whichever comes
+// first, and keeps the silence: an exec that fails without a byte of
+// answer (unless ctx was cancelled) extends it, and its error is an
+// *unanswered; one that is answered, whatever its exit code, ends it. An
+// exec that was answered but cut off by its own deadline fails with an
+// *unfinished.
 func (c *Collector) execBounded(ctx context.Context, pod *corev1.Pod, container string, cmd []string, stdout, stderr io.Writer) (int, error) {
 	id := podID(pod)
 	start := c.now()
@@ -515,14 +633,24 @@ func (c *Collector) execBounded(ctx context.Context, pod *corev1.Pod, container 
 		since = s.since
 	}
 	c.mu.Unlock()
-	execCtx, cancel := context.WithTimeout(ctx, max(since.Add(c.cfg.GiveUpAfter).Sub(start), c.minExecTimeout))
-	code, err := c.execFn(execCtx, pod, container, cmd, stdout, stderr)
+	timeout := min(c.cfg.ReadTimeout, max(since.Add(c.cfg.GiveUpAfter).Sub(start), c.minExecTimeout))
+	execCtx, cancel := context.WithTimeout(ctx, timeout)
+	var answered atomic.Bool
+	code, err := c.execFn(execCtx, pod, container, cmd, &noticeWriter{w: stdout, seen: &answered}, &noticeWriter{w: stderr, seen: &answered})
+	ownDeadline := errors.Is(execCtx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
 	cancel()
 	switch {
 	case err == nil:
 		c.forget(pod)
 		return code, nil
-	case ctx.Err() != nil:
+	case errors.Is(ctx.Err(), context.Canceled):
+		return 0, err
+	case answered.Load():
+		// The sidecar answered: its node is there.
+		c.forget(pod)
+		if ownDeadline {
+			return 0, &unfinished{timeout: timeout, err: err}
+		}
 		return 0, err
 	}
 	now := c.now()
@@ -547,6 +675,52 @@ func (c *Collector) execBounded(ctx context.Context, pod *corev1.Pod, container 
 	return 0, &unanswered{pod: pod.Namespace + "/" + pod.Name, node: pod.Spec.NodeName, container: container,
 		silent: now.Sub(s.since), bound: c.cfg.GiveUpAfter, err: err}
 }
+
+// unfinished is the error of an exec that the sidecar answered but that
+// did not end within its deadline.
+type unfinished struct {
+	timeout time.Duration
+	err     error
+}
+
+func (e *unfinished) Error() string {
+	return fmt.Sprintf("the command in the sidecar did not finish within %s: %v", e.timeout, e.err)
+}
+
+func (e *unfinished) Unwrap() error { return e.err }
+
+// noticeWriter passes writes to w and records that one came.
+type noticeWriter struct {
+	w    io.Writer
+	seen *atomic.Bool
+}
+
+func (n *noticeWriter) Write(p []byte) (int, error) {
+	if len(p) > 0 {
+		n.seen.Store(true)
+	}
+	return n.w.Write(p)
+}
+
+// cappedBuffer keeps the first max bytes written to it and drops the
+// rest, so that a sidecar that sends more than it was asked for cannot
+// make the Collector buffer it; dropping (rather than failing the write)
+// lets the exec's stream end normally.
+type cappedBuffer struct {
+	buf bytes.Buffer
+	max int64
+}
+
+func (b *cappedBuffer) Write(p []byte) (int, error) {
+	if room := b.max - int64(b.buf.Len()); room > 0 {
+		b.buf.Write(p[:min(int64(len(p)), room)])
+	}
+	return len(p), nil
+}
+
+func (b *cappedBuffer) Len() int       { return b.buf.Len() }
+func (b *cappedBuffer) Bytes() []byte  { return b.buf.Bytes() }
+func (b *cappedBuffer) String() string { return b.buf.String() }
 
 // forget ends pod's silence.
 func (c *Collector) forget(pod *corev1.Pod) {

@@ -42,23 +42,33 @@ func FuzzParseValue(f *testing.F) {
 }
 
 // FuzzRecall: whatever a pod's result annotation holds, recall neither
-// panics nor invents a reference together with an error.
+// panics nor invents a reference together with an error, and trusts only
+// a record of the pod's own UID.
 func FuzzRecall(f *testing.F) {
-	for _, s := range []string{`{"ref":"file:x.json"}`, `{"error":{"kind":"too-large","message":"xcom: value too large: 5"}}`, `{"error":{"kind":"?"}}`, `[]`, ``} {
+	for _, s := range []string{`{"pod":"uid-1","ref":"file:x.json"}`, `{"pod":"uid-1","error":{"kind":"too-large","message":"xcom: value too large: 5"}}`,
+		`{"pod":"uid-1","error":{"kind":"?"}}`, `{"ref":"file:x.json"}`, `{"pod":"uid-2","ref":"file:x.json"}`, `[]`, ``} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, v string) {
 		pod := newPod(map[string]string{AnnotationResult: v})
-		ref, err, _, ok := recall(pod, unitKey)
-		if !ok && (ref != "" || err != nil) {
-			t.Fatalf("%q: not recalled, but ref %q err %v", v, ref, err)
+		pod.UID = "uid-1"
+		a, ok, why := recall(pod, unitKey)
+		if !ok && (a.ref != "" || a.err != nil) {
+			t.Fatalf("%q: not recalled, but ref %q err %v", v, a.ref, a.err)
 		}
-		if ref != "" && err != nil {
-			t.Fatalf("%q: both ref %q and err %v", v, ref, err)
+		if ok == (why != "") {
+			t.Fatalf("%q: recalled %v, but why %q", v, ok, why)
+		}
+		var r recorded
+		if ok && (json.Unmarshal([]byte(v), &r) != nil || r.Pod != pod.UID) {
+			t.Fatalf("%q: recalled a record that does not name the pod's UID", v)
+		}
+		if a.ref != "" && a.err != nil {
+			t.Fatalf("%q: both ref %q and err %v", v, a.ref, a.err)
 		}
 		var verr *ValueError
-		if err != nil && !errors.As(err, &verr) {
-			t.Fatalf("%q: error %v is not a *ValueError", v, err)
+		if a.err != nil && !errors.As(a.err, &verr) {
+			t.Fatalf("%q: error %v is not a *ValueError", v, a.err)
 		}
 	})
 }

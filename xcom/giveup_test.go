@@ -51,6 +51,12 @@ type fakeExec struct {
 	hang     bool // wait until the exec's context ends
 	calls    int
 	deadline time.Duration // left on the last exec's context, in real time
+	// stuck: the sidecar answers, then its read blocks (a FIFO) until
+	// the exec's context ends.
+	stuck bool
+	// flood: the sidecar answers with a size of flood bytes and sends
+	// them all, whatever it was asked for.
+	flood int
 }
 
 var errNodeGone = errors.New(`error dialing backend: dial tcp 127.0.0.1:10250: connect: connection refused`)
@@ -58,7 +64,7 @@ var errNodeGone = errors.New(`error dialing backend: dial tcp 127.0.0.1:10250: c
 func (f *fakeExec) exec(ctx context.Context, _ *corev1.Pod, _ string, _ []string, stdout, stderr io.Writer) (int, error) {
 	f.mu.Lock()
 	f.calls++
-	answer, hang := f.answer, f.hang
+	answer, hang, stuck, flood := f.answer, f.hang, f.stuck, f.flood
 	if d, ok := ctx.Deadline(); ok {
 		f.deadline = time.Until(d)
 	} else {
@@ -69,9 +75,20 @@ func (f *fakeExec) exec(ctx context.Context, _ *corev1.Pod, _ string, _ []string
 	case hang:
 		<-ctx.Done()
 		return 0, ctx.Err()
+	case stuck:
+		_, _ = io.WriteString(stderr, answerMark+"\n")
+		<-ctx.Done()
+		return 0, ctx.Err()
+	case flood > 0:
+		_, _ = fmt.Fprintf(stderr, "%s\n%d\n", answerMark, flood)
+		chunk := []byte(strings.Repeat("x", 64<<10))
+		for n := 0; n < flood; n += len(chunk) {
+			_, _ = stdout.Write(chunk[:min(len(chunk), flood-n)])
+		}
+		return 0, nil
 	case answer:
+		_, _ = io.WriteString(stderr, answerMark+"\n7\n")
 		_, _ = io.WriteString(stdout, `{"v":1}`)
-		_, _ = io.WriteString(stderr, "7\n")
 		return 0, nil
 	}
 	return 0, errNodeGone
@@ -211,6 +228,7 @@ func TestExecDeadline(t *testing.T) {
 	const bound = time.Hour
 	c, clock, f := unitCollector(t, bound)
 	c.minExecTimeout = 50 * time.Millisecond
+	c.cfg.ReadTimeout = 2 * bound // here the bound is the shorter
 	pod := sidecarPod("a")
 
 	_, _ = read(t, c, pod)
@@ -315,4 +333,107 @@ func TestLostMessageBounded(t *testing.T) {
 	require.True(t, utf8.ValidString(msg))
 	require.Contains(t, msg, "Internal error occurred")
 	require.Contains(t, msg, "connect: connection refused)")
+}
+
+// TestReadTimeoutBoundsEachExec: each exec is cut off after
+// Config.ReadTimeout when that comes before GiveUpAfter's bound (the
+// default is 1m); one the sidecar left unanswered still counts towards
+// GiveUpAfter, to be retried.
+func TestReadTimeoutBoundsEachExec(t *testing.T) {
+	t.Parallel()
+	c, _, f := unitCollector(t, time.Hour)
+	require.Equal(t, time.Minute, c.cfg.ReadTimeout, "the default")
+	_, _ = read(t, c, sidecarPod("a"))
+	_, left := f.stats()
+	require.InDelta(t, float64(time.Minute), float64(left), float64(30*time.Second), "left %s", left)
+
+	c.cfg.ReadTimeout = 20 * time.Millisecond
+	f.set(false, true)
+	u, err := read(t, c, sidecarPod("b"))
+	require.NotNil(t, u, "%v", err)
+	require.False(t, u.over())
+	require.NotErrorIs(t, err, ErrUnreadable, "no answer at all is the node's, retried until GiveUpAfter")
+}
+
+// TestReadThatHangsAfterAnswerIsFinal: a sidecar that answered but whose
+// read does not finish within ReadTimeout (the value's file turned into a
+// FIFO while it was read) gives a final ErrUnreadable that says so, at
+// the first such read, and is not held against its node.
+func TestReadThatHangsAfterAnswerIsFinal(t *testing.T) {
+	t.Parallel()
+	c, _, f := unitCollector(t, time.Hour)
+	c.cfg.ReadTimeout = 20 * time.Millisecond
+	f.mu.Lock()
+	f.stuck = true
+	f.mu.Unlock()
+	done := make(chan error, 1)
+	go func() {
+		_, err := read(t, c, sidecarPod("a"))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, ErrUnreadable)
+		require.ErrorContains(t, err, "did not finish within 20ms (xcom.Config.ReadTimeout)")
+		var u *unanswered
+		require.False(t, errors.As(err, &u))
+	case <-time.After(2 * time.Minute):
+		t.Fatal("a read that hangs after the sidecar answered was not cut off")
+	}
+	calls, _ := f.stats()
+	require.Equal(t, 1, calls, "final at the first read")
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	require.Empty(t, c.silent)
+}
+
+// TestReadBuffersAtMostLimit: a sidecar that sends more than the limit+1
+// bytes it was asked for (it ignores head -c) does not make the Collector
+// buffer them: the read keeps limit+1 bytes, enough to see the value is
+// too large.
+func TestReadBuffersAtMostLimit(t *testing.T) {
+	t.Parallel()
+	c, _, f := unitCollector(t, time.Hour)
+	f.mu.Lock()
+	f.flood = 8 << 20
+	f.mu.Unlock()
+	const limit = 100
+	data, size, err := c.readFile(context.Background(), sidecarPod("a"), SidecarName, DefaultPath, limit)
+	require.NoError(t, err)
+	require.Len(t, data, limit+1)
+	require.Equal(t, int64(8<<20), size)
+}
+
+// TestCappedBuffer: the first max bytes are kept, the rest dropped without
+// failing the write (which would break the exec's stream).
+func TestCappedBuffer(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		max    int64
+		writes []string
+		want   string
+	}{
+		{5, []string{"ab", "cd", "efg"}, "abcde"},
+		{5, []string{"abcdefgh", "ij"}, "abcde"},
+		{0, []string{"x"}, ""},
+		{10, []string{"abc"}, "abc"},
+	} {
+		b := &cappedBuffer{max: tc.max}
+		for _, w := range tc.writes {
+			n, err := b.Write([]byte(w))
+			require.NoError(t, err)
+			require.Equal(t, len(w), n)
+		}
+		require.Equal(t, tc.want, b.String())
+	}
+}
+
+// TestReadTimeoutConfig: a negative ReadTimeout is refused with an error
+// that names the field.
+func TestReadTimeoutConfig(t *testing.T) {
+	t.Parallel()
+	c, _, _ := unitCollector(t, 0)
+	_, err := NewCollector(c.client, c.config, &MemoryBackend{}, Config{ReadTimeout: -time.Second})
+	require.ErrorIs(t, err, ErrInvalidConfig)
+	require.ErrorContains(t, err, "Config.ReadTimeout")
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"path"
+	"slices"
 	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -53,14 +55,22 @@ const (
 	// a task that succeeds without one fails with ErrMissing. Default
 	// "false".
 	AnnotationRequired = "xcom.kubexec.io/required"
-	// AnnotationMaxBytes holds the largest value accepted, in bytes,
-	// replacing Config.MaxBytes for this pod.
+	// AnnotationMaxBytes holds the largest value accepted for this pod, in
+	// bytes. It can only lower the host's Config.MaxBytes: a larger number
+	// is capped at Config.MaxBytes (a value over that fails with an
+	// ErrTooLarge that says so).
 	AnnotationMaxBytes = "xcom.kubexec.io/max-bytes"
-	// AnnotationSidecar names the sidecar container that Middleware added.
+	// AnnotationSidecar names the sidecar container that Middleware added;
+	// it is always SidecarName. Collector reads values only from that
+	// container, and only if it is the sidecar Middleware adds.
 	AnnotationSidecar = "xcom.kubexec.io/sidecar"
 	// AnnotationResult records what Collector read from a sidecar pod (a
-	// reference or a ValueError, as JSON) before it stops the sidecar, so
-	// that collecting again after a crash gives the same answer.
+	// reference or a ValueError, as JSON, with the pod's UID) before it
+	// stops the sidecar, so that collecting again after a crash gives the
+	// same answer. Collector trusts only a record that names the pod's own
+	// UID, which is unknown until the pod is created: a record set in a
+	// template or override is ignored (with a warning in Config.Logger)
+	// and the value read from the sidecar instead.
 	AnnotationResult = "xcom.kubexec.io/result"
 )
 
@@ -75,7 +85,7 @@ const (
 	// SidecarName is the name of the sidecar container Middleware adds.
 	SidecarName = "kubexec-xcom"
 	// DefaultSidecarImage is the sidecar's image unless PodConfig says
-	// otherwise: any image with a POSIX sh, sleep, kill, cat, head and wc.
+	// otherwise: any image with a POSIX sh, sleep, kill, head and wc.
 	DefaultSidecarImage = "busybox:1.37"
 	// EnvPath is set in the main container to the file it should write its
 	// value to, whatever the channel.
@@ -107,7 +117,10 @@ type PodConfig struct {
 	// Path is the file of ChannelSidecar pods whose AnnotationPath is not
 	// set. Default DefaultPath; AirflowPath for Airflow images.
 	Path string
-	// SidecarImage is the sidecar's image. Default DefaultSidecarImage.
+	// SidecarImage is the sidecar's image. Collector reads values only
+	// from a sidecar with the image of its own Config.Pod, so a Builder's
+	// Middleware and the Collector must agree on it. Default
+	// DefaultSidecarImage.
 	SidecarImage string
 	// SidecarResources are the sidecar's resources. Default: requests of
 	// 1m CPU and 16Mi memory, a limit of 64Mi memory.
@@ -226,12 +239,75 @@ func addSidecar(pod *corev1.Pod, main *corev1.Container, file string, cfg PodCon
 	pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{
 		Name:            SidecarName,
 		Image:           cfg.SidecarImage,
-		Command:         []string{"sh", "-c", sidecarScript, SidecarName, dir},
+		Command:         sidecarCommand(dir),
 		VolumeMounts:    []corev1.VolumeMount{mount},
 		Resources:       resources,
 		SecurityContext: sc,
 	})
 	return nil
+}
+
+// sidecarCommand is the command of the sidecar whose folder is dir.
+func sidecarCommand(dir string) []string {
+	return []string{"sh", "-c", sidecarScript, SidecarName, dir}
+}
+
+// checkSidecar says why pod's container SidecarName is not the sidecar
+// that Middleware adds for the value file file with image, or returns ""
+// when it is: that name, that image and command, the emptyDir volumeName
+// mounted at the file's folder, no other mount over that folder, and no
+// privileges. Collector execs only in such a container, and reads only
+// file, so that a template or override can make it read nothing but the
+// pod's own value folder.
+func checkSidecar(pod *corev1.Pod, file, image string) string {
+	if name := pod.Annotations[AnnotationSidecar]; name != "" && name != SidecarName {
+		return fmt.Sprintf("annotation %s names container %q, but kubexec reads values only from its own sidecar, %s", AnnotationSidecar, name, SidecarName)
+	}
+	var side *corev1.Container
+	for i := range pod.Spec.Containers {
+		if pod.Spec.Containers[i].Name == SidecarName {
+			side = &pod.Spec.Containers[i]
+		}
+	}
+	if side == nil {
+		return fmt.Sprintf("the pod has no sidecar container %s", SidecarName)
+	}
+	dir := path.Dir(file)
+	notOurs := "container " + SidecarName + " is not the sidecar kubexec adds: "
+	switch {
+	case side.Image != image:
+		return notOurs + fmt.Sprintf("its image is %q, not %q (xcom.PodConfig.SidecarImage)", side.Image, image)
+	case !slices.Equal(side.Command, sidecarCommand(dir)) || len(side.Args) > 0:
+		return notOurs + fmt.Sprintf("its command is not the one that keeps the folder %s of the value's file %s", dir, file)
+	}
+	mounted := false
+	for _, m := range side.VolumeMounts {
+		at := path.Clean(m.MountPath)
+		if at == dir && m.Name == volumeName && m.SubPath == "" && m.SubPathExpr == "" && !mounted {
+			mounted = true
+			continue
+		}
+		if at == dir || at == "/" || strings.HasPrefix(at, dir+"/") || strings.HasPrefix(dir, at+"/") {
+			return notOurs + fmt.Sprintf("it mounts volume %q at %s, over the folder %s of the value's file", m.Name, m.MountPath, dir)
+		}
+	}
+	if !mounted {
+		return notOurs + fmt.Sprintf("it does not mount volume %q at the folder %s of the value's file %s", volumeName, dir, file)
+	}
+	emptyDir := false
+	for _, v := range pod.Spec.Volumes {
+		if v.Name == volumeName {
+			emptyDir = v.EmptyDir != nil
+		}
+	}
+	if !emptyDir {
+		return notOurs + fmt.Sprintf("its volume %q is not an emptyDir", volumeName)
+	}
+	if sc := side.SecurityContext; sc == nil || (sc.Privileged != nil && *sc.Privileged) ||
+		sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || (sc.Capabilities != nil && len(sc.Capabilities.Add) > 0) {
+		return notOurs + "it is privileged, may gain privileges, or adds capabilities"
+	}
+	return ""
 }
 
 // settings are a pod's xcom settings, from its annotations and defaults.
@@ -240,6 +316,9 @@ type settings struct {
 	path     string
 	required bool
 	maxBytes int64 // 0: the Collector's
+	// askedMaxBytes is AnnotationMaxBytes when the Collector capped it at
+	// its Config.MaxBytes, else 0.
+	askedMaxBytes int64
 }
 
 // podSettings reads pod's annotations; channel and file are the defaults.

@@ -56,7 +56,7 @@ func (e *ValueError) Error() string {
 	case errors.Is(e.Err, ErrTooLarge) && e.Limit == terminationMessageLimit:
 		return msg + "; the kubelet keeps at most 4096 bytes of a termination message: write larger values through the sidecar channel (" + AnnotationChannel + ": sidecar)"
 	case errors.Is(e.Err, ErrTooLarge):
-		return msg + "; write a smaller value (or a reference to where it is), or raise the limit (xcom.Config.MaxBytes, or the " + AnnotationMaxBytes + " annotation)"
+		return msg + "; write a smaller value (or a reference to where it is), or raise the host's limit, xcom.Config.MaxBytes (the " + AnnotationMaxBytes + " annotation can only lower it)"
 	case errors.Is(e.Err, ErrNotJSON):
 		return msg + "; the task must write exactly one JSON value, in UTF-8"
 	case errors.Is(e.Err, ErrMissing):

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 var unitKey = kubexec.TaskKey{WorkflowID: "etl", TaskID: "extract", RunID: "r1", MapIndex: kubexec.NotMapped, Attempt: 1}
@@ -147,6 +148,7 @@ func TestMiddlewareRejectsBadAnnotations(t *testing.T) {
 func TestRecordRecall(t *testing.T) {
 	t.Parallel()
 	pod := newPod(map[string]string{})
+	pod.UID = "uid-1"
 	for i, verr := range []*ValueError{
 		nil,
 		{Key: unitKey, Container: "base", Source: "file /x/y", Size: 10, Limit: 5, Err: ErrTooLarge},
@@ -154,27 +156,64 @@ func TestRecordRecall(t *testing.T) {
 		{Key: unitKey, Container: "base", Source: "file /x/y", Size: -1, Limit: 5, Err: fmt.Errorf("%w: the sidecar did not answer exec", ErrUnreadable)},
 	} {
 		gaveUp := i == 3
-		rec, err := record("file:r.json", verr, gaveUp)
+		rec, err := record(pod.UID, "file:r.json", verr, gaveUp)
 		require.NoError(t, err)
 		pod.Annotations[AnnotationResult] = rec
-		ref, err, noAnswer, ok := recall(pod, unitKey)
+		a, ok, why := recall(pod, unitKey)
 		require.True(t, ok)
-		require.Equal(t, gaveUp, noAnswer)
+		require.Empty(t, why)
+		require.Equal(t, gaveUp, a.noAnswer)
 		if verr == nil {
-			require.NoError(t, err)
-			require.Equal(t, "file:r.json", ref)
+			require.NoError(t, a.err)
+			require.Equal(t, "file:r.json", a.ref)
 			continue
 		}
-		require.Equal(t, verr.Error(), err.Error())
-		got := err.(*ValueError)
+		require.Equal(t, verr.Error(), a.err.Error())
+		got := a.err.(*ValueError)
 		require.Equal(t, verr.Size, got.Size)
 		for _, s := range []error{ErrTooLarge, ErrNotJSON, ErrUnreadable} {
 			require.Equal(t, errors.Is(verr, s), errors.Is(got, s))
 		}
 	}
-	pod.Annotations[AnnotationResult] = "garbage"
-	_, _, _, ok := recall(pod, unitKey)
+}
+
+// TestRecallTrustsOnlyItsPod: a record is an answer only on the pod whose
+// UID it names, so that a template or override, which sets annotations
+// before the pod has a UID, cannot decide the value a downstream task
+// reads.
+func TestRecallTrustsOnlyItsPod(t *testing.T) {
+	t.Parallel()
+	own, err := record("uid-1", "memory:real", nil, false)
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		name, uid, value string
+		ok               bool
+		why              string
+	}{
+		{"its own", "uid-1", own, true, ""},
+		{"no UID (as a template or override sets it)", "uid-1", `{"ref":"memory:forged"}`, false, `pod UID ""`},
+		{"another pod's", "uid-1", `{"pod":"uid-2","ref":"memory:forged"}`, false, `pod UID "uid-2"`},
+		{"an error without UID", "uid-1", `{"error":{"kind":"missing","message":"x"}}`, false, `pod UID ""`},
+		{"a pod without UID", "", `{"pod":"","ref":"memory:forged"}`, false, `pod UID ""`},
+		{"not JSON", "uid-1", "garbage", false, "not the JSON"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pod := newPod(map[string]string{AnnotationResult: tc.value})
+			pod.UID = types.UID(tc.uid)
+			a, ok, why := recall(pod, unitKey)
+			require.Equal(t, tc.ok, ok)
+			if !tc.ok {
+				require.Contains(t, why, tc.why)
+				require.Empty(t, a.ref)
+				require.NoError(t, a.err)
+				return
+			}
+			require.Equal(t, "memory:real", a.ref)
+		})
+	}
+	_, ok, why := recall(newPod(nil), unitKey)
 	require.False(t, ok)
+	require.Empty(t, why, "no record is nothing to warn about")
 }
 
 // ParseErr returns the error ParseValue gives for s.
@@ -225,4 +264,90 @@ func TestPass(t *testing.T) {
 	require.ErrorIs(t, Pass(ctx, b, &spec, Input{Ref: "memory:nope"}), ErrNotFound)
 	require.Error(t, Pass(ctx, b, &spec, Input{Ref: ref1, Env: "1BAD"}))
 	require.Error(t, Pass(ctx, b, &spec, Input{}))
+}
+
+// TestLimitFor: AnnotationMaxBytes can lower the host's Config.MaxBytes,
+// never raise it.
+func TestLimitFor(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		asked, host, limit, capped int64
+	}{
+		{0, 4 << 20, 4 << 20, 0},
+		{1000, 4 << 20, 1000, 0},
+		{4 << 20, 4 << 20, 4 << 20, 0},
+		{400 << 20, 4 << 20, 4 << 20, 400 << 20},
+		{1<<63 - 1, 100, 100, 1<<63 - 1},
+	} {
+		limit, capped := limitFor(tc.asked, tc.host)
+		require.Equal(t, tc.limit, limit, "%+v", tc)
+		require.Equal(t, tc.capped, capped, "%+v", tc)
+	}
+	err := tooLarge(5000, settings{maxBytes: 100, askedMaxBytes: 1 << 30})
+	require.ErrorIs(t, err, ErrTooLarge)
+	require.ErrorContains(t, err, "at most 100 allowed (the pod's "+AnnotationMaxBytes+" asks for 1073741824, but it can only lower xcom.Config.MaxBytes)")
+}
+
+// TestCheckSidecar: Collect execs only in the sidecar Middleware adds, for
+// the file in its own folder; whatever else a template or override makes
+// of the pod is refused, with a reason.
+func TestCheckSidecar(t *testing.T) {
+	t.Parallel()
+	build := func() *corev1.Pod {
+		pod := newPod(map[string]string{AnnotationChannel: "sidecar"})
+		require.NoError(t, Middleware(PodConfig{})(context.Background(), pod))
+		return pod
+	}
+	side := func(pod *corev1.Pod) *corev1.Container { return &pod.Spec.Containers[1] }
+	yes := true
+	for _, tc := range []struct {
+		name   string
+		file   string
+		mutate func(*corev1.Pod)
+		why    string // "" for kubexec's sidecar
+	}{
+		{name: "as Middleware adds it"},
+		{name: "with the ServiceAccount token the admission adds", mutate: func(p *corev1.Pod) {
+			side(p).VolumeMounts = append(side(p).VolumeMounts, corev1.VolumeMount{Name: "kube-api-access-x", MountPath: "/var/run/secrets/kubernetes.io/serviceaccount"})
+		}},
+		{name: "annotation names another container", mutate: func(p *corev1.Pod) { p.Annotations[AnnotationSidecar] = "base" }, why: `names container "base"`},
+		{name: "no sidecar", mutate: func(p *corev1.Pod) { p.Spec.Containers = p.Spec.Containers[:1] }, why: "has no sidecar container"},
+		{name: "another image", mutate: func(p *corev1.Pod) { side(p).Image = "attacker/tool:1" }, why: `its image is "attacker/tool:1"`},
+		{name: "another command", mutate: func(p *corev1.Pod) { side(p).Command = []string{"sh", "-c", "sleep 3600"} }, why: "its command"},
+		{name: "args", mutate: func(p *corev1.Pod) { side(p).Args = []string{"x"} }, why: "its command"},
+		{name: "a file outside its folder", file: "/var/run/secrets/kubernetes.io/serviceaccount/token", why: "its command"},
+		{name: "a secret mounted on the file", mutate: func(p *corev1.Pod) {
+			side(p).VolumeMounts = append(side(p).VolumeMounts, corev1.VolumeMount{Name: "secret", MountPath: DefaultPath, SubPath: "token"})
+		}, why: `mounts volume "secret" at ` + DefaultPath},
+		{name: "a mount over the folder's parent", mutate: func(p *corev1.Pod) {
+			side(p).VolumeMounts = append(side(p).VolumeMounts, corev1.VolumeMount{Name: "secret", MountPath: "/kubexec"})
+		}, why: `mounts volume "secret" at /kubexec`},
+		{name: "a sub-path of the value volume", mutate: func(p *corev1.Pod) { side(p).VolumeMounts[0].SubPath = "x" }, why: `mounts volume "kubexec-xcom"`},
+		{name: "the value volume elsewhere", mutate: func(p *corev1.Pod) { side(p).VolumeMounts[0].MountPath = "/elsewhere" }, why: "does not mount volume"},
+		{name: "not an emptyDir", mutate: func(p *corev1.Pod) {
+			p.Spec.Volumes[0].VolumeSource = corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/"}}
+		}, why: "not an emptyDir"},
+		{name: "privileged", mutate: func(p *corev1.Pod) { side(p).SecurityContext.Privileged = &yes }, why: "privileged"},
+		{name: "may gain privileges", mutate: func(p *corev1.Pod) { side(p).SecurityContext.AllowPrivilegeEscalation = nil }, why: "privileged"},
+		{name: "adds capabilities", mutate: func(p *corev1.Pod) {
+			side(p).SecurityContext.Capabilities.Add = []corev1.Capability{"SYS_PTRACE"}
+		}, why: "capabilities"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pod := build()
+			if tc.mutate != nil {
+				tc.mutate(pod)
+			}
+			file := DefaultPath
+			if tc.file != "" {
+				file = tc.file
+			}
+			why := checkSidecar(pod, file, DefaultSidecarImage)
+			if tc.why == "" {
+				require.Empty(t, why)
+				return
+			}
+			require.Contains(t, why, tc.why)
+		})
+	}
 }

@@ -131,6 +131,9 @@ func BenchmarkIdleRSS10k(b *testing.B) {
 	}
 }
 
+// provenanceKey marks the benchmark's pods as the executor's own.
+var provenanceKey = []byte("the RSS benchmark's provenance..")
+
 // createRunningPods creates n task pods of executor id in ns and sets
 // their status to running.
 func createRunningPods(b *testing.B, client kubernetes.Interface, ns, id string, n int) {
@@ -139,6 +142,8 @@ func createRunningPods(b *testing.B, client kubernetes.Interface, ns, id string,
 	template.Spec.SecurityContext.RunAsUser = &uid
 	template.Spec.SchedulerName = noScheduler
 	builder, err := podtemplate.New(template, podtemplate.Config{ExecutorID: id, Namespace: ns})
+	require.NoError(b, err)
+	marks, err := kubexec.NewProvenance(provenanceKey)
 	require.NoError(b, err)
 	ctx := context.Background()
 	startedAt := metav1.Now()
@@ -161,6 +166,9 @@ func createRunningPods(b *testing.B, client kubernetes.Interface, ns, id string,
 			return err
 		}
 		if err := kubexec.ApplyMetadata(pod, id, spec.Key); err != nil {
+			return err
+		}
+		if err := marks.Sign(pod); err != nil { // as the executor does
 			return err
 		}
 		created, err := client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
@@ -381,8 +389,9 @@ func TestIdleExecutorChild(t *testing.T) {
 	ctx := context.Background()
 	start := time.Now()
 	e, err := executor.New(rc, executor.NewMemoryStore(), executor.Config{
-		ExecutorID: os.Getenv("RSS_ID"),
-		Namespace:  os.Getenv("RSS_NS"),
+		ExecutorID:    os.Getenv("RSS_ID"),
+		Namespace:     os.Getenv("RSS_NS"),
+		ProvenanceKey: provenanceKey,
 	})
 	require.NoError(t, err)
 	require.NoError(t, e.Start(ctx))
