@@ -69,6 +69,7 @@ func startDevCluster(ctx context.Context, o *options) (*cluster, error) {
 		return nil, errors.New("the embedded dev cluster's node runs containers as local processes in their own namespaces, which needs root: run as root, or pass --kubeconfig for another cluster")
 	}
 	fmt.Fprintln(o.stderr, "Starting the dev cluster (no --kubeconfig given; it stops when the scheduler exits)...")
+	fmt.Fprintln(o.stderr, devClusterWarning)
 	start := time.Now()
 	var opts devcluster.Options
 	if err := opts.SetNodeKind(o.nodeKind, 1); err != nil {
@@ -96,6 +97,11 @@ func (c *cluster) Close() {
 		_ = c.dev.Stop()
 	}
 }
+
+// devClusterWarning is printed when the scheduler starts the dev cluster.
+const devClusterWarning = "The dev cluster is a development tool, not a sandbox: its pods are processes on this machine that share its network, " +
+	"may run as root and mount host folders read-write (hostPath volumes), and its etcd has no authentication, so anyone on this machine " +
+	"can read and change the cluster's data, Secrets included. Every component listens on loopback only. Run only workflows you trust on it."
 
 // embeddedNote explains what happens to a run on the embedded cluster.
 const embeddedNote = "the embedded dev cluster stopped with the scheduler, taking the run's pods with it"

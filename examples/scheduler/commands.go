@@ -18,6 +18,7 @@ import (
 
 	"github.com/kubexec/kubexec"
 	"github.com/kubexec/kubexec/examples/scheduler/sqlitestore"
+	"github.com/kubexec/kubexec/examples/scheduler/termtext"
 )
 
 // openExisting opens the database for a command that only reads what runs
@@ -74,11 +75,11 @@ func cmdStatus(ctx context.Context, o *options, runID string) error {
 		if end.IsZero() {
 			end = time.Now()
 		}
-		fmt.Fprintf(o.stdout, "Run %s of workflow %s: %s after %s", run.ID, run.Workflow, run.State, end.Sub(run.CreatedAt).Round(time.Second))
-		if run.Message != "" {
-			fmt.Fprintf(o.stdout, " (%s)", run.Message)
+		fmt.Fprintf(o.stdout, "Run %s of workflow %s: %s after %s", termtext.Line(run.ID), termtext.Line(run.Workflow), run.State, end.Sub(run.CreatedAt).Round(time.Second))
+		if m := termtext.Line(run.Message); m != "" {
+			fmt.Fprintf(o.stdout, " (%s)", m)
 		}
-		fmt.Fprintf(o.stdout, "\nNamespace %s, started %s from %s", run.Namespace, run.CreatedAt.Format(time.DateTime), run.Source)
+		fmt.Fprintf(o.stdout, "\nNamespace %s, started %s from %s", termtext.Line(run.Namespace), run.CreatedAt.Format(time.DateTime), termtext.Line(run.Source))
 		switch {
 		case driverAlive(run):
 			fmt.Fprintf(o.stdout, ", driven by scheduler pid %d\n\n", run.DriverPID)
@@ -125,7 +126,7 @@ func cmdStatus(ctx context.Context, o *options, runID string) error {
 		} else if !run.State.Terminal() {
 			driver = "none (resume it)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", run.ID, run.Workflow, run.State, run.CreatedAt.Format(time.DateTime),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", termtext.Line(run.ID), termtext.Line(run.Workflow), run.State, run.CreatedAt.Format(time.DateTime),
 			end.Sub(run.CreatedAt).Round(time.Second), strings.Join(parts, ", "), driver)
 	}
 	return tw.Flush()
@@ -231,7 +232,7 @@ func waitCancelled(ctx context.Context, o *options, store *sqlitestore.Store, ru
 			return exitFailed, err
 		}
 		if taskID == "" && run.State.Terminal() {
-			fmt.Fprintf(o.stdout, "Run %s: %s (%s)\n", run.ID, run.State, run.Message)
+			fmt.Fprintf(o.stdout, "Run %s: %s (%s)\n", run.ID, run.State, termtext.Line(run.Message))
 			return exitOK, nil
 		}
 		if taskID != "" {
@@ -240,7 +241,7 @@ func waitCancelled(ctx context.Context, o *options, store *sqlitestore.Store, ru
 				return exitFailed, err
 			}
 			if t.State.Terminal() {
-				fmt.Fprintf(o.stdout, "Task %s/%s: %s (%s)\n", runID, taskID, t.State, t.Message)
+				fmt.Fprintf(o.stdout, "Task %s/%s: %s (%s)\n", runID, taskID, t.State, termtext.Line(t.Message))
 				return exitOK, nil
 			}
 		}
@@ -337,8 +338,8 @@ func cmdCleanup(ctx context.Context, o *options) error {
 				}
 			}
 			deleted++
-			fmt.Fprintf(o.stdout, "%s pod %s/%s (%s/%s attempt %d, %s, finished %s ago)\n", verb, ns, pod.Name, key.RunID, key.TaskID, key.Attempt,
-				strings.ToLower(string(pod.Status.Phase)), age.Round(time.Second))
+			fmt.Fprintf(o.stdout, "%s pod %s/%s (%s/%s attempt %d, %s, finished %s ago)\n", verb, ns, termtext.Line(pod.Name), termtext.Line(key.RunID), termtext.Line(key.TaskID), key.Attempt,
+				termtext.Line(strings.ToLower(string(pod.Status.Phase))), age.Round(time.Second))
 		}
 	}
 	verb := "Deleted"

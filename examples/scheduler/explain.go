@@ -17,6 +17,7 @@ import (
 	"github.com/kubexec/kubexec"
 	"github.com/kubexec/kubexec/examples/scheduler/driver"
 	"github.com/kubexec/kubexec/examples/scheduler/sqlitestore"
+	"github.com/kubexec/kubexec/examples/scheduler/termtext"
 	"github.com/kubexec/kubexec/examples/scheduler/workflow"
 	"github.com/kubexec/kubexec/executor"
 	"github.com/kubexec/kubexec/logs"
@@ -26,6 +27,8 @@ import (
 // the scheduler's view (state, attempts, reasons and their hints), and,
 // with a cluster, its pod's phase, conditions and container states, the
 // pod's latest Events, the namespace's quota, and missing permissions.
+// Everything it prints that a pod, a node, an Event or a result holds goes
+// through termtext.Line.
 func cmdExplain(ctx context.Context, o *options, ref string) error {
 	store, err := openExisting(ctx, o)
 	if err != nil {
@@ -42,14 +45,14 @@ func cmdExplain(ctx context.Context, o *options, ref string) error {
 	}
 	w := o.stdout
 	var todo []string
-	fmt.Fprintf(w, "Task %s of run %s (workflow %s): %s\n", task.TaskID, run.ID, run.Workflow, task.State)
+	fmt.Fprintf(w, "Task %s of run %s (workflow %s): %s\n", termtext.Line(task.TaskID), termtext.Line(run.ID), termtext.Line(run.Workflow), task.State)
 
 	attempts, err := store.Attempts(ctx, run.Workflow, run.ID, task.TaskID)
 	if err != nil {
 		return err
 	}
 	for _, a := range attempts {
-		fmt.Fprintf(w, "  attempt %d: pod %s/%s, launched %s", a.Attempt, a.Namespace, a.PodName, a.LaunchedAt.Format(time.TimeOnly))
+		fmt.Fprintf(w, "  attempt %d: pod %s/%s, launched %s", a.Attempt, termtext.Line(a.Namespace), termtext.Line(a.PodName), a.LaunchedAt.Format(time.TimeOnly))
 		if a.Result != nil {
 			fmt.Fprintf(w, ", %s", describeResult(*a.Result))
 		} else {
@@ -58,7 +61,7 @@ func cmdExplain(ctx context.Context, o *options, ref string) error {
 		fmt.Fprintln(w)
 	}
 	if task.Message != "" {
-		fmt.Fprintf(w, "  scheduler: %s\n", task.Message)
+		fmt.Fprintf(w, "  scheduler: %s\n", termtext.Line(task.Message))
 	}
 
 	// The scheduler's side.
@@ -82,7 +85,7 @@ func cmdExplain(ctx context.Context, o *options, ref string) error {
 		todo = append(todo, "Fix the failed dependency, then start a new run.")
 	}
 	if task.State.Terminal() && task.Reason != "" && task.Reason != kubexec.ReasonSucceeded {
-		fmt.Fprintf(w, "  Reason %s: retryable=%t, platform failure=%t.\n", task.Reason, task.Reason.Retryable(), task.Reason.SystemFailure())
+		fmt.Fprintf(w, "  Reason %s: retryable=%t, platform failure=%t.\n", termtext.Line(string(task.Reason)), task.Reason.Retryable(), task.Reason.SystemFailure())
 		if h := task.Reason.Hint(); h != "" && hintApplies(attempts) {
 			todo = append(todo, h)
 		}
@@ -121,7 +124,7 @@ func cmdExplain(ctx context.Context, o *options, ref string) error {
 	// An earlier attempt, or a failed one the task recovered from, has a
 	// Reason of its own: its hint applies to it.
 	if r := a.Result; r != nil && r.Reason != kubexec.ReasonSucceeded && (r.Reason != task.Reason || !task.State.Terminal()) {
-		fmt.Fprintf(w, "  Attempt %d: Reason %s: retryable=%t, platform failure=%t.\n", a.Attempt, r.Reason, r.Reason.Retryable(), r.Reason.SystemFailure())
+		fmt.Fprintf(w, "  Attempt %d: Reason %s: retryable=%t, platform failure=%t.\n", a.Attempt, termtext.Line(string(r.Reason)), r.Reason.Retryable(), r.Reason.SystemFailure())
 		if h := r.Reason.Hint(); h != "" && (r.Reason != kubexec.ReasonFailed || r.ExitCode != 0) {
 			todo = append(todo, h)
 		}
@@ -138,7 +141,7 @@ func cmdExplain(ctx context.Context, o *options, ref string) error {
 	if cl.id != run.Cluster {
 		return fmt.Errorf("run %s ran on another cluster (kube-system uid %s, not %s): pass the --kubeconfig of that cluster", run.ID, run.Cluster, cl.id)
 	}
-	fmt.Fprintf(w, "\nPod %s/%s (attempt %d):\n", a.Namespace, a.PodName, a.Attempt)
+	fmt.Fprintf(w, "\nPod %s/%s (attempt %d):\n", termtext.Line(a.Namespace), termtext.Line(a.PodName), a.Attempt)
 	pod, err := cl.client.CoreV1().Pods(a.Namespace).Get(ctx, a.PodName, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
@@ -156,7 +159,7 @@ func cmdExplain(ctx context.Context, o *options, ref string) error {
 			todo = append(todo, explainNoPod(ctx, w, cl, a.Namespace, taskNeeds(wf.Task(task.TaskID)), true)...)
 		}
 	case err != nil:
-		fmt.Fprintf(w, "  Cannot read it: %v\n", err)
+		fmt.Fprintf(w, "  Cannot read it: %s\n", termtext.Line(err.Error()))
 	default:
 		todo = append(todo, explainPod(w, pod)...)
 		todo = append(todo, explainNode(ctx, w, cl, pod)...)
@@ -180,27 +183,33 @@ func goneWhy(reason kubexec.Reason) string {
 	case kubexec.ReasonFailed, kubexec.ReasonOOMKilled, kubexec.ReasonDeadlineExceeded:
 		return "deleted after its result was saved (failed pods are kept until `scheduler cleanup`, or someone deleted it)"
 	}
-	return "deleted by the executor once the attempt's outcome was known (" + string(reason) + "), before its result was saved, so that a retry never runs beside it"
+	return "deleted by the executor once the attempt's outcome was known (" + termtext.Line(string(reason)) + "), before its result was saved, so that a retry never runs beside it"
 }
 
+// printTodo prints what to do, one line each. The advice quotes names
+// and messages from the cluster, so each line goes through termtext.Line.
 func printTodo(w io.Writer, todo []string) {
 	if len(todo) == 0 {
 		return
 	}
 	fmt.Fprintln(w, "\nWhat to do:")
 	for _, t := range dedupe(todo) {
-		fmt.Fprintln(w, "  - "+t)
+		fmt.Fprintln(w, "  - "+termtext.Line(t))
 	}
 }
 
-// explainPod describes the pod's phase, conditions and containers.
+// explainPod describes the pod's phase, conditions and containers. The
+// pod's status is written by its node and by anyone allowed to update pod
+// statuses: its strings may be empty, cut anywhere, very long, or hold
+// control characters, and are printed through termtext.Line.
 func explainPod(w io.Writer, pod *corev1.Pod) []string {
 	var todo []string
-	node := pod.Spec.NodeName
+	line := termtext.Line
+	node := line(pod.Spec.NodeName)
 	if node == "" {
 		node = "none yet"
 	}
-	fmt.Fprintf(w, "  phase %s, node %s, created %s ago", pod.Status.Phase, node, time.Since(pod.CreationTimestamp.Time).Round(time.Second))
+	fmt.Fprintf(w, "  phase %s, node %s, created %s ago", line(string(pod.Status.Phase)), node, time.Since(pod.CreationTimestamp.Time).Round(time.Second))
 	if pod.DeletionTimestamp != nil {
 		fmt.Fprint(w, ", being deleted")
 	}
@@ -209,7 +218,7 @@ func explainPod(w io.Writer, pod *corev1.Pod) []string {
 	}
 	fmt.Fprintln(w)
 	if pod.Status.Reason != "" || pod.Status.Message != "" {
-		fmt.Fprintf(w, "  status: %s %s\n", pod.Status.Reason, pod.Status.Message)
+		fmt.Fprintf(w, "  status: %s\n", line(pod.Status.Reason+" "+pod.Status.Message))
 		if pod.Status.Reason == "Evicted" {
 			todo = append(todo, "The pod was evicted (node pressure): the scheduler retries such platform failures without using the task's retries.")
 		}
@@ -218,12 +227,12 @@ func explainPod(w io.Writer, pod *corev1.Pod) []string {
 		if c.Status == corev1.ConditionTrue {
 			continue
 		}
-		fmt.Fprintf(w, "  condition %s=%s", c.Type, c.Status)
-		if c.Reason != "" {
-			fmt.Fprintf(w, " %s", c.Reason)
+		fmt.Fprintf(w, "  condition %s=%s", line(string(c.Type)), line(string(c.Status)))
+		if r := line(c.Reason); r != "" {
+			fmt.Fprintf(w, " %s", r)
 		}
-		if c.Message != "" {
-			fmt.Fprintf(w, ": %s", c.Message)
+		if m := line(c.Message); m != "" {
+			fmt.Fprintf(w, ": %s", m)
 		}
 		fmt.Fprintln(w)
 		if c.Type == corev1.PodScheduled && c.Reason == corev1.PodReasonUnschedulable {
@@ -235,7 +244,7 @@ func explainPod(w io.Writer, pod *corev1.Pod) []string {
 		switch {
 		case cs.State.Waiting != nil:
 			wt := cs.State.Waiting
-			fmt.Fprintf(w, "  container %s: waiting, %s: %s\n", cs.Name, wt.Reason, wt.Message)
+			fmt.Fprintf(w, "  container %s: waiting, %s: %s\n", line(cs.Name), line(wt.Reason), line(wt.Message))
 			switch wt.Reason {
 			case "ErrImagePull", "ImagePullBackOff", "InvalidImageName":
 				todo = append(todo, fmt.Sprintf("The image %q cannot be pulled: check its name and tag, that the registry has it, and imagePullSecrets for private registries.", cs.Image))
@@ -245,12 +254,12 @@ func explainPod(w io.Writer, pod *corev1.Pod) []string {
 				todo = append(todo, "The container is being created; if it stays so, its volumes cannot be mounted: the pod's Events below say which.")
 			}
 		case cs.State.Running != nil:
-			fmt.Fprintf(w, "  container %s: running since %s\n", cs.Name, cs.State.Running.StartedAt.Format(time.TimeOnly))
+			fmt.Fprintf(w, "  container %s: running since %s\n", line(cs.Name), cs.State.Running.StartedAt.Format(time.TimeOnly))
 		case cs.State.Terminated != nil:
 			t := cs.State.Terminated
-			fmt.Fprintf(w, "  container %s: terminated, %s, exit code %d", cs.Name, t.Reason, t.ExitCode)
-			if t.Message != "" {
-				fmt.Fprintf(w, ": %s", strings.Join(strings.Fields(t.Message), " "))
+			fmt.Fprintf(w, "  container %s: terminated, %s, exit code %d", line(cs.Name), line(t.Reason), t.ExitCode)
+			if m := line(t.Message); m != "" {
+				fmt.Fprintf(w, ": %s", m)
 			}
 			fmt.Fprintln(w)
 			if t.Reason == "OOMKilled" {
@@ -274,7 +283,8 @@ func explainPod(w io.Writer, pod *corev1.Pod) []string {
 }
 
 // unschedulableAdvice says what to change for a pod that no node takes,
-// from the scheduler's message (which names each node's objection).
+// from the scheduler's message (which names each node's objection). The
+// message may have any shape: what it does not name is left out.
 func unschedulableAdvice(pod *corev1.Pod, msg string) string {
 	var fixes []string
 	if strings.Contains(msg, "affinity/selector") {
@@ -290,11 +300,23 @@ func unschedulableAdvice(pod *corev1.Pod, msg string) string {
 		}
 	}
 	if strings.Contains(msg, "Insufficient ") {
+		// "Insufficient cpu, 1 Insufficient memory.": the word after
+		// each "Insufficient " names a resource, when there is one.
 		var res []string
 		for _, f := range strings.Split(msg, "Insufficient ")[1:] {
-			res = append(res, strings.TrimRight(strings.Fields(f)[0], ".,"))
+			words := strings.Fields(f)
+			if len(words) == 0 {
+				continue
+			}
+			if name := strings.TrimRight(words[0], ".,"); name != "" {
+				res = append(res, name)
+			}
 		}
-		fixes = append(fixes, fmt.Sprintf("no node has enough free %s for its requests: lower the task's resources.requests, or add capacity (`kubectl describe nodes` shows what is allocated)", strings.Join(dedupe(res), " and ")))
+		what := "resources"
+		if len(res) > 0 {
+			what = strings.Join(dedupe(res), " and ")
+		}
+		fixes = append(fixes, fmt.Sprintf("no node has enough free %s for its requests: lower the task's resources.requests, or add capacity (`kubectl describe nodes` shows what is allocated)", what))
 	}
 	if strings.Contains(msg, "taint") {
 		fixes = append(fixes, "the nodes have taints it does not tolerate: add tolerations to the task's podOverride, or use untainted nodes")
@@ -314,17 +336,17 @@ func explainNode(ctx context.Context, w io.Writer, cl *cluster, pod *corev1.Pod)
 	node, err := cl.client.CoreV1().Nodes().Get(ctx, pod.Spec.NodeName, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
-		fmt.Fprintf(w, "  node %s: it no longer exists\n", pod.Spec.NodeName)
+		fmt.Fprintf(w, "  node %s: it no longer exists\n", termtext.Line(pod.Spec.NodeName))
 		return []string{fmt.Sprintf("The pod's node %s is gone: the pod garbage collector deletes the pod, and the attempt ends Disrupted; the scheduler retries it without using the task's retries.", pod.Spec.NodeName)}
 	case err != nil:
-		fmt.Fprintf(w, "  node %s: cannot read it: %v\n", pod.Spec.NodeName, err)
+		fmt.Fprintf(w, "  node %s: cannot read it: %s\n", termtext.Line(pod.Spec.NodeName), termtext.Line(err.Error()))
 		return nil
 	}
 	for _, c := range node.Status.Conditions {
 		if c.Type != corev1.NodeReady || c.Status == corev1.ConditionTrue {
 			continue
 		}
-		fmt.Fprintf(w, "  node %s: Ready=%s %s: %s\n", node.Name, c.Status, c.Reason, c.Message)
+		fmt.Fprintf(w, "  node %s: Ready=%s %s: %s\n", termtext.Line(node.Name), termtext.Line(string(c.Status)), termtext.Line(c.Reason), termtext.Line(c.Message))
 		return []string{fmt.Sprintf("The pod's node %s is not ready (%s): what the pod shows is its last report, and its containers may be dead. If the node comes back, its lost pods are reported failed; if not, they are evicted after their tolerationSeconds for the node.kubernetes.io/unreachable taint (300 s unless the pod sets it). Either way the attempt ends Disrupted and the scheduler retries it without using the task's retries. Check the node: `kubectl describe node %s`.",
 			node.Name, c.Reason, node.Name)}
 	}
@@ -340,13 +362,15 @@ func archivedLogs(o *options, run sqlitestore.Run, a sqlitestore.Attempt) string
 	return archivePath(sink, driver.Key(run, a.TaskID, a.Attempt))
 }
 
-// explainEvents prints the pod's latest Events.
+// explainEvents prints the pod's latest Events. Anyone who may create
+// Events in the namespace writes their text: it is printed through
+// termtext.Line.
 func explainEvents(ctx context.Context, w io.Writer, cl *cluster, pod *corev1.Pod) {
 	list, err := cl.client.CoreV1().Events(pod.Namespace).List(ctx, metav1.ListOptions{
 		FieldSelector: fields.Set{"involvedObject.name": pod.Name, "involvedObject.uid": string(pod.UID)}.AsSelector().String(),
 	})
 	if err != nil {
-		fmt.Fprintf(w, "  events: cannot list them: %v\n", err)
+		fmt.Fprintf(w, "  events: cannot list them: %s\n", termtext.Line(err.Error()))
 		return
 	}
 	events := list.Items
@@ -364,7 +388,7 @@ func explainEvents(ctx context.Context, w io.Writer, cl *cluster, pod *corev1.Po
 		if e.Count > 1 {
 			count = fmt.Sprintf(" (x%d)", e.Count)
 		}
-		fmt.Fprintf(w, "    %s %-7s %s: %s%s\n", eventTime(e).Format(time.TimeOnly), e.Type, e.Reason, strings.Join(strings.Fields(e.Message), " "), count)
+		fmt.Fprintf(w, "    %s %-7s %s: %s%s\n", eventTime(e).Format(time.TimeOnly), termtext.Line(e.Type), termtext.Line(e.Reason), termtext.Line(e.Message), count)
 	}
 }
 
@@ -428,11 +452,11 @@ func taskNeeds(t *workflow.Task) corev1.ResourceList {
 func explainQuota(ctx context.Context, w io.Writer, cl *cluster, ns string, need corev1.ResourceList) []string {
 	quotas, err := cl.client.CoreV1().ResourceQuotas(ns).List(ctx, metav1.ListOptions{})
 	if err != nil {
-		fmt.Fprintf(w, "  quota: cannot list ResourceQuotas in %s: %v\n", ns, err)
+		fmt.Fprintf(w, "  quota: cannot list ResourceQuotas in %s: %s\n", termtext.Line(ns), termtext.Line(err.Error()))
 		return nil
 	}
 	if len(quotas.Items) == 0 {
-		fmt.Fprintf(w, "  quota: namespace %s has no ResourceQuota\n", ns)
+		fmt.Fprintf(w, "  quota: namespace %s has no ResourceQuota\n", termtext.Line(ns))
 		return nil
 	}
 	var todo []string
@@ -458,7 +482,7 @@ func explainQuota(ctx context.Context, w io.Writer, cl *cluster, ns string, need
 					q.Name, name, used.String(), hard.String(), want.String()))
 			}
 		}
-		fmt.Fprintf(w, "  quota %s: %s\n", q.Name, strings.Join(parts, ", "))
+		fmt.Fprintf(w, "  quota %s: %s\n", termtext.Line(q.Name), termtext.Line(strings.Join(parts, ", ")))
 	}
 	return todo
 }
@@ -468,22 +492,24 @@ func explainQuota(ctx context.Context, w io.Writer, cl *cluster, ns string, need
 // pods/log for the log archive, pods/exec for XCom, Leases), and what
 // explain itself reads (events).
 func explainPermissions(ctx context.Context, w io.Writer, cl *cluster, ns string) []string {
-	need := executor.RequiredPermissions([]string{ns}, ns, executor.Features{LogArchive: true, XCom: true})
+	// The scheduler keeps its Lease and provenance key in the task
+	// namespace.
+	need := executor.RequiredPermissions([]string{ns}, ns, executor.Features{LogArchive: true, XCom: true, ProvenanceSecret: true})
 	missing, err := executor.MissingPermissions(ctx, cl.client, need)
 	if err != nil {
-		fmt.Fprintf(w, "  permissions: cannot check them: %v\n", err)
+		fmt.Fprintf(w, "  permissions: cannot check them: %s\n", termtext.Line(err.Error()))
 		return nil
 	}
 	var todo []string
 	if len(missing) == 0 {
-		fmt.Fprintf(w, "  permissions: this identity may do all the executor needs in %s\n", ns)
+		fmt.Fprintf(w, "  permissions: this identity may do all the executor needs in %s\n", termtext.Line(ns))
 	} else {
 		var names []string
 		for _, p := range missing {
 			names = append(names, p.String())
 		}
-		fmt.Fprintf(w, "  permissions: the executor's identity lacks: %s\n", strings.Join(names, "; "))
-		todo = append(todo, fmt.Sprintf("Grant the scheduler's identity the Role in kubexec's executor/rbac.yaml in namespace %s (missing: %s); the run's executor cannot start without it.", ns, strings.Join(names, "; ")))
+		fmt.Fprintf(w, "  permissions: the executor's identity lacks: %s\n", termtext.Line(strings.Join(names, "; ")))
+		todo = append(todo, fmt.Sprintf("Grant the scheduler's identity the Roles in kubexec's executor/rbac.yaml (pods) and executor/rbac-lease.yaml (Leases, the provenance key's Secret) in namespace %s (missing: %s); the run's executor cannot start without them.", ns, strings.Join(names, "; ")))
 	}
 	events, err := executor.MissingPermissions(ctx, cl.client, []executor.Permission{{Namespace: ns, Resource: "events", Verb: "list"}})
 	if err == nil && len(events) > 0 {

@@ -70,10 +70,11 @@ func writeKubeconfig(t *testing.T, cluster *clientcmdapi.Cluster, token, ns stri
 func TestExplainPermissionError(t *testing.T) {
 	e := newEnv(t, "explain-rbac")
 	ctx := t.Context()
-	var role rbacv1.Role
+	var role, leases rbacv1.Role
 	require.NoError(t, yaml.UnmarshalStrict(executor.RoleYAML, &role))
+	require.NoError(t, yaml.UnmarshalStrict(executor.LeaseRoleYAML, &leases))
 	var rules []rbacv1.PolicyRule
-	for _, r := range role.Rules {
+	for _, r := range append(role.Rules, leases.Rules...) {
 		switch {
 		case len(r.Resources) == 1 && r.Resources[0] == "pods/exec":
 			continue // no XCom rights
@@ -111,8 +112,9 @@ tasks:
 		require.Contains(t, out.String(), `create pods in namespace "`+e.ns+`"`)
 		require.Contains(t, out.String(), `delete pods in namespace "`+e.ns+`"`)
 		require.Contains(t, out.String(), `create pods/exec in namespace "`+e.ns+`"`)
-		require.Contains(t, out.String(), "Grant the scheduler's identity the Role in kubexec's executor/rbac.yaml")
-		require.NotContains(t, out.String(), "leases", "the shipped Role's Lease rule is granted")
+		require.Contains(t, out.String(), "Grant the scheduler's identity the Roles in kubexec's executor/rbac.yaml (pods) and executor/rbac-lease.yaml")
+		require.NotContains(t, out.String(), "leases in", "the shipped Lease Role is granted")
+		require.NotContains(t, out.String(), "secrets in", "the shipped Lease Role is granted")
 		todo := out.String()[strings.Index(out.String(), "What to do:"):]
 		require.True(t, strings.HasPrefix(todo, "What to do:\n  - Grant the scheduler's identity"), "the missing permissions come first:\n%s", todo)
 		if task == "root" {

@@ -35,6 +35,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/kubexec/kubexec/examples/scheduler/termtext"
+	"github.com/kubexec/kubexec/podtemplate"
 )
 
 func main() {
@@ -61,6 +64,7 @@ type options struct {
 	parallelism int
 	podTemplate string
 	keepPods    bool
+	podPolicy   string
 	verbose     bool
 	nodeKind    string
 	plain       bool
@@ -100,6 +104,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this `address` (a bare :port listens on loopback only)")
 	fs.IntVar(&o.parallelism, "parallelism", 16, "most task attempts running at once")
 	fs.StringVar(&o.podTemplate, "pod-template", "", "base pod template `file` (YAML, kind Pod or PodTemplate, main container \"base\"); default: kubexec's restricted template running as uid 65534")
+	fs.StringVar(&o.podPolicy, "pod-policy", string(podtemplate.LevelRestricted), "the Pod Security Standard every task pod must pass before it is created: restricted, baseline or privileged (pod overrides may then use host folders, host namespaces and root); the executor's other rules (ServiceAccount, namespace, finalizers) hold whatever the level")
 	fs.BoolVar(&o.keepPods, "keep-pods", false, "keep succeeded pods (labelled done) until cleanup, e.g. for explain; by default they are deleted once their result is saved and their logs archived (failed pods are always kept)")
 	fs.StringVar(&o.nodeKind, "node-kind", "process", "nodes of the embedded dev cluster: process (kubexec-node, runs each container as a local process), kubelet (the real kubelet with containerd and runc) or both")
 	fs.BoolVar(&o.verbose, "v", false, "log what the executor does, to stderr")
@@ -131,6 +136,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if len(pos) == 0 {
 		fs.Usage()
+		return exitUsage
+	}
+	switch podtemplate.Level(o.podPolicy) {
+	case podtemplate.LevelRestricted, podtemplate.LevelBaseline, podtemplate.LevelPrivileged:
+	default:
+		fmt.Fprintf(stderr, "scheduler: --pod-policy %q: use restricted, baseline or privileged\n", o.podPolicy)
 		return exitUsage
 	}
 	level := slog.LevelError
@@ -200,11 +211,13 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if err != nil {
 		var ue usageError
+		// Errors quote the API server, pods and results: their text goes
+		// through termtext.Text, which keeps their line breaks.
 		if errors.As(err, &ue) {
-			fmt.Fprintf(stderr, "scheduler %s: %v\n", cmd, err)
+			fmt.Fprintf(stderr, "scheduler %s: %s\n", cmd, indentLines(termtext.Text(err.Error())))
 			return exitUsage
 		}
-		fmt.Fprintf(stderr, "scheduler %s: %s\n", cmd, indentLines(err.Error()))
+		fmt.Fprintf(stderr, "scheduler %s: %s\n", cmd, indentLines(termtext.Text(err.Error())))
 		if code == exitOK {
 			code = exitFailed
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -37,6 +38,12 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	// A fuzzing worker runs only a fuzz target, and those need no
+	// cluster: only the process that runs the tests starts one.
+	if f := flag.Lookup("test.fuzzworker"); f != nil && f.Value.String() == "true" {
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "scheduler-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -58,6 +65,8 @@ type env struct {
 	c  *devcluster.Cluster
 	ns string
 	db string
+	// flags are added to every command line.
+	flags []string
 }
 
 func newEnv(t *testing.T, prefix string) *env { return newEnvOn(t, devCluster, prefix) }
@@ -68,7 +77,8 @@ func newEnvOn(t *testing.T, c *devcluster.Cluster, prefix string) *env {
 }
 
 func (e *env) args(args ...string) []string {
-	return append([]string{"--kubeconfig", e.c.Kubeconfig(), "--namespace", e.ns, "--db", e.db}, args...)
+	out := append([]string{"--kubeconfig", e.c.Kubeconfig(), "--namespace", e.ns, "--db", e.db}, e.flags...)
+	return append(out, args...)
 }
 
 // main runs the scheduler's Main in this process.
@@ -461,6 +471,7 @@ tasks:
 // runs twice.
 func TestKillAndResume(t *testing.T) {
 	e := newEnv(t, "kill")
+	e.flags = []string{"--pod-policy", "privileged"} // the tasks share a host folder
 	ctx := t.Context()
 	shared := t.TempDir()
 	require.NoError(t, os.Chmod(shared, 0o777)) // tasks run as uid 65534
@@ -617,6 +628,7 @@ func TestKillAndResume(t *testing.T) {
 // archive once its pod was deleted: with the cluster, and without one.
 func TestLogsLiveThenArchived(t *testing.T) {
 	e := newEnv(t, "logs")
+	e.flags = []string{"--pod-policy", "privileged"} // the task shares a host folder
 	ctx := t.Context()
 	// The task waits until the test has seen its pod running (a file in a
 	// host folder it shares with the test), however slow the machine.

@@ -16,6 +16,7 @@ import (
 	"github.com/kubexec/kubexec"
 	"github.com/kubexec/kubexec/examples/scheduler/driver"
 	"github.com/kubexec/kubexec/examples/scheduler/sqlitestore"
+	"github.com/kubexec/kubexec/examples/scheduler/termtext"
 	"github.com/kubexec/kubexec/examples/scheduler/workflow"
 	"github.com/kubexec/kubexec/executor"
 	"github.com/kubexec/kubexec/logs"
@@ -23,7 +24,9 @@ import (
 
 // progress shows a run while it goes: on a terminal a table redrawn in
 // place (per task: state, attempt, duration, detail; and a summary line),
-// otherwise one line per event.
+// otherwise one line per event. Notes and details quote pods and results:
+// they are printed through termtext.Line, so that the only control
+// characters it writes are its own (the redraw's cursor moves).
 type progress struct {
 	o     *options
 	out   io.Writer
@@ -95,7 +98,7 @@ func (p *progress) rows(ctx context.Context) ([]row, map[string]int, error) {
 	counts := map[string]int{}
 	var out []row
 	for _, t := range tasks {
-		r := row{task: t.TaskID, state: string(t.State), attempt: t.Attempt}
+		r := row{task: termtext.Line(t.TaskID), state: string(t.State), attempt: t.Attempt}
 		if !t.StartedAt.IsZero() {
 			end := now
 			if !t.FinishedAt.IsZero() {
@@ -124,6 +127,7 @@ func (p *progress) rows(ctx context.Context) ([]row, map[string]int, error) {
 				r.detail = t.Message
 			}
 		}
+		r.state, r.detail = termtext.Line(r.state), termtext.Line(r.detail)
 		counts[r.state]++
 		out = append(out, r)
 	}
@@ -163,7 +167,7 @@ func summary(runID string, counts map[string]int, elapsed time.Duration) string 
 			parts = append(parts, fmt.Sprintf("%d %s", n, s))
 		}
 	}
-	return fmt.Sprintf("%s: %s · %s", runID, strings.Join(parts, ", "), elapsed.Round(time.Second))
+	return fmt.Sprintf("%s: %s · %s", termtext.Line(runID), strings.Join(parts, ", "), elapsed.Round(time.Second))
 }
 
 func (p *progress) show(ctx context.Context) {
@@ -175,7 +179,7 @@ func (p *progress) show(ctx context.Context) {
 	now := time.Now()
 	if !p.tty {
 		for _, n := range notes {
-			fmt.Fprintf(p.out, "%s  note: %s\n", now.Format("15:04:05"), n)
+			fmt.Fprintf(p.out, "%s  note: %s\n", now.Format("15:04:05"), termtext.Line(n))
 		}
 		if err != nil {
 			return
@@ -202,7 +206,7 @@ func (p *progress) show(ctx context.Context) {
 		fmt.Fprintf(&b, "\x1b[%dA\x1b[J", p.drawn)
 	}
 	for _, n := range notes {
-		fmt.Fprintf(&b, "%s  %s\n", now.Format("15:04:05"), n)
+		fmt.Fprintf(&b, "%s  %s\n", now.Format("15:04:05"), termtext.Line(n))
 	}
 	if err != nil {
 		p.drawn = 0
@@ -263,7 +267,7 @@ func printFinal(ctx context.Context, o *options, store *sqlitestore.Store, cl *c
 	if end.IsZero() {
 		end = time.Now()
 	}
-	fmt.Fprintf(o.stdout, "Run %s %s in %s: %s\n", run.ID, run.State, end.Sub(run.CreatedAt).Round(100*time.Millisecond), run.Message)
+	fmt.Fprintf(o.stdout, "Run %s %s in %s: %s\n", termtext.Line(run.ID), run.State, end.Sub(run.CreatedAt).Round(100*time.Millisecond), termtext.Line(run.Message))
 	switch {
 	case cl != nil && cl.dev != nil:
 		fmt.Fprintf(o.stdout, "Logs: `scheduler logs %s/TASK` reads them from the archives in %s; the embedded dev cluster stops now, taking its pods with it.\n", run.ID, logDir(o.db))
@@ -277,16 +281,16 @@ func printFinal(ctx context.Context, o *options, store *sqlitestore.Store, cl *c
 // writeRunTable writes the table of run's tasks. The LOGS column says
 // where the logs of each task's latest attempt are: its archive (in the
 // log folder of the database db), else its pod; with a cluster, whether
-// that pod still exists.
+// that pod still exists. Cells and notes go through termtext.Line.
 func writeRunTable(ctx context.Context, w io.Writer, db string, store *sqlitestore.Store, cl *cluster, run sqlitestore.Run) {
 	tasks, err := store.Tasks(ctx, run.ID)
 	if err != nil {
-		fmt.Fprintf(w, "cannot read the run's tasks: %v\n", err)
+		fmt.Fprintf(w, "cannot read the run's tasks: %s\n", termtext.Line(err.Error()))
 		return
 	}
 	sink, err := logs.NewFileSink(logDir(db))
 	if err != nil {
-		fmt.Fprintf(w, "cannot open the log archives: %v\n", err)
+		fmt.Fprintf(w, "cannot open the log archives: %s\n", termtext.Line(err.Error()))
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -311,7 +315,7 @@ func writeRunTable(ctx context.Context, w io.Writer, db string, store *sqlitesto
 			last := attempts[n-1]
 			where = logsWhere(ctx, sink, cl, driver.Key(run, t.TaskID, last.Attempt), last)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", t.TaskID, t.State, len(attempts), dur, reason, where)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", termtext.Line(t.TaskID), t.State, len(attempts), dur, termtext.Line(reason), termtext.Line(where))
 		for i, a := range attempts {
 			// The last attempt's outcome is in the task's message below.
 			last := i == len(attempts)-1 && t.State.Terminal() && t.State != sqlitestore.TaskSucceeded
@@ -333,7 +337,7 @@ func writeRunTable(ctx context.Context, w io.Writer, db string, store *sqlitesto
 	if len(notes) > 0 {
 		fmt.Fprintln(w)
 		for _, n := range dedupe(notes) {
-			fmt.Fprintln(w, "  "+n)
+			fmt.Fprintln(w, "  "+termtext.Line(n))
 		}
 	}
 }
@@ -349,17 +353,19 @@ func hintApplies(attempts []sqlitestore.Attempt) bool {
 	return true
 }
 
+// describeResult says how an attempt ended, on one line, with the
+// result's message (from its pod) through termtext.Line.
 func describeResult(r kubexec.Result) string {
-	s := fmt.Sprintf("attempt %d ended %s", r.Key.Attempt, r.Reason)
+	s := fmt.Sprintf("attempt %d ended %s", r.Key.Attempt, termtext.Line(string(r.Reason)))
 	if r.Reason == kubexec.ReasonFailed && r.ExitCode != 0 {
 		s += fmt.Sprintf(" (exit code %d", r.ExitCode)
-		if r.Container != "" {
-			s += " in container " + r.Container
+		if c := termtext.Line(r.Container); c != "" {
+			s += " in container " + c
 		}
 		s += ")"
 	}
-	if r.Message != "" {
-		s += ": " + strings.Join(strings.Fields(r.Message), " ")
+	if m := termtext.Line(r.Message); m != "" {
+		s += ": " + m
 	}
 	return s
 }

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -16,6 +18,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/kubexec/kubexec/examples/scheduler/driver"
 	"github.com/kubexec/kubexec/examples/scheduler/prommetrics"
@@ -28,7 +32,8 @@ import (
 
 // cmdRun starts a run of the workflow in file and drives it to the end.
 // Nothing is created (no run, no Secret, no pod) unless every task's pod
-// passes the API server's dry run.
+// passes the API server's dry run and no Secret the workflow declares
+// would replace one that is not the scheduler's.
 func cmdRun(ctx context.Context, o *options, file string) (int, error) {
 	data, err := os.ReadFile(file)
 	if err != nil {
@@ -67,6 +72,10 @@ func cmdRun(ctx context.Context, o *options, file string) (int, error) {
 		return exitUsage, err
 	}
 	if err := applySecrets(ctx, cl, wf, ns); err != nil {
+		var conflict *secretConflictError
+		if errors.As(err, &conflict) {
+			return exitUsage, err
+		}
 		return exitFailed, err
 	}
 	ids := make([]string, len(wf.Tasks))
@@ -247,27 +256,135 @@ func preflight(ctx context.Context, cl *cluster, builder podtemplate.Builder, wf
 	return nil
 }
 
-// applySecrets creates or updates the Secrets the workflow declares.
+// The Secrets a workflow declares carry the label secretManagedByLabel =
+// secretManagedBy (the scheduler created them) and the annotation
+// secretWorkflowAnnotation (the workflow that declared them).
+// applySecrets replaces only Secrets that carry the label.
+const (
+	secretManagedByLabel     = "app.kubernetes.io/managed-by"
+	secretManagedBy          = "kubexec-scheduler"
+	secretWorkflowAnnotation = "scheduler.kubexec.io/workflow"
+)
+
+// secretConflictError says that a Secret the workflow declares exists and
+// is not the scheduler's to replace: it was not created by the scheduler
+// (owner is ""), or it was for another workflow, with other content.
+type secretConflictError struct {
+	namespace, name string
+	workflow        string // the workflow that declares it
+	owner           string // the workflow whose Secret it is, or "" if not the scheduler's
+}
+
+func (e *secretConflictError) Error() string {
+	if e.owner == "" {
+		return fmt.Sprintf("Secret %s/%s already exists and was not created by the scheduler (it lacks the label %s=%s), so the secrets: section of workflow %s does not replace it, and the run was not started. "+
+			"Give the workflow's Secret another name (its secrets[].name and the tasks' references to it); or, to use the existing Secret as it is, drop it from secrets: and keep the tasks' references; "+
+			"or, if the existing Secret is no longer needed, delete it (kubectl -n %s delete secret %s)",
+			e.namespace, e.name, secretManagedByLabel, secretManagedBy, e.workflow, e.namespace, e.name)
+	}
+	return fmt.Sprintf("Secret %s/%s was created by the scheduler for workflow %s, with other content, so the secrets: section of workflow %s does not replace it, and the run was not started. "+
+		"Give the Secret another name in one of the two workflows, or declare the same content in both",
+		e.namespace, e.name, e.owner, e.workflow)
+}
+
+// applySecrets creates the Secrets the workflow declares. A Secret of the
+// same name may already exist: the scheduler's own (it has the label) for
+// this workflow, or without a workflow annotation, is updated to the
+// declared content; one for another workflow is used as it is if its
+// content is the declared one. Any other is left alone and the run refused
+// (*secretConflictError). All are checked before any is written, so a
+// refusal writes none, unless the Secret in the way appears meanwhile.
 func applySecrets(ctx context.Context, cl *cluster, wf *workflow.Workflow, ns string) error {
 	secrets := cl.client.CoreV1().Secrets(ns)
 	for _, s := range wf.Secrets {
-		want := &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: ns, Labels: map[string]string{"app.kubernetes.io/managed-by": "kubexec-scheduler"}},
-			StringData: s.StringData,
-		}
-		_, err := secrets.Create(ctx, want, metav1.CreateOptions{})
-		if apierrors.IsAlreadyExists(err) {
-			var cur *corev1.Secret
-			if cur, err = secrets.Get(ctx, s.Name, metav1.GetOptions{}); err == nil {
-				cur.Data, cur.StringData = nil, s.StringData
-				_, err = secrets.Update(ctx, cur, metav1.UpdateOptions{})
-			}
-		}
-		if err != nil {
+		cur, err := secrets.Get(ctx, s.Name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err), apierrors.IsForbidden(err):
+			// Created below; an identity that may not read Secrets
+			// finds out there whether the name is taken.
+			continue
+		case err != nil:
 			return fmt.Errorf("secret %s/%s: %w", ns, s.Name, err)
+		}
+		if _, err := secretUpdate(cur, wf.ID, s); err != nil {
+			return err
+		}
+	}
+	for _, s := range wf.Secrets {
+		if err := applySecret(ctx, secrets, wf.ID, ns, s); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+func applySecret(ctx context.Context, secrets corev1client.SecretInterface, workflowID, ns string, s workflow.Secret) error {
+	want := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:        s.Name,
+			Namespace:   ns,
+			Labels:      map[string]string{secretManagedByLabel: secretManagedBy},
+			Annotations: map[string]string{secretWorkflowAnnotation: workflowID},
+		},
+		Type: corev1.SecretTypeOpaque,
+		Data: secretData(s),
+	}
+	_, err := secrets.Create(ctx, want, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		// Read, check and write again if someone changed it meanwhile.
+		err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			cur, err := secrets.Get(ctx, s.Name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			update, err := secretUpdate(cur, workflowID, s)
+			if err != nil || update == nil {
+				return err
+			}
+			_, err = secrets.Update(ctx, update, metav1.UpdateOptions{})
+			return err
+		})
+	}
+	var conflict *secretConflictError
+	if err != nil && !errors.As(err, &conflict) {
+		return fmt.Errorf("secret %s/%s: %w", ns, s.Name, err)
+	}
+	return err
+}
+
+// secretUpdate decides what to do with cur, an existing Secret of the name
+// that workflow workflowID declares as s: it returns the Secret to write
+// (nil when cur is usable as it is), or a *secretConflictError when cur is
+// not the scheduler's to replace.
+func secretUpdate(cur *corev1.Secret, workflowID string, s workflow.Secret) (*corev1.Secret, error) {
+	owner := cur.Annotations[secretWorkflowAnnotation]
+	same := cur.Type == corev1.SecretTypeOpaque && maps.EqualFunc(cur.Data, secretData(s), bytes.Equal)
+	switch {
+	case cur.Labels[secretManagedByLabel] != secretManagedBy:
+		return nil, &secretConflictError{namespace: cur.Namespace, name: cur.Name, workflow: workflowID}
+	case owner != "" && owner != workflowID:
+		if same {
+			return nil, nil
+		}
+		return nil, &secretConflictError{namespace: cur.Namespace, name: cur.Name, workflow: workflowID, owner: owner}
+	case same && owner == workflowID:
+		return nil, nil
+	}
+	up := cur.DeepCopy()
+	up.Data, up.StringData = secretData(s), nil
+	if up.Annotations == nil {
+		up.Annotations = map[string]string{}
+	}
+	up.Annotations[secretWorkflowAnnotation] = workflowID
+	return up, nil
+}
+
+func secretData(s workflow.Secret) map[string][]byte {
+	data := make(map[string][]byte, len(s.StringData))
+	for k, v := range s.StringData {
+		data[k] = []byte(v)
+	}
+	return data
 }
 
 // drive runs the executor and the run's driver until the run ends or ctx
@@ -283,6 +400,9 @@ func drive(ctx context.Context, o *options, store *sqlitestore.Store, cl *cluste
 		// all.
 		GC:     executor.GCPolicy{KeepOnSuccess: o.keepPods},
 		Logger: o.logger,
+		// The workflow file's podOverride is a task author's: every pod
+		// must pass the policy (--pod-policy sets its level).
+		Policy: podtemplate.Policy{Level: podtemplate.Level(o.podPolicy)},
 	}
 	// XCom values go to the database, next to the results that refer to
 	// them.

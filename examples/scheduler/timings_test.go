@@ -164,6 +164,7 @@ func seconds(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds())
 // let go.
 func TestRestartTimings(t *testing.T) {
 	e := newEnv(t, "restart")
+	e.flags = []string{"--pod-policy", "privileged"} // the task shares a host folder
 	shared := t.TempDir()
 	require.NoError(t, os.Chmod(shared, 0o777)) // tasks run as uid 65534
 	wf := e.writeWorkflow(fmt.Sprintf(`workflow: restart

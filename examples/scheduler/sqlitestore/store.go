@@ -128,12 +128,20 @@ CREATE TABLE IF NOT EXISTS xcom (
 );
 `
 
-// Open opens (creating if needed) the database at path.
+// Open opens (creating if needed) the database at path. The database holds
+// XCom values and the workflows' definitions with their Secrets, so only
+// its owner may read it: Open creates it with mode 0600, and removes the
+// group's and others' permissions from an existing one and from its -wal,
+// -shm and -journal files. SQLite creates those files with the mode of
+// the database file.
 func Open(ctx context.Context, path string) (*Store, error) {
 	if dir := filepath.Dir(path); dir != "" {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
 			return nil, fmt.Errorf("database folder: %w", err)
 		}
+	}
+	if err := makePrivate(path); err != nil {
+		return nil, err
 	}
 	q := url.Values{}
 	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(1)"} {
@@ -150,6 +158,34 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("open %s: create the schema: %w", path, err)
 	}
 	return &Store{db: db, path: path, saved: make(chan struct{}, 1)}, nil
+}
+
+// makePrivate creates the database file at path with mode 0600 if it does
+// not exist, and takes the group's and others' permissions away from it
+// and from the files SQLite keeps beside it.
+func makePrivate(path string) error {
+	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	for _, p := range []string{path, path + "-wal", path + "-shm", path + "-journal"} {
+		fi, err := os.Stat(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("open %s: %w", path, err)
+		}
+		if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+			if err := os.Chmod(p, perm&^0o077); err != nil {
+				return fmt.Errorf("open %s: it holds secrets and is open to others (mode %#o), and its mode cannot be changed: %w; make it private (chmod 600 %s)", path, perm, err, p)
+			}
+		}
+	}
+	return nil
 }
 
 // Close closes the database.

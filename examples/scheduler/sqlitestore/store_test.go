@@ -2,7 +2,10 @@ package sqlitestore_test
 
 import (
 	"context"
+	"errors"
+	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -125,4 +128,59 @@ func TestRunsTasksAndAttempts(t *testing.T) {
 	require.Equal(t, "etl-2", unfinished[0].ID)
 	_, err = s.GetRun(ctx, "etl-9")
 	require.ErrorIs(t, err, sqlitestore.ErrNotFound)
+}
+
+// The database holds XCom values and secrets: a new one and the files
+// SQLite keeps beside it are private to their owner (0600), whatever the
+// umask lets through, and Open takes the group's and others' permissions
+// away from an existing one.
+func TestOpenMakesTheFilesPrivate(t *testing.T) {
+	// Not parallel: the umask is the process's. 022 is the usual one,
+	// which leaves files SQLite creates readable by all.
+	old := syscall.Umask(0o022)
+	t.Cleanup(func() { syscall.Umask(old) })
+	ctx := context.Background()
+	requireModes := func(t *testing.T, path string) {
+		t.Helper()
+		for _, p := range []string{path, path + "-wal", path + "-shm"} {
+			fi, err := os.Stat(p)
+			require.NoError(t, err, "WAL mode keeps %s while the database is open", p)
+			require.Equal(t, os.FileMode(0o600), fi.Mode().Perm(), "mode of %s", p)
+		}
+	}
+	// write makes SQLite write the WAL.
+	write := func(t *testing.T, s *sqlitestore.Store) {
+		t.Helper()
+		_, err := s.ExecutorID(ctx)
+		require.NoError(t, err)
+	}
+
+	t.Run("new", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "new", "scheduler.db")
+		s := open(t, path)
+		write(t, s)
+		requireModes(t, path)
+	})
+
+	t.Run("existing", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "scheduler.db")
+		// A database made before, with its WAL and shared memory files
+		// left by a process that was killed, all readable by all.
+		s := open(t, path)
+		write(t, s)
+		for _, p := range []string{path, path + "-wal", path + "-shm"} {
+			require.NoError(t, os.Chmod(p, 0o644))
+		}
+		require.NoError(t, s.Close())
+		for _, p := range []string{path + "-wal", path + "-shm"} {
+			if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
+				require.NoError(t, os.WriteFile(p, nil, 0o644))
+			}
+		}
+
+		s = open(t, path)
+		requireModes(t, path)
+		write(t, s)
+		requireModes(t, path)
+	})
 }

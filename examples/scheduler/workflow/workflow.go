@@ -11,7 +11,7 @@
 //	  retryDelay: 2s               # doubles after each failed try, at most 1h
 //	  timeout: 10m                 # the pod's activeDeadlineSeconds
 //	  maxSystemRetries: 5          # retries after platform failures
-//	secrets:                       # created in the namespace before the run
+//	secrets:                       # created in the namespace before the run, never replacing another's
 //	- name: etl-credentials
 //	  stringData: {API_TOKEN: example}
 //	tasks:
@@ -90,7 +90,9 @@ type Workflow struct {
 	Description string
 	// Namespace is where the workflow's pods go, or "" for the scheduler's.
 	Namespace string
-	// Secrets are created (or updated) in the namespace before the run.
+	// Secrets are created in the namespace before the run. The scheduler
+	// replaces only Secrets it created itself for this workflow; it refuses
+	// to run rather than replace any other (see the scheduler's README).
 	Secrets []Secret
 	// Tasks in file order.
 	Tasks []*Task
