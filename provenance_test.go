@@ -10,7 +10,7 @@ import (
 	"github.com/kubexec/kubexec"
 )
 
-func provenancePod(t *testing.T, ns string, key kubexec.TaskKey) *corev1.Pod {
+func provenancePod(t testing.TB, ns string, key kubexec.TaskKey) *corev1.Pod {
 	t.Helper()
 	pod := &corev1.Pod{}
 	pod.Namespace = ns
@@ -96,5 +96,23 @@ func TestInternalAnnotation(t *testing.T) {
 		"example.com/note":               false,
 	} {
 		require.Equal(t, want, kubexec.InternalAnnotation(name), name)
+	}
+}
+
+// BenchmarkProvenanceVerify measures the check the executor makes of a pod
+// it did not create in this process (a restart, an adoption, a sweep).
+func BenchmarkProvenanceVerify(b *testing.B) {
+	p, err := kubexec.NewProvenance([]byte(strings.Repeat("k", 32)))
+	require.NoError(b, err)
+	pod := &corev1.Pod{}
+	pod.Namespace = "etl"
+	key := kubexec.TaskKey{WorkflowID: "nightly-etl", TaskID: "load_partition_00042", RunID: "scheduled__2026-03-01T00:00:00+00:00", MapIndex: kubexec.NotMapped, Attempt: 1}
+	require.NoError(b, kubexec.ApplyMetadata(pod, "scheduler-0", key))
+	require.NoError(b, p.Sign(pod))
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := p.Verify(pod); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
