@@ -113,7 +113,9 @@ tasks:
   command: [sh, -c, "true"]
 `)
 	e.background(wf)
-	out := e.explainUntil("has no room", "extract")
+	// The quota is full from the start: wait until the run has queued
+	// the attempt too.
+	out := e.explainUntil("It does not exist: the executor has not created it yet.", "extract")
 	require.Contains(t, out, "ResourceQuota no-pods has no room for the task's pod: pods is 0 of 0 and the pod needs 1")
 	require.Contains(t, out, "raise the quota")
 	require.Contains(t, out, "pod "+e.ns+"/"+podName(t, "nightly", "nightly-1", "extract", 1))
