@@ -3,7 +3,7 @@ GO ?= go
 BIN := $(CURDIR)/_output/bin
 export KUBEXEC_DEVCLUSTER_BIN := $(BIN)
 
-.PHONY: run test test-loaded devcluster vet docs cluster-up cluster-down fmt bench
+.PHONY: run test test-unit test-loaded devcluster vet docs cluster-up cluster-down fmt bench
 
 ## run: build the dev cluster, then run the example scheduler's sample
 ## workflow on it (the scheduler starts the dev cluster, follows the run,
@@ -16,6 +16,14 @@ run: devcluster
 test: devcluster vet docs
 	$(GO) test -race -count=1 -timeout 30m $(GOTESTFLAGS) ./...
 	cd examples/scheduler && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 30m $(GOTESTFLAGS) ./...
+
+## test-unit: the fast loop, to run after every change: every test that
+## needs no dev cluster (go test -short), in both modules, without building
+## the dev cluster's binaries. The tests that need a cluster skip themselves
+## (devcluster.Main starts none with -short); `make test` runs them all.
+test-unit:
+	$(GO) test -short -count=1 $(GOTESTFLAGS) ./...
+	cd examples/scheduler && $(GO) test -short -count=1 $(GOTESTFLAGS) ./...
 
 ## test-loaded: run `make test` three times in a row beside a CPU hog (one
 ## busy loop per core), as on a busy CI machine; prints each run's time and

@@ -89,6 +89,7 @@ func TestSettled(t *testing.T) {
 }
 
 func TestLeaseLiveness(t *testing.T) {
+	cluster.Need(t)
 	ctx := t.Context()
 	ns := cluster.NewNamespace(t, "lease", nil)
 	client := cluster.Client()
@@ -196,6 +197,7 @@ func owner(t *testing.T, client kubernetes.Interface, pod *corev1.Pod) string {
 }
 
 func TestRelabelOneWinner(t *testing.T) {
+	cluster.Need(t)
 	ctx := t.Context()
 	ns := cluster.NewNamespace(t, "relabel", nil)
 	client := cluster.Client()
@@ -218,6 +220,7 @@ func TestRelabelOneWinner(t *testing.T) {
 }
 
 func TestSweeperAdoptsOnlySettledPodsOfDeadOwners(t *testing.T) {
+	cluster.Need(t)
 	ctx := t.Context()
 	ns := cluster.NewNamespace(t, "sweep", nil)
 	client := cluster.Client()
@@ -260,6 +263,7 @@ func TestSweeperAdoptsOnlySettledPodsOfDeadOwners(t *testing.T) {
 }
 
 func TestSweeperNeverAdoptsOnLivenessErrors(t *testing.T) {
+	cluster.Need(t)
 	ns := cluster.NewNamespace(t, "sweep-err", nil)
 	client := cluster.Client()
 	pods := makePods(t, client, ns, "unknown-owner", "unknown", 1, corev1.PodSucceeded)
@@ -275,6 +279,7 @@ func TestSweeperNeverAdoptsOnLivenessErrors(t *testing.T) {
 // BenchmarkSweep5000 adopts 5,000 ended pods of a dead instance in one
 // sweep and reports the time and the API calls it took.
 func BenchmarkSweep5000(b *testing.B) {
+	cluster.Need(b)
 	const n = 5000
 	for b.Loop() {
 		b.StopTimer()

@@ -83,6 +83,7 @@ func podNames(pods []*corev1.Pod) []string {
 // the pods to the claim's live holder and takes the claim over once that
 // holder is dead.
 func TestSweeperSettlesEndedPodsOfDeadOwners(t *testing.T) {
+	cluster.Need(t)
 	ctx := t.Context()
 	ns := cluster.NewNamespace(t, "settle", nil)
 	client := cluster.Client()
@@ -171,6 +172,7 @@ func TestSweeperSettlesEndedPodsOfDeadOwners(t *testing.T) {
 // once, exactly one wins, and none sees an error; when the winner dies, of
 // the others taking the claim over at once, exactly one wins again.
 func TestClaimOneWinner(t *testing.T) {
+	cluster.Need(t)
 	ctx := t.Context()
 	ns := cluster.NewNamespace(t, "claim-race", nil)
 	client := cluster.Client()
@@ -221,6 +223,7 @@ func TestClaimOneWinner(t *testing.T) {
 // TestSettleErrorsAreReported: a pod Settle refuses is reported by the
 // sweep and neither counted nor relabelled.
 func TestSettleErrorsAreReported(t *testing.T) {
+	cluster.Need(t)
 	ns := cluster.NewNamespace(t, "settle-err", nil)
 	client := cluster.Client()
 	pod := makePods(t, client, ns, "dead-owner", "refused", 1, corev1.PodSucceeded)[0]

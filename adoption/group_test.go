@@ -34,6 +34,7 @@ func setDeployment(t *testing.T, client kubernetes.Interface, pods []*corev1.Pod
 // another Lease namespace are never touched, though their owners have no
 // Lease at all; a sweeper with no group takes nothing.
 func TestSweeperStaysInItsDeployment(t *testing.T) {
+	cluster.Need(t)
 	ctx := t.Context()
 	ns := cluster.NewNamespace(t, "sweep-group", nil)
 	client := cluster.Client()
@@ -81,6 +82,7 @@ func TestSweeperStaysInItsDeployment(t *testing.T) {
 }
 
 func TestGroupValidated(t *testing.T) {
+	cluster.Need(t)
 	_, err := NewSweeper(cluster.Client(), NewLeaseLiveness(cluster.Client(), "default"), SweepConfig{ExecutorID: "x", Group: "not a label", Namespaces: []string{"default"}})
 	require.ErrorIs(t, err, ErrInvalidConfig)
 	require.ErrorContains(t, err, "SweepConfig.Group")

@@ -65,6 +65,7 @@ func TestLeaseLivenessObservedClock(t *testing.T) {
 // before one Lease duration has passed since the last renewal was written,
 // and then within a generous deadline.
 func TestLeaseLivenessClockSkew(t *testing.T) {
+	cluster.Need(t)
 	ns := cluster.NewNamespace(t, "lease-skew", nil)
 	client := cluster.Client()
 	const (

@@ -18,6 +18,7 @@ import (
 // those of live holders (however old: a clock may be behind) and Leases
 // that are not kubexec's.
 func TestSweepDeletesExpiredLeases(t *testing.T) {
+	cluster.Need(t)
 	ctx := t.Context()
 	ns := cluster.NewNamespace(t, "lease-sweep", nil)
 	client := cluster.Client()

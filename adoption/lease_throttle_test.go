@@ -23,6 +23,7 @@ import (
 // renews every RetryPeriod: OnLost is never called, and no two successful
 // renewals are further apart than RenewDeadline.
 func TestLeaseRenewalsBypassClientRateLimiter(t *testing.T) {
+	cluster.Need(t)
 	ctx := t.Context()
 	ns := cluster.NewNamespace(t, "lease-throttle", nil)
 	rc := cluster.RESTConfig()
@@ -162,6 +163,7 @@ func (c coordinationWith) RESTClient() rest.Interface { return c.rest }
 // not a usable *rest.RESTClient (nil, as in client-go's fakes, or another
 // implementation) still holds its Lease, through its typed client.
 func TestLeaseHolderOtherClients(t *testing.T) {
+	cluster.Need(t)
 	ns := cluster.NewNamespace(t, "lease-clients", nil)
 	base := cluster.Client()
 	for name, rc := range map[string]rest.Interface{

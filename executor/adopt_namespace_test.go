@@ -16,6 +16,7 @@ import (
 // of reporting the attempt as having no pod, which would make the host run
 // it again.
 func TestAdoptLooksWhereTheGroupMakesPods(t *testing.T) {
+	cluster.Need(t)
 	ctx := t.Context()
 	shared := cluster.NewNamespace(t, "adopt-ns", nil)
 	extra := cluster.NewNamespace(t, "adopt-ns-extra", nil)

@@ -109,6 +109,7 @@ func errorsIsDuplicate(err error) bool {
 // compacted and the API server restarted. In the end every attempt has one
 // result, no pod is left without its result, and no finalizer is left.
 func TestCrashAndRestart(t *testing.T) {
+	cluster.Need(t)
 	n := crashAttempts()
 	ns := cluster.NewNamespace(t, "crash", nil)
 	storePath := filepath.Join(t.TempDir(), "results.jsonl")
@@ -206,6 +207,7 @@ func TestCrashAndRestart(t *testing.T) {
 // pods (running ones through Adopt, ended ones through the sweep) within
 // the lease duration plus a sweep, and every attempt gets its result.
 func TestHighAvailability(t *testing.T) {
+	cluster.Need(t)
 	ctx := t.Context()
 	ns := cluster.NewNamespace(t, "ha", nil)
 	store := executor.NewMemoryStore()
@@ -300,6 +302,7 @@ func (s *hostLiveness) Alive(_ context.Context, id string) (bool, error) {
 // alive instead of the Leases (B's), as does a StateStore that implements
 // adoption.Liveness (A's, the fallback).
 func TestHostSuppliedLiveness(t *testing.T) {
+	cluster.Need(t)
 	ctx := t.Context()
 	ns := cluster.NewNamespace(t, "liveness", nil)
 	cfgA, cfgB := testConfig(ns), testConfig(ns)

@@ -324,6 +324,7 @@ func benchClient(b *testing.B, rc *rest.Config) kubernetes.Interface {
 }
 
 func BenchmarkEndToEnd(b *testing.B) {
+	cluster.Need(b)
 	n := envInt("KUBEXEC_BENCH_E2E_TASKS", e2eTasks)
 	n1 := min(n, envInt("KUBEXEC_BENCH_AIRFLOW1_TASKS", e2eAirflow1Tasks))
 	client := benchClient(b, cluster.RESTConfig())

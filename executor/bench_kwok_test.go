@@ -64,6 +64,7 @@ var kwokFlow = e2eFlow{
 //     once per second;
 //   - batch/v1 Jobs and the Airflow-like loops, as in BenchmarkEndToEnd.
 func BenchmarkEndToEndKwok(b *testing.B) {
+	cluster.Need(b)
 	n := envInt("KUBEXEC_BENCH_KWOK_TASKS", kwokTasks)
 	n1 := min(n, envInt("KUBEXEC_BENCH_AIRFLOW1_TASKS", e2eAirflow1Tasks))
 	run := map[string]bool{"bare": true, "bare-release": true, "kubexec": true, "jobs": true, "airflow": true}

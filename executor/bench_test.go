@@ -76,6 +76,7 @@ func parkedSpec(b *testing.B, k kubexec.TaskKey) podtemplate.TaskSpec {
 // bare client-go loop with the same concurrency and rate limit, on the same
 // API server, and reports both rates and their ratio.
 func BenchmarkLaunchThroughput(b *testing.B) {
+	cluster.Need(b)
 	for b.Loop() {
 		ctx := context.Background()
 		// kubexec
@@ -148,6 +149,7 @@ func BenchmarkLaunchThroughput(b *testing.B) {
 // BenchmarkResultLatency runs short attempts on the process nodes and
 // reports the time from a pod's end being observed to SaveResult returning.
 func BenchmarkResultLatency(b *testing.B) {
+	cluster.Need(b)
 	const n = 200
 	for b.Loop() {
 		ctx := context.Background()

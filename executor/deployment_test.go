@@ -37,6 +37,7 @@ func (c *sweepCounter) ObserveSweep(int, error) { c.sweeps.Add(1) }
 // theirs in B's store. When A restarts with its id and C comes back, each
 // attempt gets exactly one result, in its own store, from its one pod.
 func TestDeploymentsStayApart(t *testing.T) {
+	cluster.Need(t)
 	ctx := t.Context()
 	ns := cluster.NewNamespace(t, "deployments", nil)
 	short := func(cfg executor.Config, group string) executor.Config {

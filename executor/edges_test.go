@@ -126,6 +126,7 @@ func requirePodGone(t *testing.T, ns string, k kubexec.TaskKey) {
 // result. The pod was deleted before the save began, so the scheduler can
 // no longer bind it: no container of it ever starts, and it is gone.
 func TestNoContainerStartsAfterTheResult(t *testing.T) {
+	cluster.Need(t)
 	for _, tc := range []struct {
 		name   string
 		revoke bool
@@ -182,6 +183,7 @@ func TestNoContainerStartsAfterTheResult(t *testing.T) {
 // the same id starts. The result is Revoked (kubexec's decision, recorded
 // on the pod before the delete), not DeletedExternally.
 func TestOutcomeSurvivesARestartDuringTheStop(t *testing.T) {
+	cluster.Need(t)
 	ctx := t.Context()
 	ns := cluster.NewNamespace(t, "revoke-restart", nil)
 	store := executor.NewMemoryStore()
@@ -224,6 +226,7 @@ func TestOutcomeSurvivesARestartDuringTheStop(t *testing.T) {
 // release (a delete and a patch) is guarded by the UID: the new pod keeps
 // its finalizers and labels.
 func TestReleaseLeavesAnotherPodOfTheName(t *testing.T) {
+	cluster.Need(t)
 	ctx := t.Context()
 	ns := cluster.NewNamespace(t, "release-uid", nil)
 	client := cluster.Client()
@@ -279,6 +282,7 @@ func TestReleaseLeavesAnotherPodOfTheName(t *testing.T) {
 // QueuedTimeout passes many times over; once A saved the real outcome,
 // B's attempt ends with that same result and no second pod.
 func TestForeignLivePodHoldsTheAttempt(t *testing.T) {
+	cluster.Need(t)
 	ctx := t.Context()
 	ns := cluster.NewNamespace(t, "held", nil)
 	history := podHistoryOf(t, ns)
@@ -319,6 +323,7 @@ func TestForeignLivePodHoldsTheAttempt(t *testing.T) {
 // UTF-8, and the result is saved. The real kubelet writes the raw bytes
 // through protobuf, and the executor reads them the same way.
 func TestInvalidUTF8IsSavedValid(t *testing.T) {
+	cluster.Need(t)
 	for _, pin := range []struct {
 		name string
 		pin  nodePin
@@ -350,6 +355,7 @@ func TestInvalidUTF8IsSavedValid(t *testing.T) {
 // executor reads them the same way. The result reaches a strict store as
 // valid UTF-8, and is saved.
 func TestInvalidUTF8FromAProtobufStatus(t *testing.T) {
+	cluster.Need(t)
 	ns := cluster.NewNamespace(t, "utf8-proto", nil)
 	rc := cluster.RESTConfig()
 	rc.ContentType = runtime.ContentTypeProtobuf
@@ -401,6 +407,7 @@ func TestInvalidUTF8FromAProtobufStatus(t *testing.T) {
 // MaxUnsavedResults results wait, nothing more is launched (Stats says so)
 // until the store takes them.
 func TestFailingStoreBacksOffAndPausesLaunches(t *testing.T) {
+	cluster.Need(t)
 	ns := cluster.NewNamespace(t, "backlog", nil)
 	store := newHookStore()
 	var down atomic.Bool
@@ -456,6 +463,7 @@ func (m *backlogMetrics) SetSavesBacklogged(b bool) { m.backlogged.Store(b) }
 // Config.StopTimeout when it has no deadline, even while a SaveResult
 // ignores its context; its error says what it left.
 func TestStopIsBounded(t *testing.T) {
+	cluster.Need(t)
 	for _, tc := range []struct {
 		name string
 		ctx  func() (context.Context, context.CancelFunc)

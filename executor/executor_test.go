@@ -158,6 +158,7 @@ func requireNoTrackedPods(t *testing.T, ns string) {
 // TestMixedOutcomes runs many attempts with every kind of ending and checks
 // that each gets exactly one result with the right reason.
 func TestMixedOutcomes(t *testing.T) {
+	cluster.Need(t)
 	n := 500
 	if testing.Short() {
 		n = 60
@@ -237,6 +238,7 @@ func testMixedOutcomes(t *testing.T, n int, pin nodePin) {
 // kubexec owns is checked: the quota did refuse creates, and no attempt
 // ended for it.
 func TestQuotaKeepsAttemptsQueued(t *testing.T) {
+	cluster.Need(t)
 	ns := cluster.NewNamespace(t, "quota", nil)
 	cluster.NewQuota(t, ns, "pods", corev1.ResourceList{corev1.ResourcePods: resource.MustParse("3")})
 
@@ -269,6 +271,7 @@ func (q *quotaRefusals) RoundTrip(req *http.Request) (*http.Response, error) {
 // executor was stopped at the time and started again later: the tracking
 // finalizer holds the pod until the result is saved.
 func TestDeletedExternally(t *testing.T) {
+	cluster.Need(t)
 	ctx := t.Context()
 	ns := cluster.NewNamespace(t, "deleted", nil)
 	store := executor.NewMemoryStore()
@@ -339,6 +342,7 @@ func TestDeletedExternally(t *testing.T) {
 // TestRevokeAndTimeouts covers Revoke of a queued, a pending and a running
 // attempt, the queued timeout, and Stop then Start resuming a running pod.
 func TestRevokeAndTimeouts(t *testing.T) {
+	cluster.Need(t)
 	ctx := t.Context()
 	ns := cluster.NewNamespace(t, "revoke", nil)
 	full := cluster.NewNamespace(t, "revoke-full", nil)
@@ -409,6 +413,7 @@ func TestRevokeAndTimeouts(t *testing.T) {
 // succeed: waiting for a slot is not a queued timeout, even when it lasts
 // much longer than QueuedTimeout.
 func TestFanOutWiderThanParallelism(t *testing.T) {
+	cluster.Need(t)
 	ns := cluster.NewNamespace(t, "fanout", nil)
 	store := executor.NewMemoryStore()
 	cfg := testConfig(ns)
@@ -477,6 +482,7 @@ var (
 // until a save succeeds, and each failed save is counted; lease renewals
 // and sweeps are measured too.
 func TestSaveResultRetried(t *testing.T) {
+	cluster.Need(t)
 	ctx := t.Context()
 	ns := cluster.NewNamespace(t, "flaky", nil)
 	store := &flakyStore{MemoryStore: executor.NewMemoryStore(), failures: 4, attempts: map[kubexec.TaskKey]int{}, failed: make(chan kubexec.TaskKey, 1)}
@@ -544,6 +550,7 @@ func (t *throttler) RoundTrip(req *http.Request) (*http.Response, error) {
 // TestThrottledCreatesPauseForRetryAfter: a 429 with Retry-After pauses every
 // create for that long, and all attempts still launch.
 func TestThrottledCreatesPauseForRetryAfter(t *testing.T) {
+	cluster.Need(t)
 	ns := cluster.NewNamespace(t, "throttle", nil)
 	th := &throttler{left: 1}
 	rc := cluster.RESTConfig()
@@ -588,6 +595,7 @@ func (nopBody) Close() error { return nil }
 // driver do) runs once it exists; one whose Secret never comes fails with
 // ConfigError and the node's message after Classify.ConfigErrorGrace.
 func TestLateSecretIsFound(t *testing.T) {
+	cluster.Need(t)
 	ctx := t.Context()
 	ns := cluster.NewNamespace(t, "latesecret", nil)
 	store := executor.NewMemoryStore()
@@ -638,6 +646,7 @@ func TestLateSecretIsFound(t *testing.T) {
 // does runs; one that does not ends with ConfigError, and the message says
 // how to set runAsUser.
 func TestQuickStartRunsAsShown(t *testing.T) {
+	cluster.Need(t)
 	ns := cluster.NewNamespace(t, "quickstart", nil)
 	store := executor.NewMemoryStore()
 	cfg := testConfig(ns)
@@ -692,6 +701,7 @@ func (s *stopCheckingStore) SaveResult(ctx context.Context, r kubexec.Result) er
 // Failed). With a negative PodStopWait the results are saved at once and
 // say that the pod may still run.
 func TestResultWaitsForThePodToStop(t *testing.T) {
+	cluster.Need(t)
 	ctx := t.Context()
 	// The task takes stopSeconds to stop after SIGTERM (the grace periods
 	// are 30 s).
@@ -755,6 +765,7 @@ func TestResultWaitsForThePodToStop(t *testing.T) {
 // its pod and node, and the result's state once it ended; an attempt the
 // executor does not track is not found.
 func TestAttemptStatus(t *testing.T) {
+	cluster.Need(t)
 	ns := cluster.NewNamespace(t, "status", nil)
 	store := executor.NewMemoryStore()
 	cfg := testConfig(ns)

@@ -37,6 +37,7 @@ func (m *leaseWatch) SetLeaseLost(lost bool) {
 // for tens of seconds, with a Lease of 3 s renewed every 500 ms. The
 // renewals never wait behind that traffic: the Lease is never lost.
 func TestBusyExecutorKeepsItsLease(t *testing.T) {
+	cluster.Need(t)
 	ns := cluster.NewNamespace(t, "busy-lease", nil)
 	rc := cluster.RESTConfig()
 	rc.QPS, rc.Burst = 5, 10

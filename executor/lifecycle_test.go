@@ -71,6 +71,7 @@ func withFaults(t *testing.T, prefix string) (*faults, *rest.Config, executor.Co
 // holds no Lease and runs nothing (Heartbeat says it is not started), and
 // a second Start succeeds and runs what was queued meanwhile.
 func TestFailedStartLeavesNothing(t *testing.T) {
+	cluster.Need(t)
 	ctx := t.Context()
 	f, rc, cfg := withFaults(t, "failedstart")
 	ns := cfg.Namespace
@@ -104,6 +105,7 @@ func TestFailedStartLeavesNothing(t *testing.T) {
 // TestLostLeasePausesLaunches: while the Lease cannot be renewed no pod is
 // created, Stats says why, and launching resumes once a renewal succeeds.
 func TestLostLeasePausesLaunches(t *testing.T) {
+	cluster.Need(t)
 	ctx := t.Context()
 	f, rc, cfg := withFaults(t, "leaselost")
 	store := executor.NewMemoryStore()
@@ -136,6 +138,7 @@ func TestLostLeasePausesLaunches(t *testing.T) {
 // accepted without allocating for it, and values beyond the bounds are
 // refused by New (never a panic).
 func TestConfigExtremesDoNotAllocate(t *testing.T) {
+	cluster.Need(t)
 	rc := cluster.RESTConfig()
 	for _, cfg := range []executor.Config{
 		{Parallelism: math.MaxInt},
@@ -163,6 +166,7 @@ func TestConfigExtremesDoNotAllocate(t *testing.T) {
 // instance whose id was generated (nothing can resume it) and keeps the
 // Lease of an instance whose id the host gave (a restart takes it back).
 func TestStopDeletesTheLeaseOfARandomID(t *testing.T) {
+	cluster.Need(t)
 	ctx := t.Context()
 	ns := cluster.NewNamespace(t, "leasestop", nil)
 	leases := cluster.Client().CoordinationV1().Leases(ns)

@@ -64,6 +64,7 @@ func (p nodePin) apply(t *testing.T, spec podtemplate.TaskSpec, extra string) po
 // the kubelet), and logs read live and from the archive after the pod is
 // gone.
 func TestOnTheKubelet(t *testing.T) {
+	cluster.Need(t)
 	t.Run("MixedOutcomes", func(t *testing.T) {
 		testMixedOutcomes(t, 30, onKubelet)
 	})
@@ -78,7 +79,10 @@ func TestOnTheKubelet(t *testing.T) {
 
 // TestLogsLive follows a running task's log on the process node; the same
 // case runs on the kubelet in TestOnTheKubelet.
-func TestLogsLive(t *testing.T) { testLogsLive(t, onAnyNode) }
+func TestLogsLive(t *testing.T) {
+	cluster.Need(t)
+	testLogsLive(t, onAnyNode)
+}
 
 // testLogsLive follows a running task's log through the logs Service, as
 // `scheduler logs --follow` does: each line arrives while the pod runs,

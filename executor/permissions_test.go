@@ -41,6 +41,7 @@ func shippedRole(t *testing.T) *rbacv1.Role {
 // TestShippedRoleIsEnough runs an attempt under a ServiceAccount bound to
 // only the Role in rbac.yaml.
 func TestShippedRoleIsEnough(t *testing.T) {
+	cluster.Need(t)
 	ns := cluster.NewNamespace(t, "rbac", nil)
 	rc := serviceAccountConfig(t, ns, shippedRole(t))
 	store := executor.NewMemoryStore()
@@ -75,6 +76,7 @@ func minimalRole(t *testing.T) *rbacv1.Role {
 // TestMinimalRoleIsEnoughWithoutXCom: an executor without XCom and without
 // a log archiver runs under a Role that grants no pods/exec and no pods/log.
 func TestMinimalRoleIsEnoughWithoutXCom(t *testing.T) {
+	cluster.Need(t)
 	ns := cluster.NewNamespace(t, "rbac-minimal", nil)
 	rc := serviceAccountConfig(t, ns, minimalRole(t))
 	store := executor.NewMemoryStore()
@@ -90,6 +92,7 @@ func TestMinimalRoleIsEnoughWithoutXCom(t *testing.T) {
 // XCom, a Role lacking delete and pods/exec misses only delete; with XCom
 // it misses both.
 func TestMissingPermissionReportedAtStart(t *testing.T) {
+	cluster.Need(t)
 	ns := cluster.NewNamespace(t, "rbac-missing", nil)
 	role := minimalRole(t)
 	role.Rules[0].Verbs = []string{"create", "get", "list", "watch", "patch"}

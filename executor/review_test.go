@@ -22,6 +22,7 @@ import (
 // (labelled done) and that the host queues again ends at once with its
 // result saved again, instead of waiting for events that never come.
 func TestQueueAgainAfterKeptPod(t *testing.T) {
+	cluster.Need(t)
 	ns := cluster.NewNamespace(t, "requeue", nil)
 	store := executor.NewMemoryStore()
 	e := startExecutor(t, cluster.RESTConfig(), store, testConfig(ns))
@@ -67,6 +68,7 @@ func (a *afterCreate) RoundTrip(req *http.Request) (*http.Response, error) {
 // created the pod) is retried; an attempt revoked meanwhile still has its
 // pod deleted, and its one result is Revoked.
 func TestRevokeAfterUnknownCreate(t *testing.T) {
+	cluster.Need(t)
 	ctx := t.Context()
 	ns := cluster.NewNamespace(t, "unknown", nil)
 	rt := &afterCreate{}

@@ -90,6 +90,7 @@ func groupProvenance(tb testing.TB, client kubernetes.Interface, ns string) *kub
 // succeeded ones deleted, the failed ones kept and labelled done, as the
 // GC policy says, and no tracking finalizer left.
 func TestSweepSettlesEndedPods(t *testing.T) {
+	cluster.Need(t)
 	ctx := t.Context()
 	ns := cluster.NewNamespace(t, "settle", nil)
 	client := cluster.Client()
@@ -174,6 +175,7 @@ func (c *requestCounter) RoundTrip(req *http.Request) (*http.Response, error) {
 // GC policy for succeeded pods), and the API requests the executor sent
 // meanwhile.
 func BenchmarkAdoptEnded5000(b *testing.B) {
+	cluster.Need(b)
 	const n = 5000
 	for b.Loop() {
 		b.StopTimer()
@@ -243,6 +245,7 @@ func BenchmarkAdoptEnded5000(b *testing.B) {
 // with no relabel; a second Adopt of the same keys, once the kept pods
 // are labelled done, finds them accounted for and writes nothing.
 func TestAdoptEndedPodsWithoutRelabel(t *testing.T) {
+	cluster.Need(t)
 	ctx := t.Context()
 	ns := cluster.NewNamespace(t, "adopt-ended", nil)
 	const n = 4

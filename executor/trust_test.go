@@ -31,6 +31,7 @@ import (
 // rule, and no pod of theirs is ever created. A plain task still runs, and
 // turning the policy off is one line.
 func TestPolicyRefusesUnsafePods(t *testing.T) {
+	cluster.Need(t)
 	ctx := t.Context()
 	ns := cluster.NewNamespace(t, "policy", nil)
 	rc := serviceAccountConfig(t, ns, shippedRole(t)) // ServiceAccount "scheduler"
@@ -151,6 +152,7 @@ func waitPodPhase(t *testing.T, ns, name string, phase corev1.PodPhase) {
 // too) ends first and successfully, with a value of its own; the
 // attempt's result is still its own pod's.
 func TestForgedPodDecidesNothing(t *testing.T) {
+	cluster.Need(t)
 	ctx := t.Context()
 	ns := cluster.NewNamespace(t, "forged", nil)
 	metrics := &foreignCounter{}
@@ -186,6 +188,7 @@ func TestForgedPodDecidesNothing(t *testing.T) {
 // dead, never take it over, and the attempt, once queued, is refused
 // rather than decided by it.
 func TestForgedPodOfAFutureAttempt(t *testing.T) {
+	cluster.Need(t)
 	ctx := t.Context()
 	ns := cluster.NewNamespace(t, "forged-future", nil)
 	k := key("forged-future", 1)
@@ -228,6 +231,7 @@ func TestForgedPodOfAFutureAttempt(t *testing.T) {
 // provenance key differs (another deployment that reused the group's name)
 // does not adopt the pod, and says why.
 func TestAdoptRefusesAnotherKeysPod(t *testing.T) {
+	cluster.Need(t)
 	ns := cluster.NewNamespace(t, "other-key", nil)
 	cfgA := testConfig(ns)
 	cfgA.ProvenanceKey = []byte(strings.Repeat("a", 32))
@@ -255,6 +259,7 @@ func TestAdoptRefusesAnotherKeysPod(t *testing.T) {
 // both a pod with kubexec's labels and a change to an attempt pod's
 // labels, while plain pods still pass.
 func TestAdmissionPolicy(t *testing.T) {
+	cluster.Need(t)
 	ctx := t.Context()
 	admin := cluster.Client()
 	ns := cluster.NewNamespace(t, "admission", map[string]string{"kubexec.io/tasks": "enabled"})

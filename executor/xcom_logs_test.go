@@ -24,6 +24,7 @@ import (
 // Collector and xcom.Middleware in the Builder (the pod is then prepared
 // once).
 func TestXComAndLogArchive(t *testing.T) {
+	cluster.Need(t)
 	t.Run("one value, sidecar channel", func(t *testing.T) {
 		testXComAndLogArchive(t, false, xcom.ChannelSidecar, onAnyNode)
 	})

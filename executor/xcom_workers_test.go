@@ -23,6 +23,7 @@ import (
 // kinds of node (the process node runs the sidecar's commands with the
 // host's tools, the kubelet node with busybox).
 func TestXComFIFODoesNotHoldOtherResults(t *testing.T) {
+	cluster.Need(t)
 	t.Run("process node", func(t *testing.T) { testXComFIFO(t, onAnyNode) })
 	t.Run("kubelet node", func(t *testing.T) { testXComFIFO(t, onKubelet) })
 }
@@ -137,6 +138,7 @@ func (h *hangingXCom) stopHanging() { h.once.Do(func() { close(h.release) }) }
 // result workers; each is cut off after the executor's bound and tried
 // again later, so that another attempt's result is saved meanwhile.
 func TestSlowXComCollectDoesNotHoldSaves(t *testing.T) {
+	cluster.Need(t)
 	ns := cluster.NewNamespace(t, "xcom-slow", nil)
 	cfg := testConfig(ns)
 	cfg.XComTimeout = 300 * time.Millisecond

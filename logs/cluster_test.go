@@ -149,6 +149,7 @@ func numbered(prefix string, n int) []string {
 }
 
 func TestFollowRunningPod(t *testing.T) {
+	cluster.Need(t)
 	t.Parallel()
 	ns := cluster.NewNamespace(t, "logs-follow", nil)
 	key := testKey(t)
@@ -194,6 +195,7 @@ func TestFollowRunningPod(t *testing.T) {
 }
 
 func TestFollowAllContainers(t *testing.T) {
+	cluster.Need(t)
 	t.Parallel()
 	ns := cluster.NewNamespace(t, "logs-all", nil)
 	key := testKey(t)
@@ -286,6 +288,7 @@ func cuttingClient(t *testing.T, cuts int, after ...int) (kubernetes.Interface, 
 }
 
 func TestResumeAfterDroppedStream(t *testing.T) {
+	cluster.Need(t)
 	t.Parallel()
 	ns := cluster.NewNamespace(t, "logs-cut", nil)
 	key := testKey(t)
@@ -311,6 +314,7 @@ func TestResumeAfterDroppedStream(t *testing.T) {
 }
 
 func TestReadAfterPodDeleted(t *testing.T) {
+	cluster.Need(t)
 	t.Parallel()
 	ns := cluster.NewNamespace(t, "logs-archive", nil)
 	key := testKey(t)
@@ -365,6 +369,7 @@ func readFile(t *testing.T, sink *logs.FileSink, key kubexec.TaskKey) string {
 // A pod deleted while it is followed: the reader continues from the
 // archive, where the live stream stopped.
 func TestFollowContinuesFromArchive(t *testing.T) {
+	cluster.Need(t)
 	t.Parallel()
 	ns := cluster.NewNamespace(t, "logs-switch", nil)
 	key := testKey(t)
@@ -387,6 +392,7 @@ func TestFollowContinuesFromArchive(t *testing.T) {
 }
 
 func TestArchiveSizeCap(t *testing.T) {
+	cluster.Need(t)
 	t.Parallel()
 	ns := cluster.NewNamespace(t, "logs-cap", nil)
 	key := testKey(t)
@@ -418,6 +424,7 @@ func TestArchiveSizeCap(t *testing.T) {
 // The cap counts what is stored, not one byte per line: a log of many
 // short lines, each stored with its time and container, stays within it.
 func TestArchiveCapCountsShortLines(t *testing.T) {
+	cluster.Need(t)
 	t.Parallel()
 	ns := cluster.NewNamespace(t, "logs-cap-short", nil)
 	key := testKey(t)
@@ -481,6 +488,7 @@ func (w *failingWriter) Write(p []byte) (int, error) {
 // An archive interrupted between the pod's end and its commit leaves
 // nothing half-written; archiving again after a restart is complete.
 func TestArchiveAfterCrash(t *testing.T) {
+	cluster.Need(t)
 	t.Parallel()
 	ns := cluster.NewNamespace(t, "logs-crash", nil)
 	key := testKey(t)
@@ -510,6 +518,7 @@ func TestArchiveAfterCrash(t *testing.T) {
 }
 
 func TestNotStarted(t *testing.T) {
+	cluster.Need(t)
 	t.Parallel()
 	ns := cluster.NewNamespace(t, "logs-pending", nil)
 	key := testKey(t)
@@ -537,6 +546,7 @@ func TestNotStarted(t *testing.T) {
 // (Lines stay under 16 KiB, where runtimes split them into records of
 // their own.)
 func TestLongLinesInPieces(t *testing.T) {
+	cluster.Need(t)
 	t.Parallel()
 	ns := cluster.NewNamespace(t, "logs-long", nil)
 	key := testKey(t)

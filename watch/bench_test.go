@@ -166,6 +166,7 @@ func heapInUse() uint64 {
 // transform, default settings) as the baseline measured in the same run,
 // with the ratios heap-vs-informer and sync-vs-informer.
 func BenchmarkWatch10k(b *testing.B) {
+	cluster.Need(b)
 	f, err := benchSetup()
 	require.NoError(b, err)
 	b.Logf("created %d pods in %s (%.0f/s)", benchPods, f.created.Round(time.Millisecond), benchPods/f.created.Seconds())

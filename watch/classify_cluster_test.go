@@ -135,6 +135,7 @@ var nodeKinds = []struct{ name, label string }{
 // eviction and deletion. The same cases, with the same expectations, run
 // on the process node and on the real kubelet.
 func TestClassifyRealPods(t *testing.T) {
+	cluster.Need(t)
 	t.Parallel()
 	for _, kind := range nodeKinds {
 		t.Run(kind.name, func(t *testing.T) {
@@ -281,6 +282,7 @@ func testClassifyRealPods(t *testing.T, nodeLabel string) {
 // needs its node's CPU is Disrupted. It fills a node's CPU, so it does not
 // run in parallel with the other tests that run pods.
 func TestClassifyPreemption(t *testing.T) {
+	cluster.Need(t)
 	client := cluster.Client()
 	ns := cluster.NewNamespace(t, "watch-preempt", nil)
 	id := executorID(t)
@@ -325,6 +327,7 @@ func TestClassifyPreemption(t *testing.T) {
 // Terminating on the dead node. It kills one of the package's nodes (and
 // starts it again), so it does not run in parallel.
 func TestClassifyNodeLost(t *testing.T) {
+	cluster.Need(t)
 	client := cluster.Client()
 	ns := cluster.NewNamespace(t, "watch-nodelost", nil)
 	id := executorID(t)
@@ -380,6 +383,7 @@ func TestClassifyNodeLost(t *testing.T) {
 // with the pod's creation time (Classify) and with the caller's own first
 // sighting (ClassifyObserved).
 func TestClassifyNoScheduler(t *testing.T) {
+	cluster.Need(t)
 	t.Parallel()
 	client := cluster.Client()
 	ns := cluster.NewNamespace(t, "watch-noscheduler", nil)

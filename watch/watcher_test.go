@@ -21,6 +21,7 @@ import (
 // every create, change and delete arrives once, in order, with Get, List
 // and LastResourceVersion agreeing with what was delivered.
 func TestWatchDeliversEachChangeOnce(t *testing.T) {
+	cluster.Need(t)
 	t.Parallel()
 	client, ns, id := podsOfNewExecutor(t, cluster, "watch-basic", 5)
 	// A pod of another executor in the same namespace is not watched.
@@ -72,6 +73,7 @@ func TestWatchDeliversEachChangeOnce(t *testing.T) {
 // another executor) no longer matches the selector and is delivered as a
 // delete, not gone, without a deletionTimestamp; the pod still exists.
 func TestPodMarkedDoneLeavesTheWatch(t *testing.T) {
+	cluster.Need(t)
 	t.Parallel()
 	client, ns, id := podsOfNewExecutor(t, cluster, "watch-done", 2)
 	w, rec := newWatcher(t, client, Config{ExecutorID: id, Namespaces: []string{ns}})
@@ -94,6 +96,7 @@ func TestPodMarkedDoneLeavesTheWatch(t *testing.T) {
 // TestMultipleNamespaces: one watch per listed namespace, nothing from the
 // others, all delivered from one goroutine without overlapping calls.
 func TestMultipleNamespaces(t *testing.T) {
+	cluster.Need(t)
 	t.Parallel()
 	client := cluster.Client()
 	a := cluster.NewNamespace(t, "watch-a", nil)
@@ -136,6 +139,7 @@ func TestMultipleNamespaces(t *testing.T) {
 // TestAllNamespaces: with no namespaces configured, one watch sees the
 // executor's pods everywhere.
 func TestAllNamespaces(t *testing.T) {
+	cluster.Need(t)
 	t.Parallel()
 	client := cluster.Client()
 	a := cluster.NewNamespace(t, "watch-all-a", nil)
@@ -166,6 +170,7 @@ func TestAllNamespaces(t *testing.T) {
 
 // TestCustomSelector: Config.Selector replaces the executor's selector.
 func TestCustomSelector(t *testing.T) {
+	cluster.Need(t)
 	t.Parallel()
 	client, ns, id := podsOfNewExecutor(t, cluster, "watch-sel", 3)
 	label(t, client, ns, "pick", "yes", 1, 2)
@@ -179,6 +184,7 @@ func TestCustomSelector(t *testing.T) {
 // cost no relist and lose no event: the watch resumes from the last
 // resourceVersion.
 func TestShortWatchesAndDeadConnections(t *testing.T) {
+	cluster.Need(t)
 	t.Parallel()
 	client, ns, id := podsOfNewExecutor(t, cluster, "watch-dead", 3)
 	tapClient, tp := newTapClient(t, cluster)
@@ -236,6 +242,7 @@ func TestShortWatchesAndDeadConnections(t *testing.T) {
 // at all: TestWithoutWatchCache.) It restarts the package's cluster, so it
 // does not run in parallel.
 func TestAPIServerRestart(t *testing.T) {
+	cluster.Need(t)
 	r := restartMidWatch(t, cluster)
 	ns, rec, tp, mark, reqs := r.ns, r.rec, r.tp, r.mark, r.reqs
 
@@ -392,6 +399,7 @@ func testRelistAfterCompaction(t *testing.T, c *devcluster.Cluster) {
 // TestRunLifecycle: Run runs once, returns nil when its context ends, and
 // WaitForSync reports a watcher that stopped before it synced.
 func TestRunLifecycle(t *testing.T) {
+	cluster.Need(t)
 	t.Parallel()
 	tapClient, tp := newTapClient(t, cluster)
 	tp.cut() // the API server is unreachable: the watcher never syncs
@@ -418,6 +426,7 @@ func TestRunLifecycle(t *testing.T) {
 }
 
 func TestNewRejectsBadConfig(t *testing.T) {
+	cluster.Need(t)
 	t.Parallel()
 	client := cluster.Client()
 	cases := map[string]struct {

@@ -182,6 +182,7 @@ func (e *env) value(t *testing.T, ref string) string {
 }
 
 func TestTerminationMessageValue(t *testing.T) {
+	cluster.Need(t)
 	t.Parallel()
 	e := setup(t, xcom.Config{})
 	// The default channel: no annotation, no sidecar.
@@ -211,6 +212,7 @@ func TestTerminationMessageValue(t *testing.T) {
 }
 
 func TestSidecarValueOfOneMiB(t *testing.T) {
+	cluster.Need(t)
 	t.Parallel()
 	e := setup(t, xcom.Config{})
 	key := testKey(t)
@@ -228,6 +230,7 @@ func TestSidecarValueOfOneMiB(t *testing.T) {
 }
 
 func TestAirflowPath(t *testing.T) {
+	cluster.Need(t)
 	t.Parallel()
 	e := setup(t, xcom.Config{})
 	key := testKey(t)
@@ -240,6 +243,7 @@ func TestAirflowPath(t *testing.T) {
 }
 
 func TestInvalidJSON(t *testing.T) {
+	cluster.Need(t)
 	t.Parallel()
 	e := setup(t, xcom.Config{})
 	for i, tc := range []struct {
@@ -263,6 +267,7 @@ func TestInvalidJSON(t *testing.T) {
 }
 
 func TestTooLarge(t *testing.T) {
+	cluster.Need(t)
 	t.Parallel()
 	e := setup(t, xcom.Config{})
 	key := testKey(t)
@@ -286,6 +291,7 @@ func TestTooLarge(t *testing.T) {
 }
 
 func TestMissingWhenRequired(t *testing.T) {
+	cluster.Need(t)
 	t.Parallel()
 	e := setup(t, xcom.Config{})
 	key := testKey(t)
@@ -309,6 +315,7 @@ func TestMissingWhenRequired(t *testing.T) {
 // A failed main container produces no value, and its sidecar is stopped
 // so that the pod ends.
 func TestFailedTaskStopsSidecar(t *testing.T) {
+	cluster.Need(t)
 	t.Parallel()
 	e := setup(t, xcom.Config{})
 	key := testKey(t)
@@ -322,6 +329,7 @@ func TestFailedTaskStopsSidecar(t *testing.T) {
 
 // An upstream value reaches a downstream task through its environment.
 func TestPassToDownstream(t *testing.T) {
+	cluster.Need(t)
 	t.Parallel()
 	e := setup(t, xcom.Config{})
 	up := testKey(t)
@@ -347,6 +355,7 @@ func TestPassToDownstream(t *testing.T) {
 // TestNewCollectorRejectsBadConfig: a bad Config is refused with an error
 // that wraps ErrInvalidConfig and names the field.
 func TestNewCollectorRejectsBadConfig(t *testing.T) {
+	cluster.Need(t)
 	_, err := xcom.NewCollector(cluster.Client(), cluster.RESTConfig(), &xcom.MemoryBackend{}, xcom.Config{DefaultChannel: "carrier-pigeon"})
 	require.ErrorIs(t, err, xcom.ErrInvalidConfig)
 	require.ErrorContains(t, err, "Config.DefaultChannel")
@@ -362,6 +371,7 @@ func TestNewCollectorRejectsBadConfig(t *testing.T) {
 // again gives it again. It kills the package's second node, which no other
 // test uses.
 func TestSidecarNodeGone(t *testing.T) {
+	cluster.Need(t)
 	t.Parallel()
 	const bound = 15 * time.Second
 	node := cluster.NodeNames()[1]

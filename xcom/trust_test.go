@@ -28,6 +28,7 @@ import (
 // another pod's: Collect ignores it and reads the value the task wrote,
 // so that the downstream task does not get a value the pod chose.
 func TestForgedResultIgnored(t *testing.T) {
+	cluster.Need(t)
 	t.Parallel()
 	e := setup(t, xcom.Config{})
 	// A value in the Backend that the forger wants downstream tasks to read.
@@ -60,6 +61,7 @@ func TestForgedResultIgnored(t *testing.T) {
 // raise the host's Config.MaxBytes; a value over the host's limit is too
 // large, and the error says why the pod's larger number did not count.
 func TestMaxBytesAnnotationOnlyLowers(t *testing.T) {
+	cluster.Need(t)
 	t.Parallel()
 	e := setup(t, xcom.Config{MaxBytes: 1000})
 	key := testKey(t)
@@ -89,6 +91,7 @@ func TestMaxBytesAnnotationOnlyLowers(t *testing.T) {
 // lead out of the value's folder) or a folder gets a final ErrUnreadable
 // that says so, and its pod ends; nothing hangs.
 func TestValueFileNotRegular(t *testing.T) {
+	cluster.Need(t)
 	t.Parallel()
 	e := setup(t, xcom.Config{})
 	for i, tc := range []struct {
@@ -119,6 +122,7 @@ func TestValueFileNotRegular(t *testing.T) {
 // the file in its own folder: anything else is a final ErrUnreadable
 // that says why, and no value is stored.
 func TestReadsOnlyItsSidecar(t *testing.T) {
+	cluster.Need(t)
 	t.Parallel()
 	// holder keeps a secret, as JSON, in a volume of its own.
 	holder := func(p *corev1.Pod) {

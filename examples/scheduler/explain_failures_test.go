@@ -104,6 +104,7 @@ tasks:
 // backs the namespace off and retries), and explain names the quota,
 // what the pod needs, and the fix.
 func TestExplainQuotaOfZero(t *testing.T) {
+	devCluster.Need(t)
 	e := newEnv(t, "team-quota")
 	devCluster.NewQuota(t, e.ns, "no-pods", corev1.ResourceList{corev1.ResourcePods: resource.MustParse("0")})
 	wf := e.writeWorkflow(`workflow: nightly
@@ -197,6 +198,7 @@ tasks:
 // served from the archive, and explain says where; an archive that was
 // removed is reported as lost, with why and what to do.
 func TestExplainLogsAfterPodGone(t *testing.T) {
+	devCluster.Need(t)
 	e := newEnv(t, "team-logs")
 	wf := e.writeWorkflow(`workflow: nightly
 defaults: {image: busybox:1.36}
@@ -239,6 +241,7 @@ tasks:
 // retries the task without using its retries, and explain of that attempt
 // says who deleted it and what to look for.
 func TestExplainPodDeletedByHand(t *testing.T) {
+	devCluster.Need(t)
 	e := newEnv(t, "team-deleted")
 	name, done := e.runningFirstAttempt("publish")
 	// What `kubectl delete pod` does.
@@ -262,6 +265,7 @@ func TestExplainPodDeletedByHand(t *testing.T) {
 // failed, the attempt ends Disrupted, and the scheduler runs it again
 // without using the task's retries.
 func TestExplainLostNode(t *testing.T) {
+	devCluster.Need(t)
 	e := newEnv(t, "team-node")
 	name, done := e.runningFirstAttempt("compact")
 	pod, err := devCluster.Client().CoreV1().Pods(e.ns).Get(e.t.Context(), name, metav1.GetOptions{})

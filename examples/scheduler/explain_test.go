@@ -68,6 +68,7 @@ func writeKubeconfig(t *testing.T, cluster *clientcmdapi.Cluster, token, ns stri
 // not crash, and names what the executor's identity lacks (the same
 // permissions Start checks, pods/exec and Leases included) and the fix.
 func TestExplainPermissionError(t *testing.T) {
+	devCluster.Need(t)
 	e := newEnv(t, "explain-rbac")
 	ctx := t.Context()
 	var role, leases rbacv1.Role
@@ -142,6 +143,7 @@ tasks:
 // no room is explained by that quota, with what the pod needs; once a pod
 // exists (it passed the quota), the quota is shown but not blamed.
 func TestExplainQuotaWithNoRoom(t *testing.T) {
+	devCluster.Need(t)
 	e := newEnv(t, "explain-quota")
 	ctx := t.Context()
 	devCluster.NewQuota(t, e.ns, "cpu", corev1.ResourceList{corev1.ResourceRequestsCPU: resource.MustParse("1")})

@@ -323,6 +323,7 @@ func testSampleWorkflow(t *testing.T, e *env, node string) {
 // A task override that the API server rejects is reported before anything
 // of the run exists: no run, no Secret, no pod.
 func TestOverrideRejectedByAPIServer(t *testing.T) {
+	devCluster.Need(t)
 	e := newEnv(t, "rejected")
 	ctx := t.Context()
 	wf := e.writeWorkflow(`workflow: rejected
@@ -430,6 +431,7 @@ tasks:
 // cancel from another process ends a running run: its running attempt is
 // revoked (its pod deleted) and the tasks not started are cancelled.
 func TestCancelRun(t *testing.T) {
+	devCluster.Need(t)
 	e := newEnv(t, "cancel")
 	ctx := t.Context()
 	wf := e.writeWorkflow(`workflow: cancel
@@ -470,6 +472,7 @@ tasks:
 // an attempt that ended while no scheduler ran is saved, and no attempt
 // runs twice.
 func TestKillAndResume(t *testing.T) {
+	devCluster.Need(t)
 	e := newEnv(t, "kill")
 	e.flags = []string{"--pod-policy", "privileged"} // the tasks share a host folder
 	ctx := t.Context()
@@ -627,6 +630,7 @@ func TestKillAndResume(t *testing.T) {
 // logs follows a running task live, and keeps serving its logs from the
 // archive once its pod was deleted: with the cluster, and without one.
 func TestLogsLiveThenArchived(t *testing.T) {
+	devCluster.Need(t)
 	e := newEnv(t, "logs")
 	e.flags = []string{"--pod-policy", "privileged"} // the task shares a host folder
 	ctx := t.Context()

@@ -83,6 +83,7 @@ func watchPodTimes(t *testing.T, ns string) func() map[string]podTimes {
 // docs/lifecycle.md: ten tasks of one second at once, each step's median and
 // slowest, as a watch of the test saw them.
 func TestLifecycleTimings(t *testing.T) {
+	devCluster.Need(t)
 	e := newEnv(t, "timings")
 	const n = 10
 	var wf strings.Builder

@@ -41,6 +41,7 @@ func requireTerminalSafe(t testing.TB, out string) {
 // an Event and a pod condition with more: run, status and explain show
 // them escaped, never as the sequences themselves.
 func TestPodTextIsEscaped(t *testing.T) {
+	devCluster.Need(t)
 	e := newEnv(t, "escapes")
 	ctx := t.Context()
 	wf := e.writeWorkflow(`workflow: escapes
@@ -199,6 +200,7 @@ func FuzzExplainMessages(f *testing.F) {
 // workflow is updated; another workflow's is used as it is when its
 // content is the same, and refused otherwise.
 func TestSecretsAreCreateOnly(t *testing.T) {
+	devCluster.Need(t)
 	e := newEnv(t, "secrets")
 	ctx := t.Context()
 	secrets := devCluster.Client().CoreV1().Secrets(e.ns)
@@ -283,6 +285,9 @@ tasks:
 // With no --kubeconfig, run starts the dev cluster and says, before it
 // does, that it is a development tool and not a sandbox.
 func TestEmbeddedDevClusterWarns(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the embedded dev cluster: run it without -short (make test)")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("the embedded dev cluster's process node needs root")
 	}
@@ -309,6 +314,7 @@ func TestEmbeddedDevClusterWarns(t *testing.T) {
 // naming the field and the rule), unless the operator chose
 // --pod-policy privileged; a bad level is a usage error.
 func TestPodPolicy(t *testing.T) {
+	devCluster.Need(t)
 	ctx := t.Context()
 	wf := func(e *env) string {
 		return e.writeWorkflow(`workflow: hostpath

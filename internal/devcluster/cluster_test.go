@@ -47,6 +47,7 @@ func pausePod(name string) *corev1.Pod {
 }
 
 func TestClusterIsReady(t *testing.T) {
+	cluster.Need(t)
 	ctx := t.Context()
 	httpClient, err := rest.HTTPClientFor(cluster.RESTConfig())
 	require.NoError(t, err)
@@ -71,6 +72,7 @@ func TestClusterIsReady(t *testing.T) {
 }
 
 func TestQuotaExceededIsRefused(t *testing.T) {
+	cluster.Need(t)
 	ctx := t.Context()
 	ns := cluster.NewNamespace(t, "quota", nil)
 	pods := cluster.Client().CoreV1().Pods(ns)
@@ -85,6 +87,7 @@ func TestQuotaExceededIsRefused(t *testing.T) {
 }
 
 func TestWatchFromCompactedResourceVersionIsGone(t *testing.T) {
+	cluster.Need(t)
 	// A second cluster, running beside the shared one, with watches served
 	// by etcd so that a compaction takes effect at once.
 	c := StartForTest(t, Options{DisableWatchCache: true})
@@ -128,6 +131,7 @@ func TestWatchFromCompactedResourceVersionIsGone(t *testing.T) {
 }
 
 func TestSchedulerBindsPodToNode(t *testing.T) {
+	cluster.Need(t)
 	ctx := t.Context()
 	nodes := cluster.Client().CoreV1().Nodes()
 	node, err := nodes.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{GenerateName: "static-node-"}}, metav1.CreateOptions{})
@@ -187,6 +191,7 @@ func TestSchedulerBindsPodToNode(t *testing.T) {
 }
 
 func TestAPIServerRestartKeepsObjects(t *testing.T) {
+	cluster.Need(t)
 	ctx := t.Context()
 	ns := cluster.NewNamespace(t, "restart", nil)
 	cms := cluster.Client().CoreV1().ConfigMaps(ns)
@@ -260,6 +265,7 @@ func requireAllExit(t *testing.T, pids []int) {
 }
 
 func TestStopLeavesNoProcess(t *testing.T) {
+	skipShort(t)
 	c, err := Start(t.Context(), Options{})
 	require.NoError(t, err)
 	pids := c.pids()
@@ -275,6 +281,7 @@ func TestStopLeavesNoProcess(t *testing.T) {
 }
 
 func TestKilledTestBinaryLeavesNoProcess(t *testing.T) {
+	skipShort(t)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperClusterProcess$", "-test.v")
 	cmd.Env = append(os.Environ(), helperEnv+"=1")
 	out, err := cmd.StdoutPipe()

@@ -31,9 +31,18 @@ import (
 //	func TestMain(m *testing.M) {
 //		os.Exit(devcluster.Main(m, devcluster.Options{Nodes: 1}, &cluster))
 //	}
+//
+// With -short (the fast loop, `make test-unit`), and in a fuzzing worker,
+// no cluster is started and *c stays nil: the tests that need it skip
+// themselves as their first call on it (NewNamespace and the other
+// methods that take a testing.TB) finds no cluster, and the others run.
 func Main(m *testing.M, opts Options, c **Cluster) int {
 	if !flag.Parsed() {
 		flag.Parse()
+	}
+	if testing.Short() || fuzzWorker() {
+		*c = nil
+		return m.Run()
 	}
 	if opts.Logf == nil && testing.Verbose() {
 		opts.Logf = func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
@@ -57,10 +66,36 @@ func Main(m *testing.M, opts Options, c **Cluster) int {
 	return code
 }
 
+// fuzzWorker reports whether this process is a fuzzing worker, which runs
+// only a fuzz target's inputs.
+func fuzzWorker() bool {
+	f := flag.Lookup("test.fuzzworker")
+	return f != nil && f.Value.String() == "true"
+}
+
+// skipShort skips a test that needs a dev cluster in the fast loop (-short).
+func skipShort(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("needs the dev cluster: run it without -short (make test)")
+	}
+}
+
+// Need skips t when there is no cluster (Main started none: -short, the
+// fast loop). A test that uses the cluster calls it first.
+func (c *Cluster) Need(t testing.TB) {
+	t.Helper()
+	if c == nil {
+		skipShort(t)
+		t.Fatal("devcluster: no cluster: start one with Main or StartForTest")
+	}
+}
+
 // StartForTest starts a cluster for one test and stops it when the test
 // ends, printing the components' log tails if the test failed.
 func StartForTest(t testing.TB, opts Options) *Cluster {
 	t.Helper()
+	skipShort(t)
 	if opts.Logf == nil {
 		opts.Logf = t.Logf
 	}
@@ -84,6 +119,7 @@ func StartForTest(t testing.TB, opts Options) *Cluster {
 // before it exists), and deletes the namespace when the test ends.
 func (c *Cluster) NewNamespace(t testing.TB, prefix string, labels map[string]string) string {
 	t.Helper()
+	c.Need(t)
 	ctx := t.Context()
 	ns, err := c.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{
 		ObjectMeta: metav1.ObjectMeta{GenerateName: prefix + "-", Labels: labels},
@@ -109,6 +145,7 @@ func (c *Cluster) NewNamespace(t testing.TB, prefix string, labels map[string]st
 // refuses every pod of the namespace before that.
 func (c *Cluster) NewQuota(t testing.TB, ns, name string, hard corev1.ResourceList) {
 	t.Helper()
+	c.Need(t)
 	ctx := t.Context()
 	quotas := c.client.CoreV1().ResourceQuotas(ns)
 	_, err := quotas.Create(ctx, &corev1.ResourceQuota{
@@ -132,6 +169,7 @@ func (c *Cluster) NewQuota(t testing.TB, ns, name string, hard corev1.ResourceLi
 // as it with a token valid for an hour.
 func (c *Cluster) ServiceAccountConfig(t testing.TB, ns, name string, role *rbacv1.Role) *rest.Config {
 	t.Helper()
+	c.Need(t)
 	ctx := t.Context()
 	fail := func(what string, err error) {
 		if err != nil {
@@ -166,6 +204,7 @@ func (c *Cluster) ServiceAccountConfig(t testing.TB, ns, name string, role *rbac
 // fails the test if the command cannot be run at all.
 func (c *Cluster) Exec(t testing.TB, ns, pod, container string, cmd ...string) (stdout, stderr string, code int) {
 	t.Helper()
+	c.Need(t)
 	req := c.client.CoreV1().RESTClient().Post().Resource("pods").Namespace(ns).Name(pod).SubResource("exec").
 		VersionedParams(&corev1.PodExecOptions{Container: container, Command: cmd, Stdout: true, Stderr: true}, scheme.ParameterCodec)
 	fail := func(err error) {

@@ -82,6 +82,7 @@ const idle = 15 * time.Second
 // time, is the baseline: the difference divided by 10,000 is the memory
 // per tracked pod.
 func BenchmarkIdleRSS10k(b *testing.B) {
+	cluster.Need(b)
 	n := rssPods
 	if v, err := strconv.Atoi(os.Getenv("KUBEXEC_BENCH_RSS_PODS")); err == nil && v > 0 {
 		n = v
