@@ -9,6 +9,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -29,7 +30,7 @@ const DefaultMainContainer = "base"
 
 // DefaultNamespace is the namespace of a pod when neither Config.Namespace,
 // the template, the task spec nor the override names one.
-const DefaultNamespace = "default"
+const DefaultNamespace = corev1.NamespaceDefault
 
 // Builder builds the pod for one task attempt. Implementations must be safe
 // for concurrent use; the executor calls Build from its launch goroutines.
@@ -84,8 +85,48 @@ type TaskSpec struct {
 	Requests map[corev1.ResourceName]string
 	// Limits sets resource limits of the main container, like Requests.
 	Limits map[corev1.ResourceName]string
+	// WorkingDir is the main container's working directory, an absolute
+	// path such as "/work"; it wins over the template's. Default: the
+	// template's, else the image's.
+	WorkingDir string
+	// Volumes adds volumes to the pod: an entry replaces the template's
+	// volume of the same name, others are appended in order. Mount them in
+	// the main container with VolumeMounts (a sidecar's mounts go in the
+	// template or an override). Default none.
+	Volumes []corev1.Volume
+	// VolumeMounts mounts volumes, TaskSpec.Volumes' or the template's, in
+	// the main container: an entry replaces the template's mount at the
+	// same mount path (the merge key of Kubernetes and of an override),
+	// others are appended in order. Default none.
+	VolumeMounts []corev1.VolumeMount
+	// Files are small text files put in the main container, such as a
+	// script its command runs: see [File] for how they get there. At most
+	// [MaxFilesBytes] of content in all. Default none.
+	Files []File
+	// ActiveDeadline bounds the pod's run, counted from its start on a
+	// node (image pulls included): past it Kubernetes stops the pod and
+	// the attempt ends DeadlineExceeded. It becomes
+	// spec.activeDeadlineSeconds, rounded up to whole seconds, and wins
+	// over the template's. From 1s to 2147483647s (about 68 years); 0
+	// keeps the template's (none in DefaultTemplate).
+	ActiveDeadline time.Duration
+	// RunAsUser is the user id the main container runs as, 0 to
+	// 2147483647: its securityContext.runAsUser, which wins over the
+	// template's (the container's, and the pod's for this container).
+	// Use it for images whose user is root under DefaultTemplate, whose
+	// runAsNonRoot refuses them. 0 (root) conflicts with runAsNonRoot:
+	// true, which DefaultTemplate sets: Build refuses it unless the
+	// template or override sets runAsNonRoot false, and the executor's
+	// Policy refuses root at its default (restricted) level. Default: the
+	// template's, else the image's user.
+	RunAsUser *int64
+	// RunAsGroup is the main container's primary group id, 0 to
+	// 2147483647 (securityContext.runAsGroup); it wins over the
+	// template's. Default: the template's, else the image's.
+	RunAsGroup *int64
 	// Override is merged into the pod after the fields above; see
-	// [ParseOverride].
+	// [ParseOverride]. It wins over them, except over the annotations
+	// that carry Files, which it may not set.
 	Override Override
 	// ExecutorID is the executor instance that will own the pod; it goes
 	// into the pod's labels. The executor sets it before it calls Build
@@ -182,13 +223,26 @@ func New(base *corev1.Pod, cfg Config) (*Template, error) {
 			kind: ErrInvalidTemplate,
 		}
 	}
+	for _, k := range sortedKeys(base.Annotations) {
+		if isFilesAnnotation(k) {
+			return nil, &DecodeError{
+				Field: "metadata.annotations[" + k + "]",
+				Err: fmt.Errorf("annotations under %s carry TaskSpec.Files and only the builder writes them: remove it, and give the file in TaskSpec.Files",
+					filesAnnotationPrefix),
+				kind: ErrInvalidTemplate,
+			}
+		}
+	}
 	return &Template{base: base.DeepCopy(), cfg: cfg}, nil
 }
 
 // Build builds the pod for spec.Key. Errors are a *[kubexec.KeyError] for an
 // invalid key, a *[ValidationError] for an invalid task spec or resulting
 // pod, a *[DecodeError] for an override that cannot be merged, a
-// *[MiddlewareError], or the context's error.
+// *[PolicyError] for an override that sets a field outside
+// Config.OverrideFields, moves the pod to another namespace or sets the
+// annotations of TaskSpec.Files, a *[MiddlewareError], or the context's
+// error.
 func (t *Template) Build(ctx context.Context, spec TaskSpec) (*corev1.Pod, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -207,6 +261,8 @@ func (t *Template) Build(ctx context.Context, spec TaskSpec) (*corev1.Pod, error
 	if errs := applySpec(pod, t.cfg.MainContainer, spec); len(errs) > 0 {
 		return nil, &ValidationError{Key: spec.Key, Errs: errs}
 	}
+	files := filesAnnotations(spec.Files)
+	setFilesAnnotations(pod, files)
 	if pod.Namespace == "" {
 		pod.Namespace = t.cfg.Namespace
 	}
@@ -220,11 +276,19 @@ func (t *Template) Build(ctx context.Context, spec TaskSpec) (*corev1.Pod, error
 			return nil, err
 		}
 		pod = merged
+		var out []Violation
 		if pod.Namespace != chosen {
-			return nil, &PolicyError{Pod: pod.Namespace + "/" + pod.Name, Key: spec.Key, Violations: []Violation{{
+			out = append(out, Violation{
 				Field: "metadata.namespace", Rule: "namespace",
 				Detail: fmt.Sprintf("an override may not move the pod from namespace %q to %q: set TaskSpec.Namespace", chosen, pod.Namespace),
-			}}}
+			})
+		}
+		// The files' content is the task spec's: an override cannot
+		// forge it, even where Config.OverrideFields lets it set
+		// annotations.
+		out = append(out, forgedFiles(pod, files)...)
+		if len(out) > 0 {
+			return nil, &PolicyError{Pod: pod.Namespace + "/" + pod.Name, Key: spec.Key, Violations: out}
 		}
 	}
 	mainFirst(pod, t.cfg.MainContainer)
@@ -245,11 +309,12 @@ func (t *Template) Build(ctx context.Context, spec TaskSpec) (*corev1.Pod, error
 	if err := kubexec.ApplyMetadata(pod, id, spec.Key); err != nil {
 		return nil, err
 	}
+	setFilesAnnotations(pod, files)
 	pod.APIVersion, pod.Kind = "v1", "Pod"
 	if pod.Spec.RestartPolicy == "" {
 		pod.Spec.RestartPolicy = corev1.RestartPolicyNever
 	}
-	if errs := validatePod(pod, t.cfg.MainContainer); len(errs) > 0 {
+	if errs := validatePod(pod, t.cfg.MainContainer, &spec); len(errs) > 0 {
 		return nil, &ValidationError{Pod: pod.Namespace + "/" + pod.Name, Key: spec.Key, Errs: errs}
 	}
 	return pod, nil
@@ -316,6 +381,7 @@ func mainFirst(pod *corev1.Pod, mainName string) {
 }
 
 // applySpec writes the task spec into pod, whose main container exists.
+// The annotations that carry spec.Files are written by the caller.
 func applySpec(pod *corev1.Pod, mainName string, spec TaskSpec) field.ErrorList {
 	c := &pod.Spec.Containers[mainIndex(pod, mainName)]
 	root := field.NewPath("TaskSpec")
@@ -323,11 +389,7 @@ func applySpec(pod *corev1.Pod, mainName string, spec TaskSpec) field.ErrorList 
 	requests, reqErrs := parseQuantities(root.Child("Requests"), spec.Requests)
 	limits, limErrs := parseQuantities(root.Child("Limits"), spec.Limits)
 	errs = append(append(errs, reqErrs...), limErrs...)
-	for i, e := range spec.Env {
-		if e.Name == "" {
-			errs = append(errs, field.Required(root.Child("Env").Index(i).Child("Name"), "give every variable a name"))
-		}
-	}
+	errs = append(errs, validateSpec(spec)...)
 	if len(errs) > 0 {
 		return errs
 	}
@@ -353,7 +415,14 @@ func applySpec(pod *corev1.Pod, mainName string, spec TaskSpec) field.ErrorList 
 	}
 	c.Resources.Requests = setQuantities(c.Resources.Requests, requests)
 	c.Resources.Limits = setQuantities(c.Resources.Limits, limits)
-	return nil
+	if spec.WorkingDir != "" {
+		c.WorkingDir = spec.WorkingDir
+	}
+	if spec.ActiveDeadline > 0 {
+		pod.Spec.ActiveDeadlineSeconds = new(deadlineSeconds(spec.ActiveDeadline))
+	}
+	applySecurity(c, spec)
+	return applyVolumes(pod, c, spec)
 }
 
 func parseQuantities(path *field.Path, in map[corev1.ResourceName]string) (corev1.ResourceList, field.ErrorList) {

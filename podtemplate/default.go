@@ -28,8 +28,9 @@ var defaultTemplate = sync.OnceValue(func() *corev1.Pod {
 //
 // It sets no image: each task spec names one. Images whose default user is
 // root do not start under runAsNonRoot (the attempt ends with ConfigError);
-// give them a runAsUser in an override. Containers added by an override
-// need the same securityContext to pass the restricted standard.
+// give them a user with TaskSpec.RunAsUser (or a runAsUser in an
+// override). Containers added by an override need the same
+// securityContext to pass the restricted standard.
 func DefaultTemplate() *corev1.Pod {
 	return defaultTemplate().DeepCopy()
 }

@@ -1,7 +1,8 @@
 // Package podtemplate builds the pod that runs one task attempt.
 //
 // A [Builder] turns a [TaskSpec] (the attempt's key, image, command, env,
-// resources, namespace and an optional per-task [Override]) into a
+// resources, namespace, volumes, files, working directory, deadline, user
+// and an optional per-task [Override]) into a
 // *corev1.Pod ready to create. [Template], made with [New], is the standard
 // Builder; [BuilderFunc] adapts a function for hosts that build pods
 // themselves.
@@ -18,9 +19,15 @@
 //     [ParseTemplate]; kind Pod or PodTemplate, decoded strictly), from
 //     code, or [DefaultTemplate]. It must have a main container, named
 //     "base" unless Config.MainContainer says otherwise.
-//  2. Task spec: the main container gets the spec's image, command and args
-//     (when set), its env entries by name, and its requests and limits by
-//     resource; the spec's namespace replaces the template's.
+//  2. Task spec: the main container gets the spec's image, command, args,
+//     working directory, user and group (when set), its env entries by
+//     name, its requests and limits by resource, and its volume mounts by
+//     mount path; the pod gets its volumes by name and its active deadline;
+//     the spec's namespace replaces the template's. TaskSpec.Files become
+//     annotations of the pod, projected by a downwardAPI volume and
+//     mounted file by file (see [File]); those annotations are the
+//     builder's alone: a template or an override that sets one is
+//     refused, a middleware's changes to them are undone.
 //  3. Override: a partial pod merged with Kubernetes strategic-merge-patch
 //     semantics, as kubectl does. Containers, init containers, volumes and
 //     env are merged by name (volume mounts by mountPath), so an override
@@ -89,8 +96,12 @@
 // locally: names and namespaces, label and annotation syntax and size,
 // unique container and volume names, images, resource quantities (requests
 // not above limits), volume mounts that name a volume, security contexts
-// the server rejects (privileged with allowPrivilegeEscalation false),
-// restartPolicy Never (a pod is exactly one attempt). Problems come back together in a
+// the server rejects (privileged with allowPrivilegeEscalation false), a
+// container that would run as root under runAsNonRoot (the kubelet would
+// not start it), restartPolicy Never (a pod is exactly one attempt), and
+// the task spec's own fields: paths, ids, the deadline, and files that fit
+// in the pod's annotations ([MaxFilesBytes]) without colliding with another
+// mount. Problems come back together in a
 // *[ValidationError] whose details say what to fix. What only the cluster
 // knows (Pod Security admission, quotas, webhooks) is left to the API
 // server; a server-side dry run (metav1.DryRunAll) checks it without

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log"
 	"path/filepath"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -226,4 +227,51 @@ spec:
 	// spec.serviceAccountName serviceAccount
 	// spec.hostNetwork baseline/hostNamespaces
 	// 0 violations once widened
+}
+
+// A task's script and its configuration travel in TaskSpec.Files, with no
+// image to build and no ConfigMap to create: each file is carried in an
+// annotation of the pod and mounted at its path from a downwardAPI volume.
+// The script runs as user 1000 (DefaultTemplate refuses root), in /tmp,
+// for at most ten minutes.
+func ExampleFile() {
+	tpl, err := podtemplate.New(podtemplate.DefaultTemplate(), podtemplate.Config{ExecutorID: "scheduler-a"})
+	if err != nil {
+		panic(err)
+	}
+	pod, err := tpl.Build(context.Background(), podtemplate.TaskSpec{
+		Key:     kubexec.TaskKey{WorkflowID: "etl", TaskID: "load", RunID: "r1", MapIndex: kubexec.NotMapped, Attempt: 1},
+		Image:   "busybox:1.37",
+		Command: []string{"/opt/task/run.sh"},
+		Files: []podtemplate.File{
+			{Path: "/opt/task/run.sh", Mode: 0o755, Content: "#!/bin/sh\nset -eu\necho \"loading $(cat /etc/task/table)\"\n"},
+			{Path: "/etc/task/table", Content: "users"},
+		},
+		WorkingDir:     "/tmp",
+		RunAsUser:      new(int64(1000)),
+		ActiveDeadline: 10 * time.Minute,
+	})
+	if err != nil {
+		panic(err)
+	}
+	main := pod.Spec.Containers[0]
+	for _, m := range main.VolumeMounts {
+		fmt.Printf("mount %s: volume %s, item %s\n", m.MountPath, m.Name, m.SubPath)
+	}
+	for _, item := range pod.Spec.Volumes[0].DownwardAPI.Items {
+		fmt.Printf("item %s: %s, mode %#o\n", item.Path, item.FieldRef.FieldPath, *item.Mode)
+	}
+	fmt.Printf("annotation: %q\n", pod.Annotations["files.kubexec.io/1"])
+	fmt.Println("working dir:", main.WorkingDir)
+	fmt.Println("user:", *main.SecurityContext.RunAsUser)
+	fmt.Println("deadline:", *pod.Spec.ActiveDeadlineSeconds)
+	// Output:
+	// mount /opt/task/run.sh: volume kubexec-files, item 0
+	// mount /etc/task/table: volume kubexec-files, item 1
+	// item 0: metadata.annotations['files.kubexec.io/0'], mode 0755
+	// item 1: metadata.annotations['files.kubexec.io/1'], mode 0644
+	// annotation: "users"
+	// working dir: /tmp
+	// user: 1000
+	// deadline: 600
 }

@@ -378,7 +378,7 @@ func checkRestricted(pod *corev1.Pod) []Violation {
 		add("spec.securityContext.runAsNonRoot", "runAsNonRoot", "false: set it to true, or leave it out and set it on every container")
 	}
 	if psc.RunAsUser != nil && *psc.RunAsUser == 0 {
-		add("spec.securityContext.runAsUser", "runAsUser", "0 is root: run as another user")
+		add("spec.securityContext.runAsUser", "runAsUser", "0 is root: run as another user (TaskSpec.RunAsUser sets the main container's), or lower Policy.Level to baseline")
 	}
 	podSeccomp := psc.SeccompProfile != nil
 	for _, r := range allContainers(pod) {
@@ -397,7 +397,7 @@ func checkRestricted(pod *corev1.Pod) []Violation {
 			add(p+".runAsNonRoot", "runAsNonRoot", "must be true: set runAsNonRoot: true here or in spec.securityContext")
 		}
 		if sc.RunAsUser != nil && *sc.RunAsUser == 0 {
-			add(p+".runAsUser", "runAsUser", "0 is root: run as another user")
+			add(p+".runAsUser", "runAsUser", "0 is root: run as another user (TaskSpec.RunAsUser sets the main container's), or lower Policy.Level to baseline")
 		}
 		if sc.SeccompProfile == nil && !podSeccomp {
 			add(p+".seccompProfile", "seccompProfile", "must be set: set seccompProfile.type RuntimeDefault here or in spec.securityContext")

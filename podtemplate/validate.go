@@ -17,22 +17,25 @@ const maxAnnotationBytes = 256 * 1024
 // validatePod reports what the API server would reject in pod, and what
 // would break kubexec's one-pod-one-attempt model, with details that say
 // what to fix. It checks a subset of the server's validation: names, label
-// and annotation syntax, containers, images, resources, volume references.
-func validatePod(pod *corev1.Pod, mainName string) field.ErrorList {
+// and annotation syntax, containers, images, resources, volume references;
+// and what the kubelet would refuse to start (root under runAsNonRoot). spec,
+// when not nil, is the task spec the pod was built from: the problems its
+// fields cause are named by their TaskSpec path.
+func validatePod(pod *corev1.Pod, mainName string, spec *TaskSpec) field.ErrorList {
 	errs := validateMeta(pod)
-	spec := field.NewPath("spec")
+	specPath := field.NewPath("spec")
 
 	if len(pod.Spec.Containers) == 0 {
-		errs = append(errs, field.Required(spec.Child("containers"), fmt.Sprintf("add the main container, named %q", mainName)))
+		errs = append(errs, field.Required(specPath.Child("containers"), fmt.Sprintf("add the main container, named %q", mainName)))
 	} else if mainIndex(pod, mainName) < 0 {
-		errs = append(errs, field.Required(spec.Child("containers"), fmt.Sprintf(
+		errs = append(errs, field.Required(specPath.Child("containers"), fmt.Sprintf(
 			"no container named %q: the main container receives the task's image and command; keep it in the template and do not delete it in an override",
 			mainName)))
 	}
 
 	volumes := map[string]bool{}
 	for i, v := range pod.Spec.Volumes {
-		p := spec.Child("volumes").Index(i).Child("name")
+		p := specPath.Child("volumes").Index(i).Child("name")
 		for _, msg := range validation.IsDNS1123Label(v.Name) {
 			errs = append(errs, field.Invalid(p, v.Name, msg))
 		}
@@ -43,6 +46,7 @@ func validatePod(pod *corev1.Pod, mainName string) field.ErrorList {
 	}
 
 	containerNames := map[string]string{}
+	reported := map[string]bool{} // root conflicts, by field: the pod's is reported once
 	check := func(p *field.Path, c *corev1.Container) {
 		np := p.Child("name")
 		for _, msg := range validation.IsDNS1123Label(c.Name) {
@@ -67,6 +71,10 @@ func validatePod(pod *corev1.Pod, mainName string) field.ErrorList {
 		}
 		errs = append(errs, validateResources(p.Child("resources"), c.Resources)...)
 		errs = append(errs, validateSecurityContext(p.Child("securityContext"), c.SecurityContext)...)
+		if fe := rootConflict(pod, p, c, c.Name == mainName, spec); fe != nil && !reported[fe.Field] {
+			reported[fe.Field] = true
+			errs = append(errs, fe)
+		}
 		for i, m := range c.VolumeMounts {
 			if !volumes[m.Name] {
 				errs = append(errs, field.Invalid(p.Child("volumeMounts").Index(i).Child("name"), m.Name,
@@ -75,20 +83,23 @@ func validatePod(pod *corev1.Pod, mainName string) field.ErrorList {
 		}
 	}
 	for i := range pod.Spec.InitContainers {
-		check(spec.Child("initContainers").Index(i), &pod.Spec.InitContainers[i])
+		check(specPath.Child("initContainers").Index(i), &pod.Spec.InitContainers[i])
 	}
 	for i := range pod.Spec.Containers {
-		check(spec.Child("containers").Index(i), &pod.Spec.Containers[i])
+		check(specPath.Child("containers").Index(i), &pod.Spec.Containers[i])
 	}
 	if len(pod.Spec.EphemeralContainers) > 0 {
-		errs = append(errs, field.Forbidden(spec.Child("ephemeralContainers"), "cannot be set when creating a pod: remove them"))
+		errs = append(errs, field.Forbidden(specPath.Child("ephemeralContainers"), "cannot be set when creating a pod: remove them"))
 	}
 	if p := pod.Spec.RestartPolicy; p != corev1.RestartPolicyNever {
-		errs = append(errs, field.Invalid(spec.Child("restartPolicy"), p,
+		errs = append(errs, field.Invalid(specPath.Child("restartPolicy"), p,
 			"a pod runs exactly one attempt: use Never (the scheduler decides about retries)"))
 	}
 	if d := pod.Spec.ActiveDeadlineSeconds; d != nil && *d <= 0 {
-		errs = append(errs, field.Invalid(spec.Child("activeDeadlineSeconds"), *d, "must be greater than 0: set a deadline in seconds, or leave it out"))
+		errs = append(errs, field.Invalid(specPath.Child("activeDeadlineSeconds"), *d, "must be greater than 0: set a deadline in seconds, or leave it out"))
+	}
+	if spec != nil {
+		errs = append(errs, validateFilesPlace(pod, mainName, spec.Files)...)
 	}
 	return errs
 }
@@ -124,7 +135,7 @@ func validateMeta(pod *corev1.Pod) field.ErrorList {
 			Type:  field.ErrorTypeTooLong,
 			Field: meta.Child("annotations").String(),
 			Detail: fmt.Sprintf("annotations take %d bytes, more than the %d the API server accepts: "+
-				"shorten the task's ids or the template's annotations", size, maxAnnotationBytes),
+				"shorten the task's ids, TaskSpec.Files or the template's annotations", size, maxAnnotationBytes),
 		})
 	}
 	if pod.ResourceVersion != "" || pod.UID != "" || pod.DeletionTimestamp != nil {
