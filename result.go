@@ -19,11 +19,22 @@ type Result struct {
 	// Reason says why the attempt ended; Reason.State() equals State.
 	Reason Reason `json:"reason"`
 	// ExitCode is the exit code of Container. It is meaningful only when
-	// Container is not empty.
+	// ContainerExited is true: 0 then means that the container's code
+	// succeeded (as with ReasonXComFailed), where 0 with ContainerExited
+	// false means no exit code is known.
 	ExitCode int32 `json:"exitCode"`
-	// Container names the container whose termination decided the result
-	// (usually the main container); empty when no container terminated,
-	// e.g. for LaunchRejected or Unschedulable.
+	// ContainerExited reports whether Container actually terminated (it
+	// exited, was killed by a signal, or its process could not start), so
+	// that ExitCode is the code Kubernetes reported for it. It is false
+	// when no container terminated (LaunchRejected, Unschedulable, a pod
+	// deleted while it ran), when Container never ran (ImagePullError,
+	// ConfigError), and when its node lost it (the exit code is then the
+	// kubelet's guess).
+	ContainerExited bool `json:"containerExited,omitempty"`
+	// Container names the container that decided the result (usually the
+	// main container: the one that exited, was killed for memory, or could
+	// not start); empty when no container was involved, e.g. for
+	// LaunchRejected or Unschedulable.
 	Container string `json:"container,omitempty"`
 	// Message is the detail for a person: the container's termination
 	// message or reason, the API server's error, the eviction message.
@@ -54,15 +65,17 @@ type Result struct {
 }
 
 // ErrXComValue is matched (errors.Is) by the error of an attempt's XCom
-// value that is unusable — too large, not JSON, missing when required —
-// which fails the attempt instead of being retried. Package xcom's
+// value that is unusable — too large, not UTF-8, not JSON where JSON is
+// required, missing when required, unreadable — which fails the attempt
+// with [ReasonXComFailed] instead of being retried. Package xcom's
 // ValueError matches it; a host's own collector returns an error that
 // wraps it.
 var ErrXComValue = errors.New("kubexec: the attempt's XCom value is unusable")
 
 // Validate reports whether r is a consistent terminal result: a valid key, a
-// terminal state, a known reason that matches the state, and times in order.
-// Errors wrap [ErrInvalidResult].
+// terminal state, a known reason that matches the state, a ContainerExited
+// that names its Container, and times in order. Errors wrap
+// [ErrInvalidResult].
 func (r Result) Validate() error {
 	if err := r.Key.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidResult, err)
@@ -75,6 +88,9 @@ func (r Result) Validate() error {
 	}
 	if r.Reason.State() != r.State {
 		return fmt.Errorf("%w: reason %s goes with state %q, not %q", ErrInvalidResult, r.Reason, r.Reason.State(), r.State)
+	}
+	if r.ContainerExited && r.Container == "" {
+		return fmt.Errorf("%w: containerExited is set but container is empty: name the container that exited", ErrInvalidResult)
 	}
 	if !r.StartedAt.IsZero() && !r.FinishedAt.IsZero() && r.FinishedAt.Before(r.StartedAt) {
 		return fmt.Errorf("%w: finishedAt %s is before startedAt %s", ErrInvalidResult,

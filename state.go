@@ -96,6 +96,13 @@ const (
 	// ReasonQueuedTimeout: no pod was created for the attempt before its
 	// queued timeout.
 	ReasonQueuedTimeout Reason = "QueuedTimeout"
+	// ReasonXComFailed: the main container exited with code 0, but the
+	// attempt's XCom value is unusable (an error matching [ErrXComValue]:
+	// too large, not UTF-8, not JSON although the pod asks for JSON,
+	// missing although required, or unreadable). The Result's Message
+	// carries the value's error; its ExitCode is 0, with ContainerExited
+	// set.
+	ReasonXComFailed Reason = "XComFailed"
 )
 
 type reasonInfo struct {
@@ -165,6 +172,12 @@ var reasons = map[Reason]reasonInfo{
 		hint: "No pod was created for the attempt before its queued timeout: check the executor's log for " +
 			"API errors, its parallelism and creation rate, and the namespace's resource quota.",
 	},
+	ReasonXComFailed: {
+		hint: "The task's code succeeded (exit code 0) but its XCom value is unusable, as the message says: too " +
+			"large for its channel, not UTF-8 text, not JSON although its pod asks for JSON, missing although " +
+			"required, or unreadable. Fix what the task writes or its pod's xcom annotations; a retry writes " +
+			"the same value, unless the message says the value was lost with its node.",
+	},
 }
 
 // Reasons returns every Reason defined by this package, in declaration order.
@@ -172,7 +185,7 @@ func Reasons() []Reason {
 	return []Reason{
 		ReasonSucceeded, ReasonFailed, ReasonOOMKilled, ReasonImagePullError, ReasonConfigError,
 		ReasonUnschedulable, ReasonDeadlineExceeded, ReasonDisrupted, ReasonDeletedExternally,
-		ReasonLaunchRejected, ReasonRevoked, ReasonQueuedTimeout,
+		ReasonLaunchRejected, ReasonRevoked, ReasonQueuedTimeout, ReasonXComFailed,
 	}
 }
 
@@ -184,8 +197,8 @@ func (r Reason) Known() bool {
 
 // Retryable reports whether another attempt is likely to help. It is false
 // for success, for failures that repeat with the same spec (OOMKilled,
-// ImagePullError, ConfigError, DeadlineExceeded, LaunchRejected), for Revoked
-// (the host asked for it) and for unknown reasons.
+// ImagePullError, ConfigError, DeadlineExceeded, LaunchRejected,
+// XComFailed), for Revoked (the host asked for it) and for unknown reasons.
 func (r Reason) Retryable() bool { return reasons[r].retryable }
 
 // SystemFailure reports whether the attempt failed for a reason outside the

@@ -121,9 +121,16 @@ type Classification struct {
 	// failed, was OOM killed, or could not pull its image; the main
 	// container on success). Empty when no container was involved.
 	Container string
-	// ExitCode is Container's exit code; meaningful only when Container
-	// terminated.
+	// ExitCode is Container's exit code; meaningful only when
+	// ContainerExited.
 	ExitCode int32
+	// ContainerExited: Container terminated (it exited, was killed by a
+	// signal, or its process could not start, as StartError with code
+	// 128), and ExitCode is the code the kubelet reported. False when no
+	// container terminated, when Container waits (it never ran), and when
+	// its node lost it (ContainerStatusUnknown: the code is the kubelet's
+	// guess). The executor copies it to kubexec.Result.ContainerExited.
+	ContainerExited bool
 	// Message says, for a person, what happened to this pod and what to do
 	// about it, with the details Kubernetes gave (the termination message,
 	// the scheduler's or kubelet's message). For a pod that is still
@@ -348,7 +355,7 @@ func classifySucceeded(pod *corev1.Pod, now time.Time) Classification {
 	if main := mainContainer(pod); main != nil {
 		c.Container = main.Name
 		if t := terminatedOf(main); t != nil {
-			c.ExitCode = t.ExitCode
+			c.ExitCode, c.ContainerExited = t.ExitCode, true
 			c.FinishedAt = t.FinishedAt.Time
 		}
 	}
@@ -383,7 +390,7 @@ func classifyFailed(pod *corev1.Pod, now time.Time) Classification {
 			return terminal(kubexec.ReasonDisrupted, now, c)
 		}
 		c.Container = ref.name
-		c.ExitCode = t.ExitCode
+		c.ExitCode, c.ContainerExited = t.ExitCode, true
 		c.FinishedAt = t.FinishedAt.Time
 		if t.Reason == containerReasonOOMKilled {
 			c.Message = fmt.Sprintf("%s %q was killed for exceeding its memory limit (OOMKilled, exit code %d); "+
@@ -635,7 +642,7 @@ func withMainExit(pod *corev1.Pod, c Classification) Classification {
 	if main := mainContainer(pod); main != nil {
 		if t := terminatedOf(main); t != nil {
 			c.Container = main.Name
-			c.ExitCode = t.ExitCode
+			c.ExitCode, c.ContainerExited = t.ExitCode, true
 			c.FinishedAt = t.FinishedAt.Time
 		}
 	}

@@ -209,6 +209,48 @@ func TestTerminationMessageValue(t *testing.T) {
 	_, ref, err = e.collect(t, pod, key3)
 	require.NoError(t, err)
 	require.Empty(t, ref)
+
+	// By default too, the task finds the path in its environment.
+	key4 := key
+	key4.Attempt = 4
+	pod = e.run(t, key4, `printf '{"rows": 4}' > "$KUBEXEC_XCOM_PATH"`, nil)
+	_, ref, err = e.collect(t, pod, key4)
+	require.NoError(t, err)
+	require.Equal(t, `{"rows": 4}`, e.value(t, ref))
+}
+
+// TestZeroConfigAlone: the zero Config, used as the executor uses its
+// Config.XCom alone (no Middleware in the Builder; the Collector's
+// MutatePod prepares each pod), collects the value a task writes to
+// $KUBEXEC_XCOM_PATH, JSON or text, and a task that asks for the sidecar
+// gets one.
+func TestZeroConfigAlone(t *testing.T) {
+	cluster.Need(t)
+	t.Parallel()
+	e := setup(t, xcom.Config{})
+	bare, err := podtemplate.New(e.templateBase(), podtemplate.Config{ExecutorID: "xcom-test", Namespace: e.ns})
+	require.NoError(t, err)
+	mutate := func(p *corev1.Pod) { require.NoError(t, e.collector.MutatePod(t.Context(), p)) }
+	for i, tc := range []struct {
+		script      string
+		annotations map[string]string
+		containers  int
+		want        string
+	}{
+		{`printf '{"rows": 3}\n' > "$KUBEXEC_XCOM_PATH"`, nil, 1, `{"rows": 3}`},
+		{`echo done > "$KUBEXEC_XCOM_PATH"`, nil, 1, `"done"`},
+		{`printf '[1, 2]' > "$KUBEXEC_XCOM_PATH"`, map[string]string{xcom.AnnotationChannel: "sidecar"}, 2, `[1, 2]`},
+	} {
+		key := testKey(t)
+		key.Attempt = i + 1
+		pod := e.runOn(t, bare, key, tc.script, tc.annotations, mutate)
+		require.Len(t, pod.Spec.Containers, tc.containers)
+		pod, ref, err := e.collect(t, pod, key)
+		require.NoError(t, err, tc.script)
+		require.Equal(t, corev1.PodSucceeded, pod.Status.Phase, "the task found the file to write: %s", tc.script)
+		require.NotEmpty(t, ref, "the value of %s was lost", tc.script)
+		require.Equal(t, tc.want, e.value(t, ref))
+	}
 }
 
 func TestSidecarValueOfOneMiB(t *testing.T) {
@@ -229,6 +271,66 @@ func TestSidecarValueOfOneMiB(t *testing.T) {
 	require.Contains(t, pod.Annotations[xcom.AnnotationResult], ref)
 }
 
+// TestSidecarNeedsNothingOfTheImage: for a value larger than a
+// termination message, a task asks for the sidecar (its override's
+// annotation) and writes the file $KUBEXEC_XCOM_PATH names, as it would
+// for any channel: nothing else of its image or its code. The folder is
+// there and writable whatever the task's user; the sidecar runs as the
+// task's user when the pod names it, so even a file private to that user
+// (mode 0600, as a temporary file renamed into place is) is read. Only a
+// private file of a user the pod does not name is beyond the sidecar,
+// which runs without privileges: the error says so and what to do.
+func TestSidecarNeedsNothingOfTheImage(t *testing.T) {
+	cluster.Need(t)
+	t.Parallel()
+	e := setup(t, xcom.Config{})
+	uid, yes := int64(1000), true
+	withUser := func(containerLevel bool) *podtemplate.Template {
+		base := e.templateBase()
+		if containerLevel {
+			base.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{RunAsUser: &uid}
+		} else {
+			base.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsUser: &uid, RunAsNonRoot: &yes}
+		}
+		tmpl, err := podtemplate.New(base, podtemplate.Config{ExecutorID: "xcom-test", Namespace: e.ns,
+			Middleware: []podtemplate.Middleware{xcom.Middleware(xcom.PodConfig{})}})
+		require.NoError(t, err)
+		return tmpl
+	}
+	// 100 KiB of text, written to a private temporary file in the folder
+	// and renamed into place.
+	const private = `umask 077; t=$(mktemp "$(dirname "$KUBEXEC_XCOM_PATH")/tmp.XXXXXX"); ` +
+		`head -c 102400 /dev/zero | tr '\0' a > "$t"; mv "$t" "$KUBEXEC_XCOM_PATH"`
+	sidecar := map[string]string{xcom.AnnotationChannel: "sidecar"}
+	for i, tc := range []struct {
+		name     string
+		template *podtemplate.Template
+		script   string
+		want     string // the value, or the error
+	}{
+		{"the container's user, a private file", withUser(true), private, `"` + strings.Repeat("a", 102400) + `"`},
+		{"the pod's user, a private file", withUser(false), private, `"` + strings.Repeat("a", 102400) + `"`},
+		{"the image's user, a plain write", e.template,
+			`{ printf '{"data":"'; head -c 102400 /dev/zero | tr '\0' b; printf '"}'; } > "$KUBEXEC_XCOM_PATH"`,
+			`{"data":"` + strings.Repeat("b", 102400) + `"}`},
+		{"the image's user, a private file", e.template, private, "may not read the file"},
+	} {
+		key := testKey(t)
+		key.Attempt = i + 1
+		pod := e.runOn(t, tc.template, key, tc.script, sidecar, nil)
+		pod, ref, err := e.collect(t, pod, key)
+		require.Equal(t, corev1.PodSucceeded, pod.Status.Phase, "%s: the task ran, and the sidecar was stopped", tc.name)
+		if !strings.HasPrefix(tc.want, `"`) && !strings.HasPrefix(tc.want, `{`) {
+			require.ErrorIs(t, err, xcom.ErrUnreadable, tc.name)
+			require.ErrorContains(t, err, tc.want, tc.name)
+			require.ErrorContains(t, err, "runAsUser", tc.name)
+			continue
+		}
+		require.NoError(t, err, tc.name)
+		require.Equal(t, tc.want, e.value(t, ref), tc.name)
+	}
+}
+
 func TestAirflowPath(t *testing.T) {
 	cluster.Need(t)
 	t.Parallel()
@@ -242,21 +344,60 @@ func TestAirflowPath(t *testing.T) {
 	require.Equal(t, `{"airflow": "compatible"}`, e.value(t, ref))
 }
 
+// TestTextValue: by default a task may write plain text as well as JSON,
+// on either channel; the text is stored as a JSON string.
+func TestTextValue(t *testing.T) {
+	cluster.Need(t)
+	t.Parallel()
+	e := setup(t, xcom.Config{})
+	for i, tc := range []struct {
+		channel, format, script, want string
+	}{
+		{"sidecar", "", `echo 'rows: 3' > "$KUBEXEC_XCOM_PATH"`, `"rows: 3"`},
+		{"termination-message", "", `echo 's3://bucket/part-1' > "$KUBEXEC_XCOM_PATH"`, `"s3://bucket/part-1"`},
+		{"termination-message", "auto", `echo '{"rows": 3}' > "$KUBEXEC_XCOM_PATH"`, `{"rows": 3}`},
+		{"sidecar", "text", `echo '{"rows": 3}' > "$KUBEXEC_XCOM_PATH"`, `"{\"rows\": 3}"`},
+		{"termination-message", "text", `echo 42 > "$KUBEXEC_XCOM_PATH"`, `"42"`},
+	} {
+		key := testKey(t)
+		key.Attempt = i + 1
+		annotations := map[string]string{xcom.AnnotationChannel: tc.channel}
+		if tc.format != "" {
+			annotations[xcom.AnnotationFormat] = tc.format
+		}
+		pod := e.run(t, key, tc.script, annotations)
+		_, ref, err := e.collect(t, pod, key)
+		require.NoError(t, err, "%+v", tc)
+		require.Equal(t, tc.want, e.value(t, ref), "%+v", tc)
+	}
+}
+
+// TestInvalidJSON: a pod that asks for JSON (format json) fails on
+// anything else; so does a file that is not UTF-8, whatever the format.
 func TestInvalidJSON(t *testing.T) {
 	cluster.Need(t)
 	t.Parallel()
 	e := setup(t, xcom.Config{})
 	for i, tc := range []struct {
-		channel, script string
+		channel, format, script string
 	}{
-		{"sidecar", `echo 'rows: 3' > "$KUBEXEC_XCOM_PATH"`},
-		{"termination-message", `echo '{"rows": ' > "$KUBEXEC_XCOM_PATH"`},
+		{"sidecar", "json", `echo 'rows: 3' > "$KUBEXEC_XCOM_PATH"`},
+		{"termination-message", "json", `echo '{"rows": ' > "$KUBEXEC_XCOM_PATH"`},
+		{"sidecar", "", `printf 'caf\351' > "$KUBEXEC_XCOM_PATH"`},
+		{"sidecar", "text", `printf 'caf\351' > "$KUBEXEC_XCOM_PATH"`},
+		// (A termination message reaches kubexec through the API server,
+		// which makes it UTF-8: a byte that is not becomes U+FFFD.)
 	} {
 		key := testKey(t)
-		key.Attempt = i
-		pod := e.run(t, key, tc.script, map[string]string{xcom.AnnotationChannel: tc.channel})
+		key.Attempt = i + 1
+		annotations := map[string]string{xcom.AnnotationChannel: tc.channel}
+		if tc.format != "" {
+			annotations[xcom.AnnotationFormat] = tc.format
+		}
+		pod := e.run(t, key, tc.script, annotations)
 		pod, ref, err := e.collect(t, pod, key)
-		require.ErrorIs(t, err, xcom.ErrNotJSON, tc.channel)
+		require.ErrorIs(t, err, xcom.ErrNotJSON, "%+v", tc)
+		require.ErrorIs(t, err, kubexec.ErrXComValue, "final")
 		var verr *xcom.ValueError
 		require.ErrorAs(t, err, &verr)
 		require.Equal(t, key, verr.Key)
@@ -272,10 +413,23 @@ func TestTooLarge(t *testing.T) {
 	e := setup(t, xcom.Config{})
 	key := testKey(t)
 	// 5000 bytes: more than a termination message holds.
-	pod := e.run(t, key, `{ printf '"'; head -c 5000 /dev/zero | tr '\0' x; printf '"'; } > /dev/termination-log`, nil)
+	pod := e.run(t, key, `{ printf '"'; head -c 5000 /dev/zero | tr '\0' x; printf '"'; } > "$KUBEXEC_XCOM_PATH"`, nil)
 	_, _, err := e.collect(t, pod, key)
 	require.ErrorIs(t, err, xcom.ErrTooLarge)
-	require.ErrorContains(t, err, "sidecar channel")
+	require.ErrorContains(t, err, "sidecar channel: set the pod annotation "+xcom.AnnotationChannel+": sidecar")
+	// As text, too: the message the kubelet kept is not the value.
+	key.Attempt = 3
+	pod = e.run(t, key, `head -c 5000 /dev/zero | tr '\0' x > "$KUBEXEC_XCOM_PATH"`, nil)
+	_, ref, err := e.collect(t, pod, key)
+	require.Empty(t, ref)
+	require.ErrorIs(t, err, xcom.ErrTooLarge)
+	require.ErrorContains(t, err, "sidecar channel: set the pod annotation "+xcom.AnnotationChannel+": sidecar")
+	// 4095 bytes fit.
+	key.Attempt = 4
+	pod = e.run(t, key, `head -c 4095 /dev/zero | tr '\0' x > "$KUBEXEC_XCOM_PATH"`, nil)
+	_, ref, err = e.collect(t, pod, key)
+	require.NoError(t, err)
+	require.Len(t, e.value(t, ref), 4095+2)
 
 	// A sidecar value over the pod's own limit.
 	key.Attempt = 2
@@ -356,9 +510,9 @@ func TestPassToDownstream(t *testing.T) {
 // that wraps ErrInvalidConfig and names the field.
 func TestNewCollectorRejectsBadConfig(t *testing.T) {
 	cluster.Need(t)
-	_, err := xcom.NewCollector(cluster.Client(), cluster.RESTConfig(), &xcom.MemoryBackend{}, xcom.Config{DefaultChannel: "carrier-pigeon"})
+	_, err := xcom.NewCollector(cluster.Client(), cluster.RESTConfig(), &xcom.MemoryBackend{}, xcom.Config{Pod: xcom.PodConfig{Channel: "carrier-pigeon"}})
 	require.ErrorIs(t, err, xcom.ErrInvalidConfig)
-	require.ErrorContains(t, err, "Config.DefaultChannel")
+	require.ErrorContains(t, err, "Config.Pod.Channel")
 }
 
 // TestSidecarNodeGone: the node of a sidecar pod dies after the task wrote

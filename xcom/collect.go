@@ -22,6 +22,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	//lint:ignore SA1019 client-go's remotecommand.NewFallbackExecutor takes this package's IsUpgradeFailure; k8s.io/streaming is not a dependency of the module
 	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -34,24 +35,29 @@ import (
 // configuration; the error names the field and what to use instead.
 var ErrInvalidConfig = errors.New("xcom: invalid config")
 
-// Config configures a Collector. The zero Config is valid.
+// Config configures a Collector. The zero Config is valid: used as the
+// executor's Config.XCom, it prepares each pod for the termination
+// message channel (DefaultChannel) and reads the value from there, and a
+// pod that asks for the sidecar (AnnotationChannel) gets one.
 type Config struct {
-	// DefaultChannel is the channel of pods whose AnnotationChannel is not
-	// set. Default ChannelTerminationMessage.
-	DefaultChannel Channel
 	// MaxBytes is the largest value accepted from the sidecar channel, in
 	// bytes. A pod's AnnotationMaxBytes can lower it for that pod, never
 	// raise it. It also bounds what one read buffers: a read takes at most
-	// MaxBytes+1 bytes of the file. (The termination message channel is
-	// also capped at 4096 bytes by the kubelet.) Default 4 MiB.
+	// MaxBytes+1 bytes of the file. It counts the bytes the task wrote
+	// (a text value is stored as a JSON string, a little longer). (The
+	// termination message channel also takes at most 4095 bytes: the
+	// kubelet keeps 4096.) Default 4 MiB.
 	MaxBytes int64
 	// Logger receives what the Collector retries. Default: discarded.
 	Logger *slog.Logger
 	// Pod prepares each pod for its channel when the Collector is used as
 	// the executor's Config.XCom (it is then also the pods' middleware;
-	// see MutatePod): the same settings as Middleware's. Collect reads
-	// values only from a sidecar with Pod.SidecarImage: a Builder's
-	// Middleware must use the same image.
+	// see MutatePod): the same settings as Middleware's. Pod.Channel (by
+	// default DefaultChannel) is the one channel default: the channel the
+	// pods are prepared for, and the one Collect reads from a pod that
+	// records none (that neither Middleware nor MutatePod prepared).
+	// Collect reads values only from a sidecar with Pod.SidecarImage: a
+	// Builder's Middleware must use the same image.
 	Pod PodConfig
 	// GiveUpAfter is how long the sidecar of a pod may leave exec
 	// unanswered (its node is gone or its kubelet is down, or exec is
@@ -149,8 +155,11 @@ func NewCollector(client kubernetes.Interface, config *rest.Config, backend Back
 	case backend == nil:
 		return nil, errors.New("xcom: NewCollector: backend is nil: pass a Backend, e.g. xcom.NewFileBackend(dir)")
 	}
-	if cfg.DefaultChannel == "" {
-		cfg.DefaultChannel = ChannelTerminationMessage
+	if cfg.Pod.Channel == "" {
+		cfg.Pod.Channel = DefaultChannel
+	}
+	if cfg.Pod.Path == "" {
+		cfg.Pod.Path = DefaultPath
 	}
 	if cfg.MaxBytes == 0 {
 		cfg.MaxBytes = defaultMaxBytes
@@ -168,8 +177,8 @@ func NewCollector(client kubernetes.Interface, config *rest.Config, backend Back
 		cfg.Pod.SidecarImage = DefaultSidecarImage
 	}
 	switch {
-	case cfg.DefaultChannel != ChannelTerminationMessage && cfg.DefaultChannel != ChannelSidecar && cfg.DefaultChannel != ChannelNone:
-		return nil, fmt.Errorf("%w: Config.DefaultChannel is %q; use %q, %q or %q", ErrInvalidConfig, cfg.DefaultChannel, ChannelTerminationMessage, ChannelSidecar, ChannelNone)
+	case !validChannel(cfg.Pod.Channel):
+		return nil, fmt.Errorf("%w: Config.Pod.Channel is %q; use %q, %q or %q (default %q)", ErrInvalidConfig, cfg.Pod.Channel, ChannelTerminationMessage, ChannelSidecar, ChannelNone, DefaultChannel)
 	case cfg.MaxBytes < 0:
 		return nil, fmt.Errorf("%w: Config.MaxBytes is %d; use a positive number of bytes (default 4 MiB)", ErrInvalidConfig, cfg.MaxBytes)
 	case cfg.GiveUpAfter < 0:
@@ -208,7 +217,7 @@ func (c *Collector) Collect(ctx context.Context, pod *corev1.Pod, key kubexec.Ta
 	if pod == nil {
 		return "", nil
 	}
-	s, err := podSettings(pod, c.cfg.DefaultChannel, DefaultPath)
+	s, err := podSettings(pod, c.cfg.Pod.Channel, c.cfg.Pod.Path)
 	if err != nil {
 		return "", err
 	}
@@ -261,13 +270,19 @@ func (c *Collector) fromTerminationMessage(ctx context.Context, pod *corev1.Pod,
 	if term == nil {
 		return "", nil
 	}
-	limit := min(s.maxBytes, terminationMessageLimit)
+	// The kubelet keeps the file's last bytes (up to kept): a message
+	// that fills them may be the end of a longer value, which must not
+	// pass for the value (as text, or as JSON that a cut made valid).
+	kept := podTerminationMessageLimit(pod)
+	limit := min(s.maxBytes, int64(kept-1))
 	verr := &ValueError{Key: key, Container: name, Source: "the termination message of container " + name, Size: int64(len(term.Message)), Limit: limit}
-	value, err := ParseValue([]byte(term.Message), limit)
-	if errors.Is(err, ErrNotJSON) && len(term.Message) >= terminationMessageLimit {
-		// The kubelet cut a longer message at 4096 bytes.
+	var value json.RawMessage
+	var err error
+	if len(term.Message) >= kept {
 		verr.Size = -1
-		err = fmt.Errorf("%w: the kubelet cut it at %d bytes", ErrTooLarge, terminationMessageLimit)
+		err = fmt.Errorf("%w: %w", ErrTooLarge, &cutError{size: len(term.Message)})
+	} else {
+		value, err = ParseValue([]byte(term.Message), limit, s.format)
 	}
 	switch {
 	case errors.Is(err, ErrMissing) && !s.required:
@@ -441,7 +456,7 @@ func (c *Collector) fromSidecar(ctx context.Context, seen *corev1.Pod, key kubex
 		case size > s.maxBytes:
 			verr.Err = tooLarge(size, s)
 		default:
-			value, verr.Err = ParseValue(data, s.maxBytes)
+			value, verr.Err = ParseValue(data, s.maxBytes, s.format)
 		}
 	}
 	var ref string
@@ -492,11 +507,12 @@ const answerMark = "kubexec-xcom"
 // through a symbolic link (which could lead out of the value's folder) and
 // never a FIFO or device (which could block or never end): it exits 3 when
 // the file does not exist, 5 for a symbolic link, 6 for anything but a
-// regular file.
+// regular file, 7 for a file the sidecar's user may not read.
 const readScript = `echo ` + answerMark + ` >&2
 if [ -L "$1" ]; then exit 5; fi
 [ -e "$1" ] || exit 3
 [ -f "$1" ] || exit 6
+[ -r "$1" ] || exit 7
 wc -c < "$1" >&2 || exit 4
 exec head -c "$2" "$1"`
 
@@ -539,6 +555,11 @@ func (c *Collector) readFile(ctx context.Context, pod *corev1.Pod, sidecar, file
 			return nil, -1, fmt.Errorf("%w: the file is a symbolic link; the task must write a regular file", ErrUnreadable)
 		case code == 6:
 			return nil, -1, fmt.Errorf("%w: the file is not a regular file (a FIFO, device, socket or folder); the task must write a regular file", ErrUnreadable)
+		case code == 7:
+			return nil, -1, fmt.Errorf("%w: the sidecar, which runs as %s, may not read the file: the task wrote it private to its own user "+
+				"(for example mode 0600, as a temporary file renamed into place is). The task must leave it readable by others (mode 0644, "+
+				"what a plain write gives), or the pod must name the task's user (securityContext.runAsUser), which the sidecar then runs as",
+				ErrUnreadable, sidecarUser(pod))
 		default:
 			return nil, -1, fmt.Errorf("%w: reading it in the sidecar exited with code %d: %s", ErrUnreadable, code, strings.TrimSpace(out))
 		}
@@ -556,6 +577,19 @@ func (c *Collector) readFile(ctx context.Context, pod *corev1.Pod, sidecar, file
 		return stdout.Bytes(), size, nil
 	}
 	return nil, -1, fmt.Errorf("xcom: read %s in pod %s/%s: %w", file, pod.Namespace, pod.Name, lastErr)
+}
+
+// sidecarUser says, for a person, which user pod's sidecar runs as.
+func sidecarUser(pod *corev1.Pod) string {
+	for _, c := range pod.Spec.Containers {
+		if c.Name == SidecarName && c.SecurityContext != nil && c.SecurityContext.RunAsUser != nil {
+			return "user " + strconv.FormatInt(*c.SecurityContext.RunAsUser, 10)
+		}
+	}
+	if sc := pod.Spec.SecurityContext; sc != nil && sc.RunAsUser != nil {
+		return "user " + strconv.FormatInt(*sc.RunAsUser, 10) + " (the pod's runAsUser)"
+	}
+	return "its image's user"
 }
 
 // stopScript makes the sidecar whose folder is $1 exit. The task shares

@@ -76,13 +76,21 @@ metadata:
 	// [{KUBEXEC_XCOM_PATH /airflow/xcom/return.json nil}]
 }
 
+// A value that is JSON is kept as it is; other text becomes a JSON string,
+// unless the pod asks for JSON only (xcom.kubexec.io/format: json).
 func ExampleParseValue() {
-	for _, s := range []string{` {"ok": true} `, `ok`, ``} {
-		v, err := xcom.ParseValue([]byte(s), 4096)
+	for _, s := range []string{` {"ok": true} `, "done\n", ``} {
+		v, err := xcom.ParseValue([]byte(s), 4096, xcom.FormatAuto)
 		fmt.Printf("%s %v\n", v, err)
 	}
+	_, err := xcom.ParseValue([]byte("done\n"), 4096, xcom.FormatJSON)
+	fmt.Println(err)
+	v, _ := xcom.ParseValue([]byte("42"), 4096, xcom.FormatText)
+	fmt.Printf("%s\n", v)
 	// Output:
 	// {"ok": true} <nil>
-	//  xcom: value is not JSON: invalid character 'o' looking for beginning of value
+	// "done" <nil>
 	//  xcom: required value missing
+	// xcom: value is not JSON: invalid character 'd' looking for beginning of value (the pod asks for JSON: xcom.kubexec.io/format is "json")
+	// "42"
 }

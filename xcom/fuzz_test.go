@@ -8,18 +8,26 @@ import (
 	"unicode/utf8"
 )
 
-// FuzzParseValue: ParseValue accepts exactly the inputs that are one JSON
-// value in UTF-8 within the limit once trimmed, and returns them trimmed.
+// FuzzParseValue: ParseValue accepts exactly the inputs that are UTF-8
+// within the limit once trimmed (and, in FormatJSON, one JSON value), and
+// returns one JSON value: the trimmed input itself when it is JSON (but in
+// FormatText), else a JSON string that holds the trimmed text.
 func FuzzParseValue(f *testing.F) {
-	for _, s := range []string{`{"a":1}`, ` [1, 2] `, `"x"`, `nul`, ``, "\"\xff\"", `{"a":1}{}`, `1e999`, `"\u0000"`} {
-		f.Add([]byte(s), int64(8))
+	for _, s := range []string{`{"a":1}`, ` [1, 2] `, `"x"`, `nul`, ``, "\"\xff\"", `{"a":1}{}`, `1e999`, `"\u0000"`,
+		"done\n", `a "quoted" \ path`, "tab\there", "<&>", "\u2028", "42"} {
+		for _, format := range []byte{0, 1, 2, 3} {
+			f.Add([]byte(s), int64(8), format)
+		}
 	}
-	f.Fuzz(func(t *testing.T, data []byte, limit int64) {
+	formats := []Format{"", FormatAuto, FormatJSON, FormatText}
+	f.Fuzz(func(t *testing.T, data []byte, limit int64, fb byte) {
 		if limit <= 0 {
 			limit = 1 - limit%1000
 		}
-		got, err := ParseValue(data, limit)
+		format := formats[int(fb)%len(formats)]
+		got, err := ParseValue(data, limit, format)
 		trimmed := bytes.TrimSpace(data)
+		isJSON := utf8.Valid(trimmed) && json.Valid(trimmed)
 		switch {
 		case len(trimmed) == 0:
 			if !errors.Is(err, ErrMissing) {
@@ -29,14 +37,27 @@ func FuzzParseValue(f *testing.F) {
 			if !errors.Is(err, ErrTooLarge) {
 				t.Fatalf("%q (limit %d): want ErrTooLarge, got %v", data, limit, err)
 			}
-		case !utf8.Valid(trimmed) || !json.Valid(trimmed):
+		case !utf8.Valid(trimmed):
 			if !errors.Is(err, ErrNotJSON) {
 				t.Fatalf("%q: want ErrNotJSON, got %v", data, err)
 			}
-		default:
-			if err != nil || !bytes.Equal(got, trimmed) {
-				t.Fatalf("%q: want %q, got %q, %v", data, trimmed, got, err)
+		case format == FormatJSON && !isJSON:
+			if !errors.Is(err, ErrNotJSON) {
+				t.Fatalf("%q (%s): want ErrNotJSON, got %v", data, format, err)
 			}
+		case format != FormatText && isJSON:
+			if err != nil || !bytes.Equal(got, trimmed) {
+				t.Fatalf("%q (%s): want %q, got %q, %v", data, format, trimmed, got, err)
+			}
+		default:
+			// Text: a JSON string that holds exactly the trimmed text.
+			var text string
+			if err != nil || !json.Valid(got) || json.Unmarshal(got, &text) != nil || text != string(trimmed) {
+				t.Fatalf("%q (%s): want the JSON string of %q, got %q, %v", data, format, trimmed, got, err)
+			}
+		}
+		if err == nil && !json.Valid(got) {
+			t.Fatalf("%q (%s): %q is not JSON", data, format, got)
 		}
 	})
 }

@@ -19,10 +19,14 @@ import (
 type Channel string
 
 const (
-	// ChannelTerminationMessage: the task writes its value to its main
-	// container's terminationMessagePath (/dev/termination-log unless the
-	// pod says otherwise). No sidecar and no exec are needed; the kubelet
-	// keeps at most 4096 bytes.
+	// ChannelTerminationMessage (DefaultChannel): the task writes its value
+	// to its main container's terminationMessagePath (/dev/termination-log
+	// unless the pod says otherwise), the file EnvPath names. No sidecar
+	// and no exec are needed, but the kubelet keeps only the last 4096
+	// bytes of the file (less in a pod of more than three containers,
+	// which share 12 KiB): a message that fills what the kubelet keeps
+	// may have been cut, and fails with ErrTooLarge, so values are at
+	// most 4095 bytes. Larger values go through ChannelSidecar.
 	ChannelTerminationMessage Channel = "termination-message"
 	// ChannelSidecar: the task writes its value to a file in a folder
 	// shared with a small sidecar (an emptyDir); once the main container
@@ -31,6 +35,31 @@ const (
 	ChannelSidecar Channel = "sidecar"
 	// ChannelNone: the task produces no value.
 	ChannelNone Channel = "none"
+
+	// DefaultChannel is the channel of a pod that names none, for
+	// Middleware and Collector alike (PodConfig.Channel changes it).
+	DefaultChannel = ChannelTerminationMessage
+)
+
+// Format says how the Collector reads the bytes a task wrote. Whatever the
+// format, whitespace around the value is dropped, the rest must be UTF-8,
+// and what is stored (and handed to downstream tasks by Pass) is one JSON
+// value.
+type Format string
+
+const (
+	// FormatAuto (the default): a value that is valid JSON is stored as
+	// it is; any other text is stored as a JSON string holding the text,
+	// so that a task may return done or a path as well as {"rows": 3}.
+	// Broken JSON is stored as text too: a pod that asks for FormatJSON
+	// has it fail instead.
+	FormatAuto Format = "auto"
+	// FormatJSON: the value must be one JSON value; anything else fails
+	// with ErrNotJSON.
+	FormatJSON Format = "json"
+	// FormatText: the value is text, stored as a JSON string even when it
+	// looks like JSON (42 is stored as "42").
+	FormatText Format = "text"
 )
 
 // Pod annotations. A task chooses its channel with them, usually in its
@@ -41,12 +70,15 @@ const (
 //	    xcom.kubexec.io/channel: sidecar
 //	    xcom.kubexec.io/path: /airflow/xcom/return.json
 //	    xcom.kubexec.io/required: "true"
+//	    xcom.kubexec.io/format: json
 //
 // Middleware reads them when the pod is built; Collector reads them when
 // the attempt has ended.
 const (
 	// AnnotationChannel holds the pod's Channel. Default:
-	// PodConfig.Channel, then Config.DefaultChannel.
+	// PodConfig.Channel (Config.Pod.Channel for the Collector), else
+	// DefaultChannel. Middleware records the channel it prepared the pod
+	// for here, so that Collect reads what the pod was prepared for.
 	AnnotationChannel = "xcom.kubexec.io/channel"
 	// AnnotationPath holds the file the task writes its value to, for
 	// ChannelSidecar. Default: PodConfig.Path, DefaultPath.
@@ -55,6 +87,9 @@ const (
 	// a task that succeeds without one fails with ErrMissing. Default
 	// "false".
 	AnnotationRequired = "xcom.kubexec.io/required"
+	// AnnotationFormat holds the pod's Format: "auto" (the default),
+	// "json" or "text".
+	AnnotationFormat = "xcom.kubexec.io/format"
 	// AnnotationMaxBytes holds the largest value accepted for this pod, in
 	// bytes. It can only lower the host's Config.MaxBytes: a larger number
 	// is capped at Config.MaxBytes (a value over that fails with an
@@ -88,15 +123,14 @@ const (
 	// otherwise: any image with a POSIX sh, sleep, kill, head and wc.
 	DefaultSidecarImage = "busybox:1.37"
 	// EnvPath is set in the main container to the file it should write its
-	// value to, whatever the channel.
+	// value to, whatever the channel: its terminationMessagePath, or the
+	// file in the sidecar's folder. Writing that file is all a task does.
 	EnvPath = "KUBEXEC_XCOM_PATH"
 	// volumeName is the emptyDir shared by the main container and the
 	// sidecar.
 	volumeName = "kubexec-xcom"
 	// pidFile, in the shared folder, holds the sidecar's process id.
 	pidFile = ".kubexec-xcom.pid"
-	// defaultTerminationMessagePath is the kubelet's.
-	defaultTerminationMessagePath = "/dev/termination-log"
 )
 
 // sidecarScript keeps the sidecar alive until it is told to stop: it
@@ -110,9 +144,9 @@ while :; do sleep 1 & wait $!; done`
 // PodConfig configures Middleware. The zero PodConfig is valid.
 type PodConfig struct {
 	// Channel is the channel of pods whose AnnotationChannel is not set.
-	// Default: none, which leaves the choice to Config.DefaultChannel when
-	// the value is collected (termination message unless the host says
-	// otherwise).
+	// Default DefaultChannel (the termination message). In a Collector's
+	// Config.Pod, it is also the channel Collect reads from a pod that
+	// neither Middleware nor MutatePod prepared.
 	Channel Channel
 	// Path is the file of ChannelSidecar pods whose AnnotationPath is not
 	// set. Default DefaultPath; AirflowPath for Airflow images.
@@ -128,19 +162,27 @@ type PodConfig struct {
 }
 
 // Middleware returns a podtemplate.Middleware that prepares each pod for
-// its channel (AnnotationChannel, else cfg.Channel):
+// its channel (AnnotationChannel, else cfg.Channel, else DefaultChannel):
 //
+//   - ChannelTerminationMessage: the main container's
+//     terminationMessagePath is set (to the kubelet's default,
+//     /dev/termination-log, unless the pod names another) and EnvPath
+//     names it.
 //   - ChannelSidecar: an emptyDir mounted at the folder of the value's
 //     file in the main container and in a sidecar container, SidecarName,
 //     that waits until Collector stops it. The sidecar runs as the main
 //     container's user (or 65534 when none is set), without privileges, so
-//     the pod still meets the restricted Pod Security Standard.
-//   - ChannelTerminationMessage: nothing but EnvPath.
+//     the pod still meets the restricted Pod Security Standard. EnvPath
+//     names the file.
+//   - ChannelNone: nothing.
 //
-// In both, the main container gets EnvPath, the file to write the value
-// to, and the pod's annotations record the channel and path for Collector.
-// A pod whose annotations are invalid fails the build.
+// The pod's annotations record the channel (and, for the sidecar, the
+// path) for Collector. A pod whose annotations are invalid fails the
+// build.
 func Middleware(cfg PodConfig) podtemplate.Middleware {
+	if cfg.Channel == "" {
+		cfg.Channel = DefaultChannel
+	}
 	if cfg.Path == "" {
 		cfg.Path = DefaultPath
 	}
@@ -159,19 +201,19 @@ func Middleware(cfg PodConfig) podtemplate.Middleware {
 		if pod.Annotations == nil {
 			pod.Annotations = map[string]string{}
 		}
+		pod.Annotations[AnnotationChannel] = string(s.channel)
 		switch s.channel {
-		case ChannelNone, "":
+		case ChannelNone:
 			return nil
 		case ChannelTerminationMessage:
-			pod.Annotations[AnnotationChannel] = string(s.channel)
-			p := main.TerminationMessagePath
-			if p == "" {
-				p = defaultTerminationMessagePath
+			// The kubelet reads the file at terminationMessagePath into
+			// the status Collect reads: the task is told that file.
+			if main.TerminationMessagePath == "" {
+				main.TerminationMessagePath = corev1.TerminationMessagePathDefault
 			}
-			setEnv(main, EnvPath, p)
+			setEnv(main, EnvPath, main.TerminationMessagePath)
 			return nil
 		}
-		pod.Annotations[AnnotationChannel] = string(s.channel)
 		pod.Annotations[AnnotationPath] = s.path
 		pod.Annotations[AnnotationSidecar] = SidecarName
 		return addSidecar(pod, main, s.path, cfg)
@@ -314,6 +356,7 @@ func checkSidecar(pod *corev1.Pod, file, image string) string {
 type settings struct {
 	channel  Channel
 	path     string
+	format   Format
 	required bool
 	maxBytes int64 // 0: the Collector's
 	// askedMaxBytes is AnnotationMaxBytes when the Collector capped it at
@@ -322,16 +365,22 @@ type settings struct {
 }
 
 // podSettings reads pod's annotations; channel and file are the defaults.
+// An annotation set to "" counts as not set.
 func podSettings(pod *corev1.Pod, channel Channel, file string) (settings, error) {
-	s := settings{channel: channel, path: file}
+	s := settings{channel: channel, path: file, format: FormatAuto}
 	a := pod.Annotations
-	if v, ok := a[AnnotationChannel]; ok {
-		s.channel = Channel(v)
+	from := "the configured channel (xcom.PodConfig.Channel)"
+	if v := a[AnnotationChannel]; v != "" {
+		s.channel, from = Channel(v), "annotation "+AnnotationChannel
 	}
-	switch s.channel {
-	case "", ChannelNone, ChannelTerminationMessage, ChannelSidecar:
-	default:
-		return s, fmt.Errorf("xcom: pod %s: annotation %s is %q; use %q, %q or %q", pod.Name, AnnotationChannel, s.channel, ChannelTerminationMessage, ChannelSidecar, ChannelNone)
+	if !validChannel(s.channel) {
+		return s, fmt.Errorf("xcom: pod %s: %s is %q; use %q, %q or %q", pod.Name, from, s.channel, ChannelTerminationMessage, ChannelSidecar, ChannelNone)
+	}
+	if v := a[AnnotationFormat]; v != "" {
+		s.format = Format(v)
+		if !validFormat(s.format) {
+			return s, fmt.Errorf("xcom: pod %s: annotation %s is %q; use %q, %q or %q", pod.Name, AnnotationFormat, v, FormatAuto, FormatJSON, FormatText)
+		}
 	}
 	if v, ok := a[AnnotationPath]; ok {
 		s.path = v
@@ -356,6 +405,14 @@ func podSettings(pod *corev1.Pod, channel Channel, file string) (settings, error
 		s.maxBytes = n
 	}
 	return s, nil
+}
+
+func validChannel(c Channel) bool {
+	return c == ChannelTerminationMessage || c == ChannelSidecar || c == ChannelNone
+}
+
+func validFormat(f Format) bool {
+	return f == FormatAuto || f == FormatJSON || f == FormatText
 }
 
 // mainContainer is the container that runs the task (kubexec.MainContainer).

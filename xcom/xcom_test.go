@@ -18,36 +18,56 @@ import (
 
 var unitKey = kubexec.TaskKey{WorkflowID: "etl", TaskID: "extract", RunID: "r1", MapIndex: kubexec.NotMapped, Attempt: 1}
 
+// TestParseValue: JSON is read as JSON, other text (FormatAuto) as a JSON
+// string, unless the pod asks for JSON only (FormatJSON) or for text
+// (FormatText); the format changes neither the limit nor what is missing.
 func TestParseValue(t *testing.T) {
 	t.Parallel()
-	for _, tc := range []struct {
-		in    string
-		limit int64
-		want  string
+	type want struct {
+		value string
 		err   error
-	}{
-		{`{"a": 1}`, 100, `{"a": 1}`, nil},
-		{"  [1,2]\n", 100, `[1,2]`, nil},
-		{`"text"`, 100, `"text"`, nil},
-		{`42`, 2, `42`, nil},
-		{"  42 \n\n", 2, `42`, nil}, // whitespace does not count
-		{`null`, 100, `null`, nil},
-		{``, 100, ``, ErrMissing},
-		{" \n\t", 100, ``, ErrMissing},
-		{`{"a": 1}`, 7, ``, ErrTooLarge},
-		{`{"a": }`, 100, ``, ErrNotJSON},
-		{`1 2`, 100, ``, ErrNotJSON},
-		{`hello`, 100, ``, ErrNotJSON},
-		{"\"\xff\"", 100, ``, ErrNotJSON},
-	} {
-		got, err := ParseValue([]byte(tc.in), tc.limit)
-		if tc.err != nil {
-			require.ErrorIs(t, err, tc.err, "%q", tc.in)
-			continue
-		}
-		require.NoError(t, err, "%q", tc.in)
-		require.Equal(t, tc.want, string(got))
 	}
+	for _, tc := range []struct {
+		in               string
+		limit            int64
+		auto, json, text want
+	}{
+		{`{"a": 1}`, 100, want{`{"a": 1}`, nil}, want{`{"a": 1}`, nil}, want{`"{\"a\": 1}"`, nil}},
+		{"  [1,2]\n", 100, want{`[1,2]`, nil}, want{`[1,2]`, nil}, want{`"[1,2]"`, nil}},
+		{`"text"`, 100, want{`"text"`, nil}, want{`"text"`, nil}, want{`"\"text\""`, nil}},
+		{`42`, 2, want{`42`, nil}, want{`42`, nil}, want{`"42"`, nil}},
+		{"  42 \n\n", 2, want{`42`, nil}, want{`42`, nil}, want{`"42"`, nil}}, // whitespace does not count
+		{`null`, 100, want{`null`, nil}, want{`null`, nil}, want{`"null"`, nil}},
+		{``, 100, want{err: ErrMissing}, want{err: ErrMissing}, want{err: ErrMissing}},
+		{" \n\t", 100, want{err: ErrMissing}, want{err: ErrMissing}, want{err: ErrMissing}},
+		{`{"a": 1}`, 7, want{err: ErrTooLarge}, want{err: ErrTooLarge}, want{err: ErrTooLarge}},
+		{`hello world`, 5, want{err: ErrTooLarge}, want{err: ErrTooLarge}, want{err: ErrTooLarge}},
+		{`{"a": }`, 100, want{`"{\"a\": }"`, nil}, want{err: ErrNotJSON}, want{`"{\"a\": }"`, nil}},
+		{`1 2`, 100, want{`"1 2"`, nil}, want{err: ErrNotJSON}, want{`"1 2"`, nil}},
+		{"hello\n", 100, want{`"hello"`, nil}, want{err: ErrNotJSON}, want{`"hello"`, nil}},
+		{"s3://bucket/a b.csv", 100, want{`"s3://bucket/a b.csv"`, nil}, want{err: ErrNotJSON}, want{`"s3://bucket/a b.csv"`, nil}},
+		{"rows: 3\nok: <yes> & \"no\"\t\\", 100, want{`"rows: 3\nok: <yes> & \"no\"\t\\"`, nil}, want{err: ErrNotJSON},
+			want{`"rows: 3\nok: <yes> & \"no\"\t\\"`, nil}},
+		{"caf\u00e9\u2028ok", 100, want{`"café\u2028ok"`, nil}, want{err: ErrNotJSON}, want{`"café\u2028ok"`, nil}},
+		{"\"\xff\"", 100, want{err: ErrNotJSON}, want{err: ErrNotJSON}, want{err: ErrNotJSON}},
+		{"\xff", 100, want{err: ErrNotJSON}, want{err: ErrNotJSON}, want{err: ErrNotJSON}},
+	} {
+		for format, w := range map[Format]want{"": tc.auto, FormatAuto: tc.auto, FormatJSON: tc.json, FormatText: tc.text} {
+			got, err := ParseValue([]byte(tc.in), tc.limit, format)
+			if w.err != nil {
+				require.ErrorIs(t, err, w.err, "%q as %q", tc.in, format)
+				require.Nil(t, got)
+				continue
+			}
+			require.NoError(t, err, "%q as %q", tc.in, format)
+			require.Equal(t, w.value, string(got), "%q as %q", tc.in, format)
+			require.True(t, json.Valid(got))
+		}
+	}
+	_, err := ParseValue([]byte(`1`), 100, "yaml")
+	require.ErrorContains(t, err, `format "yaml"`)
+	_, err = ParseValue([]byte(`{`), 100, FormatJSON)
+	require.ErrorContains(t, err, AnnotationFormat+` is "json"`, "the error says why the text is not taken as text")
 }
 
 func TestBackends(t *testing.T) {
@@ -125,10 +145,26 @@ func TestMiddlewareTerminationMessage(t *testing.T) {
 	require.NoError(t, Middleware(PodConfig{Channel: ChannelSidecar})(context.Background(), pod))
 	require.Len(t, pod.Spec.Containers, 1)
 	require.Contains(t, pod.Spec.Containers[0].Env, corev1.EnvVar{Name: EnvPath, Value: "/dev/termination-log"})
+	require.Equal(t, "/dev/termination-log", pod.Spec.Containers[0].TerminationMessagePath)
 
+	// The default channel.
 	pod = newPod(nil)
 	require.NoError(t, Middleware(PodConfig{})(context.Background(), pod))
-	require.Equal(t, newPod(map[string]string{}), pod, "no channel: unchanged")
+	require.Equal(t, map[string]string{AnnotationChannel: "termination-message"}, pod.Annotations)
+	require.Equal(t, []corev1.EnvVar{{Name: EnvPath, Value: "/dev/termination-log"}}, pod.Spec.Containers[0].Env)
+
+	// A pod's own terminationMessagePath is the file to write.
+	pod = newPod(nil)
+	pod.Spec.Containers[0].TerminationMessagePath = "/tmp/result.json"
+	require.NoError(t, Middleware(PodConfig{})(context.Background(), pod))
+	require.Equal(t, []corev1.EnvVar{{Name: EnvPath, Value: "/tmp/result.json"}}, pod.Spec.Containers[0].Env)
+	require.Equal(t, "/tmp/result.json", pod.Spec.Containers[0].TerminationMessagePath)
+
+	// No channel: nothing but the record of it.
+	pod = newPod(nil)
+	require.NoError(t, Middleware(PodConfig{Channel: ChannelNone})(context.Background(), pod))
+	want := newPod(map[string]string{AnnotationChannel: "none"})
+	require.Equal(t, want, pod)
 }
 
 func TestMiddlewareRejectsBadAnnotations(t *testing.T) {
@@ -140,6 +176,7 @@ func TestMiddlewareRejectsBadAnnotations(t *testing.T) {
 		{AnnotationChannel: "sidecar", AnnotationPath: "/a/../b/x.json"},
 		{AnnotationRequired: "yes please"},
 		{AnnotationMaxBytes: "-1"},
+		{AnnotationFormat: "yaml"},
 	} {
 		require.Error(t, Middleware(PodConfig{})(context.Background(), newPod(a)), "%v", a)
 	}
@@ -216,9 +253,9 @@ func TestRecallTrustsOnlyItsPod(t *testing.T) {
 	require.Empty(t, why, "no record is nothing to warn about")
 }
 
-// ParseErr returns the error ParseValue gives for s.
+// ParseErr returns the error ParseValue gives for s as JSON.
 func ParseErr(s string) error {
-	_, err := ParseValue([]byte(s), 100)
+	_, err := ParseValue([]byte(s), 100, FormatJSON)
 	return err
 }
 
