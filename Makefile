@@ -1,6 +1,8 @@
 # kubexec: the two commands a new user needs are `make run` and `make test`.
 GO ?= go
 BIN := $(CURDIR)/_output/bin
+# staticcheck, pinned, from the Go module proxy (built once, then cached).
+STATICCHECK := $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 export KUBEXEC_DEVCLUSTER_BIN := $(BIN)
 
 .PHONY: run test test-unit test-loaded devcluster vet docs cluster-up cluster-down fmt bench
@@ -11,11 +13,11 @@ export KUBEXEC_DEVCLUSTER_BIN := $(BIN)
 run: devcluster
 	$(GO) -C examples/scheduler run . run workflows/sample.yaml
 
-## test: build the dev cluster, then vet, check the docs and run every
+## test: build the dev cluster, then vet (go vet, gofmt, staticcheck), check the docs and run every
 ## test with -race.
 test: devcluster vet docs
 	$(GO) test -race -count=1 -timeout 30m $(GOTESTFLAGS) ./...
-	cd examples/scheduler && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 30m $(GOTESTFLAGS) ./...
+	cd examples/scheduler && $(GO) vet ./... && $(STATICCHECK) ./... && $(GO) test -race -count=1 -timeout 30m $(GOTESTFLAGS) ./...
 
 ## test-unit: the fast loop, to run after every change: every test that
 ## needs no dev cluster (go test -short), in both modules, without building
@@ -60,6 +62,7 @@ docs/check/node_modules/.package-lock.json: docs/check/package-lock.json
 
 vet:
 	$(GO) vet ./...
+	$(STATICCHECK) ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
 ## cluster-up: start a dev cluster in the background; prints its kubeconfig.

@@ -1,7 +1,6 @@
 package kubexec
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -102,33 +101,6 @@ func GroupSelector(group, executorID string) (labels.Selector, error) {
 		mustRequirement(LabelDone, selection.NotEquals, DoneValue),
 		mustRequirement(LabelExecutor, selection.NotEquals, executorID),
 	), nil
-}
-
-// Ended is the outcome kubexec recorded on a pod it decided must end.
-type Ended struct {
-	Reason  Reason `json:"reason"`
-	Message string `json:"message,omitempty"`
-}
-
-// EndedAnnotation returns the value of [AnnotationEnded] for e.
-func EndedAnnotation(e Ended) string {
-	b, _ := json.Marshal(e) // a struct of strings always marshals
-	return string(b)
-}
-
-// EndedFromObject returns the outcome recorded on obj by
-// [AnnotationEnded], and false when it carries none or one that does not
-// name a known reason.
-func EndedFromObject(obj metav1.Object) (Ended, bool) {
-	v, ok := obj.GetAnnotations()[AnnotationEnded]
-	if !ok {
-		return Ended{}, false
-	}
-	var e Ended
-	if err := json.Unmarshal([]byte(v), &e); err != nil || !e.Reason.Known() {
-		return Ended{}, false
-	}
-	return e, true
 }
 
 // ValidUTF8 returns r with every string made valid UTF-8: each invalid

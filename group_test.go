@@ -58,23 +58,6 @@ func TestGroupSelector(t *testing.T) {
 	require.ErrorIs(t, err, kubexec.ErrInvalidGroup)
 }
 
-func TestEndedAnnotationRoundTrip(t *testing.T) {
-	t.Parallel()
-	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{}}}
-	_, ok := kubexec.EndedFromObject(p)
-	require.False(t, ok)
-	e := kubexec.Ended{Reason: kubexec.ReasonRevoked, Message: `the host "revoked" it`}
-	p.Annotations[kubexec.AnnotationEnded] = kubexec.EndedAnnotation(e)
-	got, ok := kubexec.EndedFromObject(p)
-	require.True(t, ok)
-	require.Equal(t, e, got)
-	for _, bad := range []string{"", "{", `{"reason":"NoSuchReason"}`} {
-		p.Annotations[kubexec.AnnotationEnded] = bad
-		_, ok := kubexec.EndedFromObject(p)
-		require.False(t, ok, "%q", bad)
-	}
-}
-
 func TestResultValidUTF8(t *testing.T) {
 	t.Parallel()
 	tests := []struct{ in, want string }{

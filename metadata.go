@@ -331,6 +331,34 @@ func ActiveSelector(executorID string) (labels.Selector, error) {
 	return sel.Add(mustRequirement(LabelDone, selection.NotEquals, DoneValue)), nil
 }
 
+// DoneSelector selects the pods owned by the executor executorID that are
+// marked done: released, and kept by the GC policy. Errors come from
+// [ValidateExecutorID].
+func DoneSelector(executorID string) (labels.Selector, error) {
+	sel, err := ExecutorSelector(executorID)
+	if err != nil {
+		return nil, err
+	}
+	return sel.Add(mustRequirement(LabelDone, selection.Equals, DoneValue)), nil
+}
+
+// LeaseSelector selects the kubexec Leases of the adoption group group (the
+// executor instances' and the sweeps' claims), or those of no group when
+// group is empty. Errors come from [ValidateGroup].
+func LeaseSelector(group string) (labels.Selector, error) {
+	if group == "" {
+		r, err := labels.NewRequirement(LabelGroup, selection.DoesNotExist, nil)
+		if err != nil {
+			return nil, err
+		}
+		return ManagedSelector().Add(*r), nil
+	}
+	if err := ValidateGroup(group); err != nil {
+		return nil, err
+	}
+	return ManagedSelector().Add(mustRequirement(LabelGroup, selection.Equals, group)), nil
+}
+
 // mustRequirement builds a requirement from values that were validated
 // before (constants and validated executor ids).
 func mustRequirement(key string, op selection.Operator, value string) labels.Requirement {

@@ -231,3 +231,28 @@ func TestSelectors(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, active.String(), parsed.String())
 }
+
+func TestDoneAndLeaseSelectors(t *testing.T) {
+	t.Parallel()
+	done, err := kubexec.DoneSelector("me")
+	require.NoError(t, err)
+	require.True(t, done.Matches(labels.Set{kubexec.LabelManagedBy: kubexec.ManagedByValue, kubexec.LabelExecutor: "me", kubexec.LabelDone: kubexec.DoneValue}))
+	require.False(t, done.Matches(labels.Set{kubexec.LabelManagedBy: kubexec.ManagedByValue, kubexec.LabelExecutor: "me"}), "not done")
+	require.False(t, done.Matches(labels.Set{kubexec.LabelManagedBy: kubexec.ManagedByValue, kubexec.LabelExecutor: "other", kubexec.LabelDone: kubexec.DoneValue}), "another executor's")
+	_, err = kubexec.DoneSelector("")
+	require.Error(t, err)
+
+	managed := labels.Set{kubexec.LabelManagedBy: kubexec.ManagedByValue}
+	grouped := labels.Set{kubexec.LabelManagedBy: kubexec.ManagedByValue, kubexec.LabelGroup: "etl"}
+	ofGroup, err := kubexec.LeaseSelector("etl")
+	require.NoError(t, err)
+	require.True(t, ofGroup.Matches(grouped))
+	require.False(t, ofGroup.Matches(managed), "no group")
+	noGroup, err := kubexec.LeaseSelector("")
+	require.NoError(t, err)
+	require.True(t, noGroup.Matches(managed))
+	require.False(t, noGroup.Matches(grouped), "another deployment's")
+	require.False(t, noGroup.Matches(labels.Set{}), "not kubexec's")
+	_, err = kubexec.LeaseSelector("Not A Label!")
+	require.ErrorIs(t, err, kubexec.ErrInvalidGroup)
+}

@@ -1,111 +1,13 @@
 package kubexec
 
-import (
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/base64"
-	"errors"
-	"fmt"
-	"strconv"
-	"strings"
-
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-)
+import "strings"
 
 // AnnotationProvenance holds the provenance mark of a pod that a kubexec
-// executor created: see [Provenance].
+// executor created: an HMAC-SHA256, keyed by a secret the executors of one
+// deployment share, over the pod's namespace, name and task key, so that a
+// pod someone else created with kubexec's labels is told apart (see
+// executor.Config.ProvenanceKey).
 const AnnotationProvenance = Domain + "/provenance"
-
-// MinProvenanceKeyBytes is the shortest key [NewProvenance] accepts.
-const MinProvenanceKeyBytes = 32
-
-// provenanceVersion prefixes every mark, so that the scheme can change.
-const provenanceVersion = "v1."
-
-var (
-	// ErrNoProvenance: the pod carries no provenance mark.
-	ErrNoProvenance = errors.New("kubexec: the pod carries no provenance mark")
-	// ErrBadProvenance: the pod's provenance mark was not made for it with
-	// this key.
-	ErrBadProvenance = errors.New("kubexec: the pod's provenance mark does not match")
-)
-
-// Provenance marks the pods an executor creates, and tells them from pods
-// that someone else created with the same labels and annotations. The mark
-// ([AnnotationProvenance]) is an HMAC-SHA256, keyed by a secret the
-// executors of one deployment share, over the pod's namespace, name and
-// task key: whoever can create pods but does not hold the key cannot make
-// a mark that verifies, for any pod.
-//
-// What it does not stop: a mark is bound to the pod's namespace, name and
-// key, not to one pod object, so a pod creator who read a genuine pod's
-// mark can create a pod with the same name, namespace and mark once the
-// genuine pod is gone. An executor never takes such a pod for the pod it
-// created in the same process (it checks the pod's UID too); after a
-// restart it would. The ValidatingAdmissionPolicy that ships with the
-// executor (executor/admission-policy.yaml) closes that gap on the
-// cluster's side: only the executor's identity may create pods that carry
-// kubexec's labels.
-//
-// A Provenance is safe for concurrent use.
-type Provenance struct {
-	key []byte
-}
-
-// NewProvenance returns a Provenance keyed by key, which must hold at
-// least [MinProvenanceKeyBytes] random bytes and is copied.
-func NewProvenance(key []byte) (*Provenance, error) {
-	if len(key) < MinProvenanceKeyBytes {
-		return nil, fmt.Errorf("kubexec: a provenance key needs at least %d random bytes, not %d: generate one with crypto/rand (or `head -c 32 /dev/urandom`)",
-			MinProvenanceKeyBytes, len(key))
-	}
-	return &Provenance{key: append([]byte(nil), key...)}, nil
-}
-
-// Sign sets obj's [AnnotationProvenance] to the mark of its namespace,
-// name and task key. Call it last, once the namespace, name and key
-// annotations are final ([ApplyMetadata]).
-func (p *Provenance) Sign(obj metav1.Object) error {
-	mark, err := p.mark(obj)
-	if err != nil {
-		return err
-	}
-	a := overlay(obj.GetAnnotations(), []string{AnnotationProvenance}, map[string]string{AnnotationProvenance: mark})
-	obj.SetAnnotations(a)
-	return nil
-}
-
-// Verify reports whether obj carries the mark Sign gives it: nil, or an
-// error wrapping [ErrNoProvenance], [ErrBadProvenance] or (for a pod whose
-// key annotations do not decode) [ErrMalformedMetadata].
-func (p *Provenance) Verify(obj metav1.Object) error {
-	got, ok := obj.GetAnnotations()[AnnotationProvenance]
-	if !ok {
-		return fmt.Errorf("%w: pod %s/%s", ErrNoProvenance, obj.GetNamespace(), obj.GetName())
-	}
-	want, err := p.mark(obj)
-	if err != nil {
-		return err
-	}
-	if !hmac.Equal([]byte(got), []byte(want)) {
-		return fmt.Errorf("%w: pod %s/%s: it was not created by an executor holding this deployment's provenance key", ErrBadProvenance, obj.GetNamespace(), obj.GetName())
-	}
-	return nil
-}
-
-func (p *Provenance) mark(obj metav1.Object) (string, error) {
-	key, err := KeyFromObject(obj)
-	if err != nil {
-		return "", err
-	}
-	mac := hmac.New(sha256.New, p.key)
-	// Length-prefixed fields: no two different inputs write the same bytes.
-	for _, f := range []string{"kubexec provenance v1", obj.GetNamespace(), obj.GetName(),
-		key.WorkflowID, key.TaskID, key.RunID, strconv.Itoa(key.MapIndex), strconv.Itoa(key.Attempt)} {
-		mac.Write([]byte(strconv.Itoa(len(f)) + ":" + f))
-	}
-	return provenanceVersion + base64.RawURLEncoding.EncodeToString(mac.Sum(nil)), nil
-}
 
 // InternalAnnotation reports whether an annotation is one that only kubexec
 // writes on a pod, after a template, override or middleware has run: the

@@ -4,7 +4,7 @@
 // # Identity and liveness
 //
 // Each executor instance has an id (kubexec.LabelExecutor on its pods) and
-// holds its own coordination.k8s.io Lease ([LeaseHolder]), renewed every
+// holds its own coordination.k8s.io Lease (named [LeaseName]), renewed every
 // RetryPeriod through a rate limiter of its own, so that renewals never
 // wait behind the client's other requests. [LeaseLiveness] decides from
 // the Leases who is alive without trusting other machines' clocks: an
@@ -15,18 +15,19 @@
 //
 // # Taking over pods
 //
-// [Relabel] moves a pod to a new owner with a metadata-only patch guarded by
+// The executor moves a pod to a new owner with a metadata-only patch guarded by
 // the resourceVersion it read: of two adopters, exactly one wins. The new
 // owner's watch then sees the pod and handles it like its own.
 //
-// [Sweeper] periodically lists the active kubexec pods of other instances
+// Its sweeper periodically lists the active kubexec pods of other instances
 // (paginated) and takes over those that are settled — ended, or being
 // deleted — when their owner is dead, so their results are saved and their
 // tracking finalizers removed even if no host ever asks. The executor's
 // sweeper settles ended pods straight from the list: a claim Lease per dead
-// instance and namespace swept ([ClaimName]), written once a sweep, makes
+// instance and namespace swept, written once a sweep, makes
 // it the one adopter of them, and releasing each pod is then all the
-// writing it takes. Pods being deleted that have not ended are relabelled. Pods of live instances are never touched. Running pods of
+// writing it takes. Pods being deleted that have not ended are relabelled. Pods of live
+// instances are never touched. Running pods of
 // dead instances are adopted when the host calls the executor's Adopt with
 // their attempts.
 //

@@ -11,10 +11,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/kubexec/kubexec"
-	"github.com/kubexec/kubexec/adoption"
+	"github.com/kubexec/kubexec/internal/fleet"
+	"github.com/kubexec/kubexec/watch"
 )
 
 // ErrOwnerAlive is wrapped by Adopt's error for attempts whose pod belongs
@@ -28,7 +28,13 @@ var ErrOwnerAlive = errors.New("executor: the pod's executor is alive")
 // reported as having no pod.
 var ErrOtherDeployment = errors.New("executor: the pod belongs to another deployment")
 
-// Adopt implements Executor. For each key it looks for the attempt's pod
+// Adopt takes over the pods of attempts launched by executor instances
+// that are gone: each pod found is tracked (relabelled to this executor
+// if it has not ended) until its result is saved and it is released. It returns the attempts that have no pod and no saved
+// result, for the host to reset. It is idempotent and safe to call
+// while running.
+//
+// For each key it looks for the attempt's pod
 // (its name is derived from the key) in the watched namespaces, then in
 // those where the other instances of its adoption group create pods (their
 // Leases list them). A pod of another instance is taken only if it belongs
@@ -52,7 +58,7 @@ var ErrOtherDeployment = errors.New("executor: the pod belongs to another deploy
 // Lease's duration (adoption.LeaseLiveness), so a host that gets
 // ErrOwnerAlive right after a crash (or right after this executor started)
 // calls Adopt again after that time.
-func (e *Kubernetes) Adopt(ctx context.Context, keys []kubexec.TaskKey) ([]kubexec.TaskKey, error) {
+func (e *Executor) Adopt(ctx context.Context, keys []kubexec.TaskKey) ([]kubexec.TaskKey, error) {
 	if err := e.checkRunning(); err != nil {
 		return nil, err
 	}
@@ -91,7 +97,7 @@ const maxAdoptTries = 5
 // the attempt has a pod. A relabel that loses a race is not a failure by
 // itself: the pod is read again and its owner checked again, and the error
 // is ErrOwnerAlive only when a live instance really holds it.
-func (e *Kubernetes) adoptOne(ctx context.Context, key kubexec.TaskKey, alive map[string]bool, elsewhere **[]string) (bool, error) {
+func (e *Executor) adoptOne(ctx context.Context, key kubexec.TaskKey, alive map[string]bool, elsewhere **[]string) (bool, error) {
 	for try := 1; ; try++ {
 		pod, err := e.findPod(ctx, key, elsewhere)
 		if err != nil {
@@ -126,7 +132,7 @@ func (e *Kubernetes) adoptOne(ctx context.Context, key kubexec.TaskKey, alive ma
 		if isAlive {
 			return true, fmt.Errorf("%w: %s runs in pod %s/%s of executor %q", ErrOwnerAlive, key, pod.Namespace, pod.Name, owner)
 		}
-		if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+		if watch.Ended(pod) {
 			// Ended: saved and released from the pod read, as the sweep
 			// does, with no relabel.
 			if _, err := e.settleAdopted(pod); err != nil {
@@ -134,12 +140,12 @@ func (e *Kubernetes) adoptOne(ctx context.Context, key kubexec.TaskKey, alive ma
 			}
 			return true, nil
 		}
-		err = adoption.Relabel(ctx, e.client, pod, e.cfg.ExecutorID)
+		err = fleet.Relabel(ctx, e.client, pod, e.cfg.ExecutorID)
 		switch {
 		case err == nil:
 			e.log.Info("adopted pod", "task", key, "pod", pod.Namespace+"/"+pod.Name, "from", owner)
 			return true, nil
-		case errors.Is(err, adoption.ErrConflict) && try < maxAdoptTries:
+		case errors.Is(err, fleet.ErrConflict) && try < maxAdoptTries:
 			e.log.Debug("pod changed owner while being adopted; reading it again", "task", key, "pod", pod.Namespace+"/"+pod.Name)
 			continue
 		default:
@@ -152,18 +158,14 @@ func (e *Kubernetes) adoptOne(ctx context.Context, key kubexec.TaskKey, alive ma
 // accounted for: tracked by this executor (its result being saved), or,
 // when the StateStore is a ResultLoader, already saved (its pod released,
 // for example by the adoption sweep). Such attempts must not be reset.
-func (e *Kubernetes) endedWithoutPod(ctx context.Context, key kubexec.TaskKey) (bool, error) {
+func (e *Executor) endedWithoutPod(ctx context.Context, key kubexec.TaskKey) (bool, error) {
 	e.mu.Lock()
 	_, tracked := e.attempts[key]
-	e.mu.Unlock()
+	e.unlock()
 	if tracked {
 		return true, nil
 	}
-	loader, ok := e.store.(ResultLoader)
-	if !ok {
-		return false, nil
-	}
-	_, saved, err := loader.LoadResult(ctx, key)
+	_, saved, err := e.store.LoadResult(ctx, key)
 	if err != nil {
 		return false, fmt.Errorf("executor: adopt %s: StateStore.LoadResult: %w", key, err)
 	}
@@ -171,7 +173,7 @@ func (e *Kubernetes) endedWithoutPod(ctx context.Context, key kubexec.TaskKey) (
 }
 
 // watches reports whether ns is one of the executor's namespaces.
-func (e *Kubernetes) watches(ns string) bool {
+func (e *Executor) watches(ns string) bool {
 	return e.cfg.allNamespaces() || slices.Contains(e.cfg.Namespaces, ns)
 }
 
@@ -179,7 +181,7 @@ func (e *Kubernetes) watches(ns string) bool {
 // in the executor's namespaces, then in those where the other instances
 // of its adoption group create pods (their Leases say which: see
 // groupNamespaces), read once per Adopt into elsewhere.
-func (e *Kubernetes) findPod(ctx context.Context, key kubexec.TaskKey, elsewhere **[]string) (*corev1.Pod, error) {
+func (e *Executor) findPod(ctx context.Context, key kubexec.TaskKey, elsewhere **[]string) (*corev1.Pod, error) {
 	pod, err := e.findPodIn(ctx, key, e.cfg.Namespaces)
 	if pod != nil || err != nil || e.cfg.allNamespaces() || e.cfg.AdoptionGroup == "" {
 		return pod, err
@@ -201,8 +203,8 @@ func (e *Kubernetes) findPod(ctx context.Context, key kubexec.TaskKey, elsewhere
 // where the instances of its adoption group create pods, from the
 // kubexec.AnnotationNamespaces of their Leases in LeaseNamespace ("" when
 // one of them creates pods in every namespace).
-func (e *Kubernetes) groupNamespaces(ctx context.Context) ([]string, error) {
-	sel, err := labels.Parse(kubexec.LabelGroup + "=" + e.cfg.AdoptionGroup)
+func (e *Executor) groupNamespaces(ctx context.Context) ([]string, error) {
+	sel, err := kubexec.LeaseSelector(e.cfg.AdoptionGroup)
 	if err != nil {
 		return nil, err
 	}
@@ -230,7 +232,7 @@ func (e *Kubernetes) groupNamespaces(ctx context.Context) ([]string, error) {
 }
 
 // findPodIn returns the attempt's pod in namespaces ([""]: all), or nil.
-func (e *Kubernetes) findPodIn(ctx context.Context, key kubexec.TaskKey, namespaces []string) (*corev1.Pod, error) {
+func (e *Executor) findPodIn(ctx context.Context, key kubexec.TaskKey, namespaces []string) (*corev1.Pod, error) {
 	name, err := kubexec.PodName(key)
 	if err != nil {
 		return nil, err

@@ -77,7 +77,7 @@ func TestCrashChildProcess(t *testing.T) {
 		}
 	}
 	for len(store.Results()) < n {
-		require.NoError(t, e.Heartbeat(ctx))
+		require.NoError(t, e.Heartbeat())
 		time.Sleep(100 * time.Millisecond)
 	}
 	stopCtx, cancel := context.WithTimeout(ctx, time.Minute)
@@ -244,7 +244,7 @@ func TestHighAvailability(t *testing.T) {
 		pods, err := cluster.Client().CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: kubexec.LabelExecutor + "=" + cfgA.ExecutorID})
 		return err == nil && len(pods.Items) == 6
 	})
-	require.NoError(t, b.Heartbeat(ctx))
+	require.NoError(t, b.Heartbeat())
 
 	// Both alive: B must not take A's pods.
 	noPod, err := b.Adopt(ctx, aKeys)
@@ -260,7 +260,7 @@ func TestHighAvailability(t *testing.T) {
 	// The host, seeing A gone, asks B to adopt A's attempts until A's
 	// Lease has expired.
 	require.NoError(t, wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
-		require.NoError(t, b.Heartbeat(ctx))
+		require.NoError(t, b.Heartbeat())
 		noPod, err := b.Adopt(ctx, aKeys)
 		require.Empty(t, noPod)
 		return err == nil, nil

@@ -443,7 +443,7 @@ func runKubexec(b *testing.B, cl *devcluster.Cluster, client kubernetes.Interfac
 	lastBeat := time.Time{}
 	last := waitDone(b, "kubexec", clock, n, func() {
 		if time.Since(lastBeat) >= airflowTick {
-			require.NoError(b, e.Heartbeat(ctx))
+			require.NoError(b, e.Heartbeat())
 			lastBeat = time.Now()
 		}
 	})

@@ -96,7 +96,7 @@ func BenchmarkLaunchThroughput(b *testing.B) {
 			require.NoError(b, e.Queue(parkedSpec(b, key("bench", i))))
 		}
 		for {
-			require.NoError(b, e.Heartbeat(ctx))
+			require.NoError(b, e.Heartbeat())
 			if n, _ := rec.counts(); n == benchCreates {
 				break
 			}
@@ -166,7 +166,7 @@ func BenchmarkResultLatency(b *testing.B) {
 			require.NoError(b, e.Queue(shell(key("latency", i), "exit 0")))
 		}
 		for {
-			require.NoError(b, e.Heartbeat(ctx))
+			require.NoError(b, e.Heartbeat())
 			if _, r := rec.counts(); r == n {
 				break
 			}

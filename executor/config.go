@@ -18,6 +18,7 @@ import (
 
 	"github.com/kubexec/kubexec"
 	"github.com/kubexec/kubexec/adoption"
+	"github.com/kubexec/kubexec/internal/provenance"
 	"github.com/kubexec/kubexec/logs"
 	"github.com/kubexec/kubexec/podtemplate"
 	"github.com/kubexec/kubexec/watch"
@@ -193,7 +194,7 @@ type Config struct {
 	// Lease, with client-go's rules (LeaseDuration > RenewDeadline > 1.2 ×
 	// RetryPeriod): LeaseDuration in whole seconds from 1s to 1h,
 	// RenewDeadline up to 1h, RetryPeriod from 100ms. Defaults 15s, 10s,
-	// 2s (filled in by adoption.LeaseConfig).
+	// 2s (the Lease defaults).
 	LeaseDuration time.Duration
 	RenewDeadline time.Duration
 	RetryPeriod   time.Duration
@@ -249,41 +250,28 @@ type Config struct {
 	// and adoptions. Pass slog.New(slog.DiscardHandler) to silence it.
 	// Default: slog.Default().
 	Logger *slog.Logger
-	// Metrics receives the executor's measurements; it may also implement
-	// SaveErrorMetrics, WatchMetrics, LeaseMetrics and SweepMetrics.
-	// Default NopMetrics.
+	// Metrics receives the executor's measurements. Default NopMetrics.
 	Metrics Metrics
 }
 
-// XComCollector reads the XCom value of an ended attempt; *xcom.Collector
-// implements it and both optional capabilities below. Collect returns the
-// value's reference, "" for none, an error matching kubexec.ErrXComValue
-// for a value that is unusable (final: the attempt fails with its message),
-// or another error (retried). It is called from the result workers, never
-// twice at once for the same attempt.
+// XComCollector reads the XCom value of an ended attempt and prepares the
+// pods that return one; *xcom.Collector implements it.
 //
-// Optional capabilities, detected by type assertion:
-//
-//   - [PodMutator]: the executor applies it to every pod it builds (after
-//     the Builder, before kubexec's metadata), so that setting Config.XCom
-//     alone prepares the pods. Fallback: the host adds the matching
-//     middleware to its Builder.
-//   - [XComWaiter]: says when a pod's main container has ended while a
-//     sidecar keeps the pod running, so the value is collected then (which
-//     lets the pod end). Fallback: values are collected once the pod ends.
+//   - MutatePod is applied to every pod the executor builds (after the
+//     Builder, before the policy step and kubexec's metadata), so that
+//     setting Config.XCom alone prepares the pods.
+//   - Waiting says whether a pod's main container has ended while a sidecar
+//     keeps the pod running, so that the value is collected then (which
+//     lets the pod end). It is called on each pod event, and must be quick.
+//   - Collect returns the value's reference, "" for none, an error
+//     matching kubexec.ErrXComValue for a value that is unusable (final:
+//     the attempt ends with kubexec.ReasonXComFailed and the value's error
+//     as its message), or another error (retried). It is called from the
+//     result workers, never twice at once for the same attempt.
 type XComCollector interface {
-	Collect(ctx context.Context, pod *corev1.Pod, key kubexec.TaskKey) (string, error)
-}
-
-// PodMutator changes a pod the executor built; see XComCollector.
-type PodMutator interface {
 	MutatePod(ctx context.Context, pod *corev1.Pod) error
-}
-
-// XComWaiter reports whether pod waits for its XCom value to be collected;
-// see XComCollector.
-type XComWaiter interface {
 	Waiting(pod *corev1.Pod) bool
+	Collect(ctx context.Context, pod *corev1.Pod, key kubexec.TaskKey) (string, error)
 }
 
 // GCPolicy says what happens to a pod once its result is saved. Kept pods
@@ -400,8 +388,8 @@ func (c Config) validate() error {
 	if err := c.Policy.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("Config.Policy: %w", err))
 	}
-	if c.ProvenanceKey != nil && len(c.ProvenanceKey) < kubexec.MinProvenanceKeyBytes {
-		errs = append(errs, fmt.Errorf("Config.ProvenanceKey holds %d bytes: give it at least %d random bytes, or leave it nil to keep the key in a Secret", len(c.ProvenanceKey), kubexec.MinProvenanceKeyBytes))
+	if c.ProvenanceKey != nil && len(c.ProvenanceKey) < provenance.MinKeyBytes {
+		errs = append(errs, fmt.Errorf("Config.ProvenanceKey holds %d bytes: give it at least %d random bytes, or leave it nil to keep the key in a Secret", len(c.ProvenanceKey), provenance.MinKeyBytes))
 	}
 	if c.ProvenanceSecret != "" {
 		for _, msg := range validation.IsDNS1123Subdomain(c.ProvenanceSecret) {
@@ -445,6 +433,7 @@ const (
 func (c Config) boundErrors() []error {
 	var errs []error
 	outside := func(name, v, lo, hi string) {
+		//lint:ignore ST1005 the message starts with the Config field it names
 		errs = append(errs, fmt.Errorf("Config.%s is %s: it must be between %s and %s (0 for the default)", name, v, lo, hi))
 	}
 	ints := func(name string, v, lo, hi int) {
@@ -481,7 +470,7 @@ func (c Config) boundErrors() []error {
 	}
 	ints("MaxUnsavedResults", c.MaxUnsavedResults, 1, maxParallelism)
 	durations("StopTimeout", c.StopTimeout, time.Second, time.Hour)
-	// Lease timings: zero means adoption.LeaseConfig's default.
+	// Lease timings: zero means fleet.LeaseConfig's default.
 	if c.LeaseDuration != 0 {
 		durations("LeaseDuration", c.LeaseDuration, time.Second, time.Hour)
 		if c.LeaseDuration%time.Second != 0 {

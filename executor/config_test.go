@@ -11,8 +11,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/kubexec/kubexec/adoption"
 	"github.com/kubexec/kubexec/internal/apierr"
+	"github.com/kubexec/kubexec/internal/fleet"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -86,7 +86,7 @@ func TestNewWrapsErrInvalidConfig(t *testing.T) {
 	// both packages' sentinels.
 	_, err := New(&rest.Config{Host: "https://127.0.0.1:1"}, NewMemoryStore(), Config{LeaseDuration: time.Second, RenewDeadline: 5 * time.Second})
 	require.ErrorIs(t, err, ErrInvalidConfig)
-	require.ErrorIs(t, err, adoption.ErrInvalidConfig)
+	require.ErrorIs(t, err, fleet.ErrInvalidConfig)
 	require.ErrorContains(t, err, "LeaseDuration")
 }
 

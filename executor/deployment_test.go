@@ -63,7 +63,7 @@ func TestDeploymentsStayApart(t *testing.T) {
 
 	owners := watchOwners(t, ns)
 
-	queue := func(e executor.Executor, workflow string, n int) []kubexec.TaskKey {
+	queue := func(e *executor.Executor, workflow string, n int) []kubexec.TaskKey {
 		var keys []kubexec.TaskKey
 		for i := range n {
 			k := key(workflow, i)
@@ -112,7 +112,7 @@ func TestDeploymentsStayApart(t *testing.T) {
 	expired := gone.Add(3 * cfgC.LeaseDuration)
 	var since int64
 	require.NoError(t, wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
-		require.NoError(t, b.Heartbeat(ctx))
+		require.NoError(t, b.Heartbeat())
 		if time.Now().Before(expired) {
 			since = sweepsB.sweeps.Load()
 			return false, nil

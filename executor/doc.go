@@ -4,8 +4,8 @@
 //
 // # The host's side
 //
-// The host implements [StateStore] (one required method, SaveResult,
-// idempotent per attempt) and drives an [Executor]:
+// The host implements [StateStore] (SaveResult, idempotent per attempt, and
+// LoadResult) and drives an [Executor]:
 //
 //	store := mydb.ResultStore()                 // implements executor.StateStore
 //	exec, err := executor.New(restConfig, store, executor.Config{ExecutorID: "scheduler-0"})
@@ -14,12 +14,13 @@
 //	defer exec.Stop(context.Background())
 //
 //	// python:3.13 runs as root; the default template requires a non-root user.
-//	asUser, _ := podtemplate.ParseOverride("quick-start", []byte("spec: {securityContext: {runAsUser: 1000}}"))
-//	exec.Queue(podtemplate.TaskSpec{Key: key, Image: "python:3.13", Command: []string{"python", "-m", "etl.load"}, Override: asUser})
-//	for range time.Tick(time.Second) {
-//		exec.Heartbeat(ctx)                     // launches up to the open slots
-//	}
-//	// results arrive in store.SaveResult as pods end, whatever the tick
+//	exec.Queue(podtemplate.TaskSpec{Key: key, Image: "python:3.13", Command: []string{"python", "-m", "etl.load"}, RunAsUser: new(int64(1000))})
+//	result, err := exec.Wait(ctx, key)        // or Subscribe(key) for each change
+//	// every result is also in store.SaveResult, saved as its pod ends
+//
+// No ticker is needed: Queue launches at once while a slot is open, and each
+// freed slot launches the next queued attempt. A host that ticks may call
+// Heartbeat on each tick (it launches and applies timeouts at once).
 //
 // # An attempt's life
 //
@@ -29,8 +30,10 @@
 //
 // Step by step:
 //
-//   - Queue never calls the API server. Heartbeat moves queued attempts to
-//     launching, oldest first, up to Parallelism minus running; creates run on
+//   - Queue never calls the API server. The launcher goroutine (woken by
+//     Queue, each freed slot, a retry falling due, and Heartbeat) moves
+//     queued attempts to launching, oldest first, up to Parallelism minus
+//     running; creates run on
 //     CreateConcurrency goroutines, paced by a token bucket (CreateQPS,
 //     CreateBurst), with client-go's own retries off so that the executor's
 //     flow control decides: a 429 pauses every create for its Retry-After; a
@@ -59,7 +62,7 @@
 //   - A create that finds the attempt's pod made by another instance waits
 //     while that pod lives (no result is saved for the attempt, whatever
 //     QueuedTimeout says), then ends with the result that instance saved
-//     when the StateStore is a ResultLoader.
+//     (StateStore.LoadResult).
 //   - The result workers (ResultWorkers goroutines) call SaveResult, retrying
 //     with backoff on error (Heartbeat does not cut it short); while
 //     Config.MaxUnsavedResults results wait, nothing new is launched
@@ -114,13 +117,41 @@
 // also deletes the kubexec Leases that nobody renewed for ten Lease
 // durations, so ids that never come back leave nothing behind.
 //
+// # Words
+//
+// Each of these words means one thing in this package, its docs and its
+// code:
+//
+//   - queued: accepted by Queue, waiting for a slot or a create retry.
+//   - launched: its create was sent and its pod exists (or may: a create
+//     whose reply was lost).
+//   - ended: the pod's phase is Succeeded or Failed (watch.Ended); an
+//     attempt has ended once its outcome is known, whether or not its pod
+//     has.
+//   - stopped: the pod runs no container and can start none
+//     (watch.Stopped): it ended, or it is being deleted and was never bound
+//     or runs nothing. A retry never runs beside a pod that has not
+//     stopped, unless Result.PodMayStillRun says so.
+//   - settled: of a dead instance's pod, ended or being deleted: the
+//     adoption sweeps take over settled pods only.
+//   - saved: StateStore.SaveResult returned nil for the attempt's Result
+//     (AttemptStatus.Saved); the result is durable.
+//   - released: after it was saved, the pod's tracking finalizer is removed
+//     and the pod deleted or labelled done, as the GC policy says.
+//   - done: the label (kubexec.LabelDone) of a released pod that is kept;
+//     an attempt is done, and forgotten by the executor, once released.
+//   - foreign: a pod with an attempt's labels that the executor cannot tell
+//     its deployment made; it decides nothing.
+//
 // # Goroutines
 //
 // SaveResult is called from the result workers, concurrently for different
 // attempts and never concurrently for the same one; Config.XCom and
-// Config.LogArchiver follow the same rule. Metrics methods are
-// called from every goroutine. All Executor methods are safe for concurrent
-// use.
+// Config.LogArchiver follow the same rule. Each attempt has one owner at a
+// time, the goroutine of its stage's step; others only record what they
+// learnt and hand the attempt to it. Metrics and Logger are called from
+// every goroutine, never while the executor holds its lock, so they may
+// call back into it. All Executor methods are safe for concurrent use.
 //
 // # Permissions
 //

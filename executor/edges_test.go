@@ -23,6 +23,7 @@ import (
 	"github.com/kubexec/kubexec"
 	"github.com/kubexec/kubexec/executor"
 	"github.com/kubexec/kubexec/internal/devcluster"
+	"github.com/kubexec/kubexec/internal/provenance"
 	"github.com/kubexec/kubexec/podtemplate"
 )
 
@@ -163,7 +164,7 @@ func TestNoContainerStartsAfterTheResult(t *testing.T) {
 				return st.State == kubexec.StatePending
 			})
 			if tc.revoke {
-				require.NoError(t, e.Revoke(t.Context(), k))
+				require.NoError(t, e.Revoke(k))
 			}
 			drive(t, e, 3*time.Minute, "result", func() bool { return len(store.Results()) == 1 })
 			r := store.Results()[0]
@@ -199,7 +200,7 @@ func TestOutcomeSurvivesARestartDuringTheStop(t *testing.T) {
 		st, _ := e.Attempt(k)
 		return st.State == kubexec.StateRunning
 	})
-	require.NoError(t, e.Revoke(ctx, k))
+	require.NoError(t, e.Revoke(k))
 	name, err := kubexec.PodName(k)
 	require.NoError(t, err)
 	require.NoError(t, wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
@@ -363,7 +364,7 @@ func TestInvalidUTF8FromAProtobufStatus(t *testing.T) {
 	require.NoError(t, err)
 	cfg := testConfig(ns)
 	cfg.ProvenanceKey = []byte("a provenance key of 32 bytes ...")
-	marks, err := kubexec.NewProvenance(cfg.ProvenanceKey)
+	marks, err := provenance.New(cfg.ProvenanceKey)
 	require.NoError(t, err)
 	k := key("utf8-proto", 1)
 	devcluster.CreatePods(t, node, ns, 1, func(int) (*corev1.Pod, error) {
@@ -436,7 +437,7 @@ func TestFailingStoreBacksOffAndPausesLaunches(t *testing.T) {
 	late := key("backlog", 3)
 	require.NoError(t, e.Queue(shell(late, "exit 0")))
 	for range 100 {
-		require.NoError(t, e.Heartbeat(t.Context()))
+		require.NoError(t, e.Heartbeat())
 		time.Sleep(10 * time.Millisecond)
 	}
 	tried := store.calls.Load() - calls

@@ -51,7 +51,7 @@ func Example() {
 		log.Fatal(err)
 	}
 	for {
-		if err := exec.Heartbeat(ctx); err != nil {
+		if err := exec.Heartbeat(); err != nil {
 			log.Fatal(err)
 		}
 		if r, ok, _ := store.LoadResult(ctx, key); ok {

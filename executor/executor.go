@@ -20,6 +20,9 @@ import (
 
 	"github.com/kubexec/kubexec"
 	"github.com/kubexec/kubexec/adoption"
+	"github.com/kubexec/kubexec/internal/fleet"
+	"github.com/kubexec/kubexec/internal/podwatch"
+	"github.com/kubexec/kubexec/internal/provenance"
 	"github.com/kubexec/kubexec/podtemplate"
 	"github.com/kubexec/kubexec/watch"
 )
@@ -36,57 +39,6 @@ var (
 	// ErrUnknownAttempt: Revoke was given a key this executor does not track.
 	ErrUnknownAttempt = errors.New("executor: unknown attempt")
 )
-
-// Executor runs task attempts as pods. A scheduler drives it: Queue what
-// should run, call Heartbeat on each tick, and read results from its
-// StateStore. Results are saved by the executor's own goroutines as pod
-// events arrive, so their latency does not depend on the host's tick.
-//
-// All methods are safe for concurrent use.
-type Executor interface {
-	// Start checks the executor's permissions, starts watching its pods and
-	// picks up the pods it owns from an earlier run with the same
-	// ExecutorID. It returns once the watch has synced.
-	Start(ctx context.Context) error
-	// Stop stops launching, finishes in-flight creates, saves the results
-	// it can until ctx ends (at most Config.StopTimeout when ctx has no
-	// earlier deadline), and stops every goroutine. Its error says what it
-	// left: results not saved, goroutines blocked in a host call that
-	// ignores its context. Pods keep running; a restart with the same id
-	// or another instance's Adopt takes them over. Stop is idempotent and
-	// may be called before Start.
-	Stop(ctx context.Context) error
-	// Queue accepts an attempt. It never blocks on the API server. It
-	// returns ErrDuplicate for a key already queued or running, and the
-	// key's validation error for an invalid key.
-	Queue(spec podtemplate.TaskSpec) error
-	// Heartbeat is one scheduler tick: it starts launching queued attempts
-	// up to the open slots (the creates run in the background, paced by
-	// the create rate limit), then calls Sync.
-	Heartbeat(ctx context.Context) error
-	// Sync applies time-based outcomes now (queued and pending timeouts)
-	// and hands known results to the result workers now; a save that
-	// failed still waits for its backoff.
-	Sync(ctx context.Context) error
-	// Adopt takes over the pods of attempts launched by executor instances
-	// that are gone: each pod found is tracked (relabelled to this executor
-	// if it has not ended) until its result is saved and it is released. It returns the attempts that have no pod and no saved
-	// result, for the host to reset. It is idempotent and safe to call
-	// while running.
-	Adopt(ctx context.Context, keys []kubexec.TaskKey) ([]kubexec.TaskKey, error)
-	// Revoke cancels an attempt: a queued one is dropped, a launched one's
-	// pod is deleted with Config.RevokeGracePeriod. Either way its result
-	// is Revoked. It returns ErrUnknownAttempt for a key not tracked.
-	Revoke(ctx context.Context, key kubexec.TaskKey) error
-	// Attempt returns what the executor knows of key's attempt, and false
-	// when it does not track it (never queued here, or done: its result
-	// saved and its pod released).
-	Attempt(key kubexec.TaskKey) (AttemptStatus, bool)
-	// Stats returns the current counts.
-	Stats() Stats
-	// ID returns the executor instance's id.
-	ID() string
-}
 
 // AttemptStatus is what an executor knows of one attempt at one moment.
 type AttemptStatus struct {
@@ -105,6 +57,9 @@ type AttemptStatus struct {
 	Message string
 	// Result is the outcome once known, else nil.
 	Result *kubexec.Result
+	// Saved: Result is in the StateStore (StateStore.SaveResult returned
+	// nil); what is left is the release of the pod.
+	Saved bool
 	// QueuedAt is when Queue accepted the attempt (when the executor
 	// first saw its pod, for pods picked up from an earlier run).
 	QueuedAt time.Time
@@ -133,34 +88,52 @@ type Stats struct {
 	SavesBacklogged bool
 }
 
-// Kubernetes is the Executor that runs attempts as pods on a Kubernetes
-// cluster.
-type Kubernetes struct {
+// Executor runs task attempts as pods. A scheduler drives it: Queue what
+// should run (it launches at once while a slot is open), and read results
+// from its StateStore, or wait for them with Wait and Subscribe. Results
+// are saved by the executor's own goroutines as pod events arrive, so their
+// latency does not depend on any tick of the host's. Hosts declare the
+// interface of the methods they use.
+//
+// All methods are safe for concurrent use.
+type Executor struct {
 	cfg     Config
 	client  kubernetes.Interface
 	store   StateStore
 	builder podtemplate.Builder
 	log     *slog.Logger
 
-	lease    *adoption.LeaseHolder
+	lease    *fleet.LeaseHolder
 	liveness adoption.Liveness
-	sweeper  *adoption.Sweeper
+	sweeper  *fleet.Sweeper
 
 	createLimiter flowcontrol.RateLimiter
 	results       workqueue.TypedRateLimitingInterface[kubexec.TaskKey] // attempts to save
 	releases      workqueue.TypedRateLimitingInterface[kubexec.TaskKey] // saved attempts whose pods to release
-	watcher       *watch.Watcher
+	watcher       *podwatch.Watcher
 	// provenance marks the pods the executor creates and verifies the
 	// pods it did not create in this process (nil: Config.DisableProvenance);
 	// policy is Config.Policy with the executor's own ServiceAccount. Both
 	// are set by Start before any pod is built or observed.
-	provenance *kubexec.Provenance
+	provenance *provenance.Marker
 	policy     podtemplate.Policy
 	// foreign remembers the foreign pods reported (by UID and reason),
 	// under foreignMu, so that each is logged once.
 	foreignMu sync.Mutex
 	foreign   map[string]bool
 
+	// Lock order: reportMu, then mu, then the watch's store (podLocked
+	// reads it under mu; the watch never calls the executor with its
+	// store locked). No host code runs under mu: Metrics and Logger calls
+	// made while it is held are recorded (later) and made by unlock, which
+	// every unlock of mu goes through; StateStore, XCom and LogArchiver
+	// calls are made by the workers with mu released.
+	//
+	// Each attempt has one owner at a time: the goroutine of its stage's
+	// step (see stage). Other goroutines (the watch, Revoke, resync) only
+	// record what they learnt under mu and hand the attempt to its owner.
+
+	// mu guards every field below it.
 	mu       sync.Mutex
 	attempts map[kubexec.TaskKey]*attempt
 	// tally counts the attempts in e.attempts by what Stats reports of
@@ -187,14 +160,31 @@ type Kubernetes struct {
 	// launching, create not yet sent); readyCond wakes the workers.
 	ready     []kubexec.TaskKey
 	readyCond *sync.Cond
+	// after holds the host calls to make once mu is released (unlock).
+	after []func()
+	// subs are the subscribers of attempts (Subscribe); changed, the
+	// attempts whose subscribers are told when mu is released.
+	subs    map[kubexec.TaskKey][]*subscriber
+	changed []*attempt
+	// progress, when Stop waits for results, is signalled each time an
+	// attempt's result is saved or its pod released.
+	progress chan struct{}
+	// slotSeq numbers the slot counts reported to Metrics.
+	slotSeq uint64
+
+	// reportMu orders the slot reports: slotReported is the newest
+	// reported.
+	reportMu     sync.Mutex
+	slotReported uint64
+
+	// wake wakes the launcher (capacity 1: wakes coalesce).
+	wake chan struct{}
 
 	ctx      context.Context // the executor's lifetime
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	launchWG sync.WaitGroup
 }
-
-var _ Executor = (*Kubernetes)(nil)
 
 // New returns an executor that talks to the cluster of restConfig and saves
 // results to store. restConfig's QPS and Burst are set from
@@ -203,7 +193,7 @@ var _ Executor = (*Kubernetes)(nil)
 // executor's requests and watches use protobuf, as the Kubernetes
 // components do: the API server encodes each pod once for all of them, and
 // decoding costs the executor less than JSON. A host that already has a clientset uses NewForClient.
-func New(restConfig *rest.Config, store StateStore, cfg Config) (*Kubernetes, error) {
+func New(restConfig *rest.Config, store StateStore, cfg Config) (*Executor, error) {
 	if restConfig == nil {
 		return nil, errors.New("executor: restConfig is nil: pass the *rest.Config of the cluster (clientcmd.BuildConfigFromFlags or rest.InClusterConfig)")
 	}
@@ -235,7 +225,7 @@ func New(restConfig *rest.Config, store StateStore, cfg Config) (*Kubernetes, er
 // pod creates are still paced by Config.CreateQPS and CreateBurst, which
 // kubexec owns). The client must talk to a real API server: the executor
 // relies on resourceVersions, finalizers and field selectors.
-func NewForClient(client kubernetes.Interface, store StateStore, cfg Config) (*Kubernetes, error) {
+func NewForClient(client kubernetes.Interface, store StateStore, cfg Config) (*Executor, error) {
 	if client == nil {
 		return nil, errors.New("executor: client is nil: pass a kubernetes.Interface (kubernetes.NewForConfig), or use New with a *rest.Config")
 	}
@@ -257,8 +247,8 @@ func NewForClient(client kubernetes.Interface, store StateStore, cfg Config) (*K
 			return nil, err
 		}
 	}
-	e := &Kubernetes{}
-	lease, err := adoption.NewLeaseHolder(client, adoption.LeaseConfig{
+	e := &Executor{}
+	lease, err := fleet.NewLeaseHolder(client, fleet.LeaseConfig{
 		ExecutorID:    cfg.ExecutorID,
 		Namespace:     cfg.LeaseNamespace,
 		Group:         cfg.AdoptionGroup,
@@ -268,25 +258,17 @@ func NewForClient(client kubernetes.Interface, store StateStore, cfg Config) (*K
 		RetryPeriod:   cfg.RetryPeriod,
 		OnLost:        func() { e.setLeaseLost(true) },
 		OnRegained:    func() { e.setLeaseLost(false) },
-		OnRenew: func(err error) {
-			if m, ok := cfg.Metrics.(LeaseMetrics); ok {
-				m.ObserveLeaseRenewal(err)
-			}
-		},
-		Logger: cfg.Logger,
+		OnRenew:       func(err error) { cfg.Metrics.ObserveLeaseRenewal(err) },
+		Logger:        cfg.Logger,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: Config lease timing: %w", ErrInvalidConfig, err)
 	}
 	liveness := cfg.Liveness
 	if liveness == nil {
-		if l, ok := store.(adoption.Liveness); ok {
-			liveness = l // the documented fallback of earlier versions
-		} else {
-			liveness = adoption.NewLeaseLiveness(client, cfg.LeaseNamespace)
-		}
+		liveness = adoption.NewLeaseLiveness(client, cfg.LeaseNamespace)
 	}
-	sweeper, err := adoption.NewSweeper(client, liveness, adoption.SweepConfig{
+	sweeper, err := fleet.NewSweeper(client, liveness, fleet.SweepConfig{
 		ExecutorID:      cfg.ExecutorID,
 		Group:           cfg.AdoptionGroup,
 		Namespaces:      cfg.Namespaces,
@@ -308,7 +290,7 @@ func NewForClient(client kubernetes.Interface, store StateStore, cfg Config) (*K
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
-	*e = Kubernetes{
+	*e = Executor{
 		lease:         lease,
 		liveness:      liveness,
 		sweeper:       sweeper,
@@ -329,42 +311,47 @@ func NewForClient(client kubernetes.Interface, store StateStore, cfg Config) (*K
 		nsBackoff: map[string]backoffState{},
 		foreign:   map[string]bool{},
 	}
-	e.readyCond = sync.NewCond(&e.mu)
+	e.readyCond = sync.NewCond(lockerFunc{e})
+	e.wake = make(chan struct{}, 1)
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	return e, nil
 }
 
 // ID returns the executor's id.
-func (e *Kubernetes) ID() string { return e.cfg.ExecutorID }
+func (e *Executor) ID() string { return e.cfg.ExecutorID }
 
-// Start implements Executor. A Start that fails leaves nothing behind: no
+// Start checks the executor's permissions, starts watching its pods and
+// picks up the pods it owns from an earlier run with the same
+// ExecutorID. It returns once the watch has synced.
+//
+// A Start that fails leaves nothing behind: no
 // goroutine, no watch, and no Lease (it is deleted again if Start took
 // it); Start may then be called again.
-func (e *Kubernetes) Start(ctx context.Context) error {
+func (e *Executor) Start(ctx context.Context) error {
 	e.mu.Lock()
 	switch {
 	case e.stopped:
-		e.mu.Unlock()
+		e.unlock()
 		return ErrStopped
 	case e.started:
-		e.mu.Unlock()
+		e.unlock()
 		return errors.New("executor: already started")
 	case e.starting:
-		e.mu.Unlock()
+		e.unlock()
 		return errors.New("executor: Start is already running in another goroutine")
 	}
 	e.starting = true
-	e.mu.Unlock()
+	e.unlock()
 	err := e.start(ctx)
 	e.mu.Lock()
 	e.starting = false
 	e.started = err == nil
-	e.mu.Unlock()
+	e.unlock()
 	return err
 }
 
 // start does Start's work and undoes it if it fails.
-func (e *Kubernetes) start(ctx context.Context) error {
+func (e *Executor) start(ctx context.Context) error {
 	if err := e.checkPermissions(ctx); err != nil {
 		return err
 	}
@@ -401,18 +388,18 @@ func (e *Kubernetes) start(ctx context.Context) error {
 	}
 	e.mu.Lock()
 	if e.stopped {
-		e.mu.Unlock()
+		e.unlock()
 		rollback()
 		return ErrStopped
 	}
 	e.watcher = w
-	e.mu.Unlock()
+	e.unlock()
 	gate.open()
 
 	// Workers start under the lock, so that a Stop that ran meanwhile is
 	// seen and a Stop that comes later waits for them.
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.unlock()
 	if e.stopped {
 		return ErrStopped
 	}
@@ -428,31 +415,28 @@ func (e *Kubernetes) start(ctx context.Context) error {
 		}()
 	}
 	e.goRun(e.resyncLoop)
+	e.goRun(e.launcher)
 	e.goRun(func() { e.lease.Run(e.ctx) })
 	e.goRun(func() {
 		e.sweeper.Run(e.ctx, e.cfg.SweepInterval, e.sweptReport)
 	})
-	e.log.Info("executor started", "namespaces", e.cfg.Namespaces)
+	e.logLocked(slog.LevelInfo, "executor started", "namespaces", e.cfg.Namespaces)
 	return nil
 }
 
 // newWatcher returns the watch of the executor's pods, delivering through
 // gate.
-func (e *Kubernetes) newWatcher(gate *eventGate) (*watch.Watcher, error) {
+func (e *Executor) newWatcher(gate *eventGate) (*podwatch.Watcher, error) {
 	namespaces := e.cfg.Namespaces
 	if e.cfg.allNamespaces() {
 		namespaces = nil
 	}
-	var onRestart func(string, bool)
-	if m, ok := e.cfg.Metrics.(WatchMetrics); ok {
-		onRestart = m.ObserveWatchRestart
-	}
-	return watch.New(e.client, watch.Config{
+	return podwatch.New(e.client, podwatch.Config{
 		ExecutorID: e.cfg.ExecutorID,
 		Namespaces: namespaces,
 		Logger:     e.cfg.Logger,
-		OnRestart:  onRestart,
-	}, watch.HandlerFuncs{
+		OnRestart:  e.cfg.Metrics.ObserveWatchRestart,
+	}, podwatch.HandlerFuncs{
 		AddFunc:    func(pod *corev1.Pod) { gate.do(func() { e.observe(pod) }) },
 		UpdateFunc: func(_, pod *corev1.Pod) { gate.do(func() { e.observe(pod) }) },
 		DeleteFunc: func(pod *corev1.Pod, gone bool) { gate.do(func() { e.observeDeleted(pod, gone) }) },
@@ -463,7 +447,7 @@ func (e *Kubernetes) newWatcher(gate *eventGate) (*watch.Watcher, error) {
 // Stop with Config.DeleteLeaseOnStop), so that the instance does not look
 // alive while nothing runs. An error only delays that until the Lease
 // expires.
-func (e *Kubernetes) releaseLease() {
+func (e *Executor) releaseLease() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := e.lease.Release(ctx); err != nil && !apierrors.IsNotFound(err) {
@@ -500,28 +484,29 @@ func (g *eventGate) open() {
 }
 
 // sweptReport logs and measures one adoption sweep.
-func (e *Kubernetes) sweptReport(st adoption.SweepStats, err error) {
+func (e *Executor) sweptReport(st fleet.SweepStats, err error) {
 	if err != nil {
 		e.log.Warn("adoption sweep", "err", err)
 	}
 	if st.Adopted > 0 {
 		e.log.Info("adoption sweep took over pods of dead instances", "pods", st.Adopted, "settled", st.Settled, "owners", st.DeadOwners)
 	}
-	if m, ok := e.cfg.Metrics.(SweepMetrics); ok {
-		m.ObserveSweep(st.Adopted, err)
-	}
+	e.cfg.Metrics.ObserveSweep(st.Adopted, err)
 }
 
 // setLeaseLost pauses launching while the Lease cannot be renewed (other
 // instances may take this one for dead and adopt its pods), and resumes it
 // once a renewal succeeds.
-func (e *Kubernetes) setLeaseLost(lost bool) {
+func (e *Executor) setLeaseLost(lost bool) {
 	e.mu.Lock()
 	changed := e.leaseLost != lost
 	e.leaseLost = lost
-	e.mu.Unlock()
-	if m, ok := e.cfg.Metrics.(LeaseMetrics); ok && changed {
-		m.SetLeaseLost(lost)
+	e.unlock()
+	if changed {
+		e.cfg.Metrics.SetLeaseLost(lost)
+		if !lost {
+			e.wakeLauncher()
+		}
 	}
 	switch {
 	case changed && lost:
@@ -531,7 +516,7 @@ func (e *Kubernetes) setLeaseLost(lost bool) {
 	}
 }
 
-func (e *Kubernetes) goRun(f func()) {
+func (e *Executor) goRun(f func()) {
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
@@ -539,11 +524,17 @@ func (e *Kubernetes) goRun(f func()) {
 	}()
 }
 
-// Stop implements Executor.
-func (e *Kubernetes) Stop(ctx context.Context) error {
+// Stop stops launching, finishes in-flight creates, saves the results
+// it can until ctx ends (at most Config.StopTimeout when ctx has no
+// earlier deadline), and stops every goroutine. Its error says what it
+// left: results not saved, goroutines blocked in a host call that
+// ignores its context. Pods keep running; a restart with the same id
+// or another instance's Adopt takes them over. Stop is idempotent and
+// may be called before Start.
+func (e *Executor) Stop(ctx context.Context) error {
 	e.mu.Lock()
 	if e.stopped {
-		e.mu.Unlock()
+		e.unlock()
 		return nil
 	}
 	e.stopped = true
@@ -563,7 +554,9 @@ func (e *Kubernetes) Stop(ctx context.Context) error {
 	}
 	e.ready = nil
 	e.readyCond.Broadcast()
-	e.mu.Unlock()
+	e.progress = make(chan struct{}, 1)
+	e.closeSubscribersLocked()
+	e.unlock()
 	if !started {
 		e.cancel()
 		e.results.ShutDown()
@@ -587,14 +580,12 @@ func (e *Kubernetes) Stop(ctx context.Context) error {
 	}
 	// Save what can be saved while the bound allows.
 	var errs []error
-	t := time.NewTicker(20 * time.Millisecond)
 	for e.pendingResults() > 0 && bound.Err() == nil {
 		select {
 		case <-bound.Done():
-		case <-t.C:
+		case <-e.progress:
 		}
 	}
-	t.Stop()
 	if n := e.pendingResults(); n > 0 {
 		errs = append(errs, fmt.Errorf("%d results not yet saved (their pods keep the tracking finalizer; a restart with the same ExecutorID saves them)", n))
 	}
@@ -642,9 +633,9 @@ const expiredLeaseDurations = 10
 
 // pendingResults counts attempts whose result is known but not yet saved
 // and released.
-func (e *Kubernetes) pendingResults() int {
+func (e *Executor) pendingResults() int {
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.unlock()
 	n := 0
 	for _, a := range e.attempts {
 		if a.unsaved() {
@@ -654,13 +645,15 @@ func (e *Kubernetes) pendingResults() int {
 	return n
 }
 
-// Queue implements Executor.
-func (e *Kubernetes) Queue(spec podtemplate.TaskSpec) error {
+// Queue accepts an attempt. It never blocks on the API server. It
+// returns ErrDuplicate for a key already queued or running, and the
+// key's validation error for an invalid key.
+func (e *Executor) Queue(spec podtemplate.TaskSpec) error {
 	if err := spec.Key.Validate(); err != nil {
 		return err
 	}
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.unlock()
 	if e.stopped {
 		return ErrStopped
 	}
@@ -677,27 +670,32 @@ func (e *Kubernetes) Queue(spec podtemplate.TaskSpec) error {
 	return nil
 }
 
-// Heartbeat implements Executor.
-func (e *Kubernetes) Heartbeat(ctx context.Context) error {
+// Heartbeat is one scheduler tick, for hosts that tick: it starts
+// launching queued attempts up to the open slots (the creates run in the
+// background, paced by the create rate limit), then calls Sync. A host
+// need not call it: Queue and every freed slot start launches too.
+func (e *Executor) Heartbeat() error {
 	if err := e.checkRunning(); err != nil {
 		return err
 	}
 	e.launchReady()
-	return e.Sync(ctx)
+	return e.Sync()
 }
 
-// Sync implements Executor.
-func (e *Kubernetes) Sync(ctx context.Context) error {
+// Sync applies time-based outcomes now (queued and pending timeouts)
+// and hands known results to the result workers now; a save that
+// failed still waits for its backoff.
+func (e *Executor) Sync() error {
 	if err := e.checkRunning(); err != nil {
 		return err
 	}
 	e.resync(true)
-	return ctx.Err()
+	return nil
 }
 
-func (e *Kubernetes) checkRunning() error {
+func (e *Executor) checkRunning() error {
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.unlock()
 	switch {
 	case e.stopped:
 		return ErrStopped
@@ -707,23 +705,32 @@ func (e *Kubernetes) checkRunning() error {
 	return nil
 }
 
-// Attempt implements Executor.
-func (e *Kubernetes) Attempt(key kubexec.TaskKey) (AttemptStatus, bool) {
+// Attempt returns what the executor knows of key's attempt, and false
+// when it does not track it (never queued here, or done: its result
+// saved and its pod released).
+func (e *Executor) Attempt(key kubexec.TaskKey) (AttemptStatus, bool) {
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.unlock()
 	a, ok := e.attempts[key]
 	if !ok {
 		return AttemptStatus{}, false
 	}
-	st := AttemptStatus{Key: key, Namespace: a.namespace, PodName: a.podName, QueuedAt: a.queuedAt}
+	return e.statusLocked(a)
+}
+
+// statusLocked returns what is known of a, and false once a is no longer
+// tracked.
+func (e *Executor) statusLocked(a *attempt) (AttemptStatus, bool) {
+	st := AttemptStatus{Key: a.key, Namespace: a.namespace, PodName: a.podName, QueuedAt: a.queuedAt}
 	pod := e.podLocked(a)
 	if pod != nil {
 		st.Node = pod.Spec.NodeName
 	}
 	switch {
-	case a.stage.hasResult():
+	case a.result != nil && (a.stage.hasResult() || a.stage == stageDone):
 		r := *a.result
 		st.State, st.Message, st.Result = r.State, r.Message, &r
+		st.Saved = a.stage >= stageReleasing
 	case a.stage == stageQueued:
 		st.State, st.Message = kubexec.StateQueued, a.refusal()
 	case a.stage == stageLaunching || pod == nil:
@@ -736,17 +743,17 @@ func (e *Kubernetes) Attempt(key kubexec.TaskKey) (AttemptStatus, bool) {
 			st.State = kubexec.StatePending
 		}
 	}
-	return st, true
+	return st, e.attempts[a.key] == a && a.stage != stageDone
 }
 
-// Stats implements Executor.
-func (e *Kubernetes) Stats() Stats {
+// Stats returns the current counts.
+func (e *Executor) Stats() Stats {
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.unlock()
 	return e.statsLocked()
 }
 
-func (e *Kubernetes) statsLocked() Stats {
+func (e *Executor) statsLocked() Stats {
 	s := Stats{Finishing: e.tally.finishing, Running: e.tally.running, Queued: e.tally.queued}
 	s.OpenSlots = max(0, e.cfg.Parallelism-s.Running)
 	s.LeaseLost = e.leaseLost
@@ -755,15 +762,12 @@ func (e *Kubernetes) statsLocked() Stats {
 	return s
 }
 
-func (e *Kubernetes) reportSlotsLocked() {
-	s := e.statsLocked()
-	e.cfg.Metrics.SetSlots(s.OpenSlots, s.Queued, s.Running)
-}
-
-// Revoke implements Executor.
-func (e *Kubernetes) Revoke(ctx context.Context, key kubexec.TaskKey) error {
+// Revoke cancels an attempt: a queued one is dropped, a launched one's
+// pod is deleted with Config.RevokeGracePeriod. Either way its result
+// is Revoked. It returns ErrUnknownAttempt for a key not tracked.
+func (e *Executor) Revoke(key kubexec.TaskKey) error {
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.unlock()
 	if e.stopped {
 		return ErrStopped
 	}
@@ -793,11 +797,11 @@ func (e *Kubernetes) Revoke(ctx context.Context, key kubexec.TaskKey) error {
 		a.podMayRun = true
 		e.endLocked(a, r, a.settledStage())
 	}
-	return ctx.Err()
+	return nil
 }
 
 // newResultLocked returns a result for a with what is known of its pod.
-func (e *Kubernetes) newResultLocked(a *attempt, reason kubexec.Reason, msg string) kubexec.Result {
+func (e *Executor) newResultLocked(a *attempt, reason kubexec.Reason, msg string) kubexec.Result {
 	r := kubexec.Result{
 		Key:        a.key,
 		State:      reason.State(),
@@ -820,7 +824,7 @@ func (e *Kubernetes) newResultLocked(a *attempt, reason kubexec.Reason, msg stri
 // While the pod runs, the watch's state is the one: the watch holds each
 // pod once, compactly, and a second copy per attempt would double the
 // memory of every running attempt.
-func (e *Kubernetes) podLocked(a *attempt) *corev1.Pod {
+func (e *Executor) podLocked(a *attempt) *corev1.Pod {
 	if a.lastPod != nil {
 		return a.lastPod
 	}
@@ -836,7 +840,7 @@ func (e *Kubernetes) podLocked(a *attempt) *corev1.Pod {
 // endLocked records the outcome of a and moves it to stage to (see
 // attempt.settledStage): stopping or finishing hand it to the result
 // workers; cancelling waits for its create to return.
-func (e *Kubernetes) endLocked(a *attempt, r kubexec.Result, to stage) {
+func (e *Executor) endLocked(a *attempt, r kubexec.Result, to stage) {
 	if !e.moveLocked(a, to) {
 		return
 	}
@@ -850,7 +854,7 @@ func (e *Kubernetes) endLocked(a *attempt, r kubexec.Result, to stage) {
 
 // createEndedLocked hands on an attempt that was revoked during its create,
 // once that create has returned without a pod or will never be sent.
-func (e *Kubernetes) createEndedLocked(a *attempt) {
+func (e *Executor) createEndedLocked(a *attempt) {
 	e.unlaunchedLocked(a)
 	if e.moveLocked(a, a.settledStage()) {
 		e.results.Add(a.key)
@@ -865,10 +869,10 @@ var illegalTransition = func(error) {}
 // moveLocked moves a to stage to and reports whether it did: a move the
 // transitions table does not allow is refused and logged, and leaves a as
 // it was.
-func (e *Kubernetes) moveLocked(a *attempt, to stage) bool {
+func (e *Executor) moveLocked(a *attempt, to stage) bool {
 	from := a.stage
 	if err := a.moveTo(to); err != nil {
-		e.log.Error("refused an attempt's stage change", "task", a.key, "err", err)
+		e.logLocked(slog.LevelError, "refused an attempt's stage change", "task", a.key, "err", err)
 		illegalTransition(err)
 		return false
 	}
@@ -876,12 +880,30 @@ func (e *Kubernetes) moveLocked(a *attempt, to stage) bool {
 		e.tally.add(from, -1)
 		e.tally.add(to, 1)
 	}
+	e.changedLocked(a)
+	if from.running() || from == stageFinishing {
+		e.wakeLauncher() // a slot opened, or a save made room
+	}
+	if to == stageReleasing || to == stageDone {
+		e.progressLocked()
+	}
 	return true
+}
+
+// progressLocked tells a Stop that waits for results that one was saved or
+// released.
+func (e *Executor) progressLocked() {
+	if e.progress != nil {
+		select {
+		case e.progress <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // trackLocked adds a to the tracked attempts, in place of any other
 // attempt of its key.
-func (e *Kubernetes) trackLocked(a *attempt) {
+func (e *Executor) trackLocked(a *attempt) {
 	if old, ok := e.attempts[a.key]; ok {
 		e.tally.add(old.stage, -1)
 	}
@@ -891,7 +913,7 @@ func (e *Kubernetes) trackLocked(a *attempt) {
 
 // untrackLocked removes a from the tracked attempts, if it is the one
 // tracked for its key.
-func (e *Kubernetes) untrackLocked(a *attempt) {
+func (e *Executor) untrackLocked(a *attempt) {
 	if e.attempts[a.key] == a {
 		delete(e.attempts, a.key)
 		e.tally.add(a.stage, -1)

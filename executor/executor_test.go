@@ -86,7 +86,7 @@ func testLogger(t *testing.T) *slog.Logger {
 }
 
 // startExecutor starts an executor that stops when the test ends.
-func startExecutor(t *testing.T, rc *rest.Config, store executor.StateStore, cfg executor.Config) *executor.Kubernetes {
+func startExecutor(t *testing.T, rc *rest.Config, store executor.StateStore, cfg executor.Config) *executor.Executor {
 	t.Helper()
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(t)
@@ -103,14 +103,14 @@ func startExecutor(t *testing.T, rc *rest.Config, store executor.StateStore, cfg
 }
 
 // drive calls Heartbeat until cond holds or the deadline passes.
-func drive(t *testing.T, e executor.Executor, timeout time.Duration, what string, cond func() bool) {
+func drive(t *testing.T, e *executor.Executor, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: not done after %s (stats %+v)", what, timeout, e.Stats())
 		}
-		require.NoError(t, e.Heartbeat(t.Context()))
+		require.NoError(t, e.Heartbeat())
 		time.Sleep(100 * time.Millisecond)
 	}
 }
@@ -385,9 +385,9 @@ func TestRevokeAndTimeouts(t *testing.T) {
 	require.Equal(t, kubexec.ReasonQueuedTimeout, resultsByKey(store)[timedOut].Reason)
 	require.Contains(t, resultsByKey(store)[timedOut].Message, "ResourceQuota is exhausted")
 
-	require.NoError(t, e.Revoke(ctx, pending))
-	require.NoError(t, e.Revoke(ctx, running))
-	require.ErrorIs(t, e.Revoke(ctx, key("revoke", 99)), executor.ErrUnknownAttempt)
+	require.NoError(t, e.Revoke(pending))
+	require.NoError(t, e.Revoke(running))
+	require.ErrorIs(t, e.Revoke(key("revoke", 99)), executor.ErrUnknownAttempt)
 
 	// Stop while the third runs; a new executor with the same id resumes
 	// it and saves its result.
@@ -424,7 +424,7 @@ func TestFanOutWiderThanParallelism(t *testing.T) {
 }
 
 // runAllSucceed queues n attempts of script and requires each to succeed.
-func runAllSucceed(t *testing.T, e *executor.Kubernetes, store *executor.MemoryStore, workflow string, n int, script string) {
+func runAllSucceed(t *testing.T, e *executor.Executor, store *executor.MemoryStore, workflow string, n int, script string) {
 	t.Helper()
 	for i := range n {
 		require.NoError(t, e.Queue(shell(key(workflow, i), script)))
@@ -471,12 +471,7 @@ func (m *healthMetrics) SetLeaseLost(bool)                   {}
 func (m *healthMetrics) ObserveSweep(adopted int, err error) { m.sweeps.Add(1) }
 func (m *healthMetrics) ObserveWatchRestart(string, bool)    {}
 
-var (
-	_ executor.SaveErrorMetrics = (*healthMetrics)(nil)
-	_ executor.LeaseMetrics     = (*healthMetrics)(nil)
-	_ executor.SweepMetrics     = (*healthMetrics)(nil)
-	_ executor.WatchMetrics     = (*healthMetrics)(nil)
-)
+var _ executor.Metrics = (*healthMetrics)(nil)
 
 // TestSaveResultRetried: a failing StateStore keeps the pod's finalizer
 // until a save succeeds, and each failed save is counted; lease renewals
@@ -726,7 +721,7 @@ func TestResultWaitsForThePodToStop(t *testing.T) {
 				return err == nil && p.Status.Phase == corev1.PodRunning
 			})
 		}
-		require.NoError(t, e.Revoke(ctx, revoked))
+		require.NoError(t, e.Revoke(revoked))
 		name, err := kubexec.PodName(deleted)
 		require.NoError(t, err)
 		grace := int64(30)
@@ -799,7 +794,7 @@ func TestAttemptStatus(t *testing.T) {
 	require.Contains(t, status(pending).Message, "Insufficient cpu")
 	require.Equal(t, kubexec.StateQueued, status(queued).State, "Parallelism 2 is full")
 
-	require.NoError(t, e.Revoke(t.Context(), pending))
+	require.NoError(t, e.Revoke(pending))
 	drive(t, e, 3*time.Minute, "the third attempt's result", func() bool {
 		st, ok := e.Attempt(queued)
 		return !ok || st.State.Terminal()

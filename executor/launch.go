@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"slices"
@@ -38,44 +39,60 @@ const (
 
 // launchReady moves queued attempts into launching, up to the open slots,
 // oldest first, skipping attempts that wait for a retry and namespaces that
-// back off from a quota.
-func (e *Kubernetes) launchReady() {
+// back off from a quota. It returns when the earliest of the skipped
+// attempts may go (zero: none waits for a time; a freed slot or a Lease
+// regained wakes the launcher).
+func (e *Executor) launchReady() (next time.Time) {
 	e.mu.Lock()
 	if e.stopped {
-		e.mu.Unlock()
-		return
+		e.unlock()
+		return time.Time{}
 	}
 	st := e.statsLocked()
 	changed := st.SavesBacklogged != e.backlogged
 	e.backlogged = st.SavesBacklogged
 	if !st.SavesBacklogged {
-		e.launchReadyLocked(st.OpenSlots)
+		next = e.launchReadyLocked(st.OpenSlots, time.Now())
 	}
-	e.mu.Unlock()
-	if !changed {
-		return
+	if changed {
+		e.later(func() {
+			e.cfg.Metrics.SetSavesBacklogged(st.SavesBacklogged)
+			if st.SavesBacklogged {
+				e.log.Warn("results wait to be saved: launches are paused until the StateStore catches up", "unsaved", st.Unsaved, "max", e.cfg.MaxUnsavedResults)
+			} else {
+				e.log.Info("saves caught up: launches resume", "unsaved", st.Unsaved)
+			}
+		})
 	}
-	if m, ok := e.cfg.Metrics.(BacklogMetrics); ok {
-		m.SetSavesBacklogged(st.SavesBacklogged)
-	}
-	if st.SavesBacklogged {
-		e.log.Warn("results wait to be saved: launches are paused until the StateStore catches up", "unsaved", st.Unsaved, "max", e.cfg.MaxUnsavedResults)
-	} else {
-		e.log.Info("saves caught up: launches resume", "unsaved", st.Unsaved)
-	}
+	e.unlock()
+	return next
 }
 
-// launchReadyLocked is launchReady's work, with open slots.
-func (e *Kubernetes) launchReadyLocked(open int) {
-	now := time.Now()
+// launchReadyLocked is launchReady's work, with open slots, at now.
+func (e *Executor) launchReadyLocked(open int, now time.Time) (next time.Time) {
+	if open == 0 || e.leaseLost || len(e.queue) == 0 {
+		return time.Time{} // a freed slot or the Lease regained wakes the launcher
+	}
+	if now.Before(e.pauseUntil) {
+		return e.pauseUntil
+	}
 	kept := e.queue[:0]
 	handed := 0
+	due := func(t time.Time) bool {
+		if now.Before(t) {
+			if next.IsZero() || t.Before(next) {
+				next = t
+			}
+			return false
+		}
+		return true
+	}
 	for _, key := range e.queue {
 		a, ok := e.attempts[key]
 		if !ok || a.stage != stageQueued {
 			continue // stale entry
 		}
-		if open == 0 || e.leaseLost || now.Before(e.pauseUntil) || (a.launch != nil && now.Before(a.launch.notBefore)) || now.Before(e.nsBackoff[a.namespace].until) {
+		if open == 0 || (a.launch != nil && !due(a.launch.notBefore)) || !due(e.nsBackoff[a.namespace].until) {
 			kept = append(kept, key)
 			continue
 		}
@@ -93,20 +110,21 @@ func (e *Kubernetes) launchReadyLocked(open int) {
 	e.queue = kept
 	if handed > 0 {
 		e.readyCond.Broadcast()
+		e.reportSlotsLocked()
 	}
-	e.reportSlotsLocked()
+	return next
 }
 
 // launchWorker launches the attempts handed to it by launchReady until the
 // executor stops.
-func (e *Kubernetes) launchWorker() {
+func (e *Executor) launchWorker() {
 	for {
 		e.mu.Lock()
 		for len(e.ready) == 0 && !e.stopped {
 			e.readyCond.Wait()
 		}
 		if e.stopped {
-			e.mu.Unlock()
+			e.unlock()
 			return
 		}
 		key := e.ready[0]
@@ -115,7 +133,7 @@ func (e *Kubernetes) launchWorker() {
 		if len(e.ready) == 0 {
 			e.ready = nil
 		}
-		e.mu.Unlock()
+		e.unlock()
 		e.launch(key)
 	}
 }
@@ -123,7 +141,7 @@ func (e *Kubernetes) launchWorker() {
 // requeueLocked puts a back in the queue after a create that did not
 // happen. An attempt revoked meanwhile has nothing more to launch: it
 // finishes.
-func (e *Kubernetes) requeueLocked(a *attempt, notBefore time.Time) {
+func (e *Executor) requeueLocked(a *attempt, notBefore time.Time) {
 	switch a.stage {
 	case stageLaunching:
 		if e.moveLocked(a, stageQueued) {
@@ -142,7 +160,7 @@ func (e *Kubernetes) requeueLocked(a *attempt, notBefore time.Time) {
 // succeeded leaves behind: no pod, unless an earlier create's outcome was
 // unknown (an error after the request was sent), in which case the pod of
 // that name is deleted if it exists (it may run).
-func (e *Kubernetes) unlaunchedLocked(a *attempt) {
+func (e *Executor) unlaunchedLocked(a *attempt) {
 	if a.pod != podMaybe {
 		return
 	}
@@ -153,20 +171,20 @@ func (e *Kubernetes) unlaunchedLocked(a *attempt) {
 }
 
 // launch builds and creates the pod of one attempt, on a launch worker.
-func (e *Kubernetes) launch(key kubexec.TaskKey) {
+func (e *Executor) launch(key kubexec.TaskKey) {
 	e.mu.Lock()
 	a, ok := e.attempts[key]
 	if !ok || !a.creating() {
-		e.mu.Unlock()
+		e.unlock()
 		return
 	}
 	if a.stage == stageCancelling { // revoked before the create
 		e.createEndedLocked(a)
-		e.mu.Unlock()
+		e.unlock()
 		return
 	}
 	ls, queuedAt := a.launch, a.queuedAt
-	e.mu.Unlock()
+	e.unlock()
 	if ls == nil { // only Queue makes queued attempts, each with its spec
 		e.rejectLaunch(key, queuedAt, "the executor has no task spec for this attempt (it was not queued by this process)")
 		return
@@ -176,7 +194,7 @@ func (e *Kubernetes) launch(key kubexec.TaskKey) {
 			e.mu.Lock()
 			a.refused("StateStore.LoadResult: " + err.Error())
 			e.requeueLocked(a, time.Now().Add(jitter(heldBackoffMin)))
-			e.mu.Unlock()
+			e.unlock()
 		}
 		return
 	}
@@ -190,7 +208,7 @@ func (e *Kubernetes) launch(key kubexec.TaskKey) {
 	if err := e.waitToCreate(ctx); err != nil {
 		e.mu.Lock()
 		e.requeueLocked(a, time.Time{})
-		e.mu.Unlock()
+		e.unlock()
 		return
 	}
 	created, err := e.createPod(ctx, pod)
@@ -199,19 +217,18 @@ func (e *Kubernetes) launch(key kubexec.TaskKey) {
 
 // savedElsewhere ends an attempt that waited for another instance's pod
 // of its key (launchState.heldBy) with the result that instance saved, when
-// the StateStore is a ResultLoader that has one: creating the pod again
-// would run the attempt a second time. It reports whether it did.
-func (e *Kubernetes) savedElsewhere(key kubexec.TaskKey, ls *launchState) (bool, error) {
-	loader, ok := e.store.(ResultLoader)
-	if ls.heldBy == "" || !ok {
+// the StateStore has one: creating the pod again would run the attempt a
+// second time. It reports whether it did.
+func (e *Executor) savedElsewhere(key kubexec.TaskKey, ls *launchState) (bool, error) {
+	if ls.heldBy == "" {
 		return false, nil
 	}
-	r, saved, err := loader.LoadResult(e.ctx, key)
+	r, saved, err := e.store.LoadResult(e.ctx, key)
 	if err != nil {
 		return false, err
 	}
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.unlock()
 	a, ok := e.attempts[key]
 	if !saved {
 		if ok && a.launch != nil {
@@ -220,7 +237,7 @@ func (e *Kubernetes) savedElsewhere(key kubexec.TaskKey, ls *launchState) (bool,
 		return false, nil
 	}
 	if ok && a.stage == stageLaunching {
-		e.log.Info("the attempt's result was saved by the executor that ran its pod", "task", key, "executor", ls.heldBy)
+		e.logLocked(slog.LevelInfo, "the attempt's result was saved by the executor that ran its pod", "task", key, "executor", ls.heldBy)
 		e.endLocked(a, r, stageFinishing)
 		return true, nil
 	}
@@ -230,7 +247,7 @@ func (e *Kubernetes) savedElsewhere(key kubexec.TaskKey, ls *launchState) (bool,
 // build runs the builder and applies kubexec's metadata for this executor
 // again, after Config.XCom's PodMutator, so that neither a Builder of the
 // host's own nor the mutator can mislabel a pod.
-func (e *Kubernetes) build(ctx context.Context, spec podtemplate.TaskSpec) (*corev1.Pod, error) {
+func (e *Executor) build(ctx context.Context, spec podtemplate.TaskSpec) (*corev1.Pod, error) {
 	spec.ExecutorID = e.cfg.ExecutorID
 	pod, err := e.builder.Build(ctx, spec)
 	if err != nil {
@@ -242,8 +259,8 @@ func (e *Kubernetes) build(ctx context.Context, spec podtemplate.TaskSpec) (*cor
 	if pod.Namespace == "" {
 		pod.Namespace = e.cfg.Namespace
 	}
-	if m, ok := e.cfg.XCom.(PodMutator); ok {
-		if err := m.MutatePod(ctx, pod); err != nil {
+	if e.cfg.XCom != nil {
+		if err := e.cfg.XCom.MutatePod(ctx, pod); err != nil {
 			return nil, fmt.Errorf("Config.XCom could not prepare the pod: %w", err)
 		}
 	}
@@ -275,14 +292,14 @@ var errLeaseLost = errors.New("executor: the Lease is lost")
 // waitToCreate waits for the create rate limiter, then for a 429's
 // Retry-After (checked last, so that a pause that began while this create
 // waited for its token still holds it).
-func (e *Kubernetes) waitToCreate(ctx context.Context) error {
+func (e *Executor) waitToCreate(ctx context.Context) error {
 	if err := e.createLimiter.Wait(ctx); err != nil {
 		return err
 	}
 	for {
 		e.mu.Lock()
 		wait, lost := time.Until(e.pauseUntil), e.leaseLost
-		e.mu.Unlock()
+		e.unlock()
 		if lost {
 			return errLeaseLost
 		}
@@ -300,7 +317,7 @@ func (e *Kubernetes) waitToCreate(ctx context.Context) error {
 
 // createPod sends the create with client-go's own retries off: the
 // executor handles 429 and 5xx itself, for all creates at once.
-func (e *Kubernetes) createPod(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, error) {
+func (e *Executor) createPod(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, error) {
 	out := &corev1.Pod{}
 	err := e.client.CoreV1().RESTClient().Post().
 		Namespace(pod.Namespace).
@@ -317,7 +334,7 @@ func (e *Kubernetes) createPod(ctx context.Context, pod *corev1.Pod) (*corev1.Po
 }
 
 // handleCreate applies the outcome of one create request.
-func (e *Kubernetes) handleCreate(key kubexec.TaskKey, pod, created *corev1.Pod, err error, queuedAt time.Time) {
+func (e *Executor) handleCreate(key kubexec.TaskKey, pod, created *corev1.Pod, err error, queuedAt time.Time) {
 	now := time.Now()
 	switch {
 	case err == nil:
@@ -336,7 +353,7 @@ func (e *Kubernetes) handleCreate(key kubexec.TaskKey, pod, created *corev1.Pod,
 			a.refused("the namespace's ResourceQuota is exhausted: " + err.Error())
 			e.requeueLocked(a, time.Time{})
 		}
-		e.mu.Unlock()
+		e.unlock()
 		e.cfg.Metrics.ObserveLaunch(LaunchQuotaExceeded, now.Sub(queuedAt))
 		e.log.Debug("quota exceeded; the namespace backs off", "namespace", pod.Namespace, "backoff", b.duration, "task", key)
 	case apierrors.IsTooManyRequests(err):
@@ -353,7 +370,7 @@ func (e *Kubernetes) handleCreate(key kubexec.TaskKey, pod, created *corev1.Pod,
 			a.refused("the API server throttled the create (429)")
 			e.requeueLocked(a, time.Time{})
 		}
-		e.mu.Unlock()
+		e.unlock()
 		e.cfg.Metrics.ObserveLaunch(LaunchThrottled, now.Sub(queuedAt))
 		e.log.Info("the API server throttles creates; pausing them", "pause", wait)
 	case apierr.Transient(err), apierr.ContextEnded(err):
@@ -369,7 +386,7 @@ func (e *Kubernetes) handleCreate(key kubexec.TaskKey, pod, created *corev1.Pod,
 			d := min(createBackoffMin<<min(failures-1, 10), createBackoffMax)
 			e.requeueLocked(a, now.Add(jitter(d)))
 		}
-		e.mu.Unlock()
+		e.unlock()
 		e.cfg.Metrics.ObserveLaunch(LaunchServerError, now.Sub(queuedAt))
 		e.log.Warn("pod create failed; retrying", "task", key, "err", err)
 	default:
@@ -381,7 +398,7 @@ func (e *Kubernetes) handleCreate(key kubexec.TaskKey, pod, created *corev1.Pod,
 // the pod is this attempt's and this executor's, it is tracked (a repeated
 // create after a crash or a lost response); otherwise the launch is
 // rejected.
-func (e *Kubernetes) alreadyExists(key kubexec.TaskKey, pod *corev1.Pod, queuedAt time.Time) {
+func (e *Executor) alreadyExists(key kubexec.TaskKey, pod *corev1.Pod, queuedAt time.Time) {
 	existing, err := e.client.CoreV1().Pods(pod.Namespace).Get(e.ctx, pod.Name, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
@@ -390,7 +407,7 @@ func (e *Kubernetes) alreadyExists(key kubexec.TaskKey, pod *corev1.Pod, queuedA
 		if a, ok := e.attempts[key]; ok {
 			e.requeueLocked(a, time.Time{})
 		}
-		e.mu.Unlock()
+		e.unlock()
 		return
 	case err != nil:
 		e.handleCreate(key, pod, nil, err, queuedAt)
@@ -432,7 +449,7 @@ func (e *Kubernetes) alreadyExists(key kubexec.TaskKey, pod *corev1.Pod, queuedA
 			d := min(heldBackoffMin<<min(max(failures-1, 0), 10), heldBackoffMax)
 			e.requeueLocked(a, time.Now().Add(jitter(d)))
 		}
-		e.mu.Unlock()
+		e.unlock()
 		e.log.Warn("the attempt's pod belongs to another executor; waiting for it to end", "task", key, "pod", pod.Namespace+"/"+pod.Name, "owner", owner)
 	default:
 		e.tracked(key, existing, LaunchAdopted, queuedAt)
@@ -447,10 +464,10 @@ func describeKey(k kubexec.TaskKey, err error) string {
 }
 
 // tracked records that the attempt's pod exists.
-func (e *Kubernetes) tracked(key kubexec.TaskKey, pod *corev1.Pod, outcome LaunchOutcome, queuedAt time.Time) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+func (e *Executor) tracked(key kubexec.TaskKey, pod *corev1.Pod, outcome LaunchOutcome, queuedAt time.Time) {
 	e.cfg.Metrics.ObserveLaunch(outcome, time.Since(queuedAt))
+	e.mu.Lock()
+	defer e.unlock()
 	a, ok := e.attempts[key]
 	if !ok {
 		return
@@ -486,17 +503,17 @@ func (e *Kubernetes) tracked(key kubexec.TaskKey, pod *corev1.Pod, outcome Launc
 }
 
 // rejectLaunch ends an attempt with LaunchRejected; it had no pod.
-func (e *Kubernetes) rejectLaunch(key kubexec.TaskKey, queuedAt time.Time, msg string) {
+func (e *Executor) rejectLaunch(key kubexec.TaskKey, queuedAt time.Time, msg string) {
 	e.cfg.Metrics.ObserveLaunch(LaunchRejected, time.Since(queuedAt))
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.unlock()
 	a, ok := e.attempts[key]
 	if !ok {
 		return
 	}
 	switch a.stage {
 	case stageLaunching:
-		e.log.Warn("launch rejected", "task", key, "reason", msg)
+		e.logLocked(slog.LevelWarn, "launch rejected", "task", key, "reason", msg)
 		e.unlaunchedLocked(a)
 		e.endLocked(a, e.newResultLocked(a, kubexec.ReasonLaunchRejected, msg), a.settledStage())
 	case stageCancelling:

@@ -3,6 +3,7 @@ package executor_test
 import (
 	"context"
 	"errors"
+	"io"
 	"math"
 	"net/http"
 	"runtime"
@@ -29,11 +30,16 @@ type faults struct {
 	holdPodLists atomic.Bool
 	// failLeases: Lease requests fail as a dropped connection would.
 	failLeases atomic.Bool
+	// failPodWatches: pod watch requests fail as a dropped connection
+	// would.
+	failPodWatches atomic.Bool
 	// crashed: every request fails, as for a process that died (its
 	// goroutines keep running, and reach nothing).
 	crashed atomic.Bool
 
 	mu sync.Mutex
+	// watches are the open pod watch streams' bodies (breakWatches).
+	watches []io.Closer
 	// createsWhileLeaseFailed counts pod creates sent while failLeases was
 	// on.
 	createsWhileLeaseFailed int
@@ -48,6 +54,8 @@ func (f *faults) RoundTrip(req *http.Request) (*http.Response, error) {
 	case f.holdPodLists.Load() && req.Method == http.MethodGet && isPods:
 		<-req.Context().Done()
 		return nil, req.Context().Err()
+	case f.failPodWatches.Load() && req.Method == http.MethodGet && isPods && req.URL.Query().Get("watch") == "true":
+		return nil, errors.New("faults: connection refused (injected)")
 	case f.failLeases.Load() && strings.Contains(path, "/leases"):
 		return nil, errors.New("faults: connection reset (injected)")
 	case f.failLeases.Load() && req.Method == http.MethodPost && isPods:
@@ -55,7 +63,24 @@ func (f *faults) RoundTrip(req *http.Request) (*http.Response, error) {
 		f.createsWhileLeaseFailed++
 		f.mu.Unlock()
 	}
-	return f.next.RoundTrip(req)
+	resp, err := f.next.RoundTrip(req)
+	if err == nil && isPods && req.URL.Query().Get("watch") == "true" {
+		f.mu.Lock()
+		f.watches = append(f.watches, resp.Body)
+		f.mu.Unlock()
+	}
+	return resp, err
+}
+
+// breakWatches breaks the open pod watch streams, as a dropped connection
+// would.
+func (f *faults) breakWatches() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, c := range f.watches {
+		_ = c.Close()
+	}
+	f.watches = nil
 }
 
 // withFaults returns a new namespace's test config and a client
@@ -92,8 +117,8 @@ func TestFailedStartLeavesNothing(t *testing.T) {
 	require.True(t, apierrors.IsNotFound(err), "a failed Start must not hold the Lease (got %v)", err)
 	k := key("failedstart", 1)
 	require.NoError(t, e.Queue(shell(k, "exit 0")))
-	require.ErrorIs(t, e.Heartbeat(ctx), executor.ErrNotStarted)
-	require.ErrorIs(t, e.Sync(ctx), executor.ErrNotStarted)
+	require.ErrorIs(t, e.Heartbeat(), executor.ErrNotStarted)
+	require.ErrorIs(t, e.Sync(), executor.ErrNotStarted)
 
 	f.holdPodLists.Store(false)
 	require.NoError(t, e.Start(ctx))
@@ -106,7 +131,6 @@ func TestFailedStartLeavesNothing(t *testing.T) {
 // created, Stats says why, and launching resumes once a renewal succeeds.
 func TestLostLeasePausesLaunches(t *testing.T) {
 	cluster.Need(t)
-	ctx := t.Context()
 	f, rc, cfg := withFaults(t, "leaselost")
 	store := executor.NewMemoryStore()
 	cfg.LeaseDuration, cfg.RenewDeadline, cfg.RetryPeriod = 3*time.Second, 2*time.Second, 500*time.Millisecond
@@ -119,7 +143,7 @@ func TestLostLeasePausesLaunches(t *testing.T) {
 	// Ticks while the Lease is lost launch nothing. The ticks are counted,
 	// not timed: on a slow machine they take longer, never fewer.
 	for range 20 {
-		require.NoError(t, e.Heartbeat(ctx))
+		require.NoError(t, e.Heartbeat())
 		time.Sleep(50 * time.Millisecond)
 	}
 	require.Equal(t, 1, e.Stats().Queued)

@@ -8,8 +8,10 @@ import (
 
 // Metrics receives the executor's measurements. Implementations must be safe
 // for concurrent use and must not block; the executor calls them from all
-// of its goroutines. The default, NopMetrics, records nothing; a Prometheus
-// adapter lives outside the core module (examples/).
+// of its goroutines, never while it holds its own lock, so a method may
+// call back into the executor (Stats, Attempt). Embed NopMetrics in an
+// implementation so that methods added in later versions are no-ops for
+// it. A Prometheus adapter lives outside the core module (examples/).
 type Metrics interface {
 	// SetSlots reports the open slots, queued attempts and running
 	// (launched, not yet finished) attempts after each change.
@@ -20,41 +22,30 @@ type Metrics interface {
 	// ObserveResult reports a saved result, and how long it took from the
 	// moment its pod's end was observed to SaveResult returning.
 	ObserveResult(reason kubexec.Reason, saveLatency time.Duration)
-}
-
-// Optional capabilities of a Metrics, detected by type assertion. A Metrics
-// that does not implement one does not receive its measurements; each is
-// also logged.
-type (
-	// SaveErrorMetrics counts failed StateStore.SaveResult calls (each is
+	// ObserveSaveError counts a failed StateStore.SaveResult call (each is
 	// retried with backoff, and the pod keeps its tracking finalizer
 	// meanwhile): a count that keeps growing means results wait.
-	SaveErrorMetrics interface {
-		ObserveSaveError(reason kubexec.Reason)
-	}
-	// WatchMetrics counts the pod watch's restarts: relist is true for a
-	// new list (410 Gone, a refused watch), false for a resume from the
-	// last resourceVersion.
-	WatchMetrics interface {
-		ObserveWatchRestart(namespace string, relist bool)
-	}
-	// LeaseMetrics reports each renewal of the executor's Lease (err nil
-	// on success) and whether the Lease is lost (launching paused).
-	LeaseMetrics interface {
-		ObserveLeaseRenewal(err error)
-		SetLeaseLost(lost bool)
-	}
-	// SweepMetrics reports each adoption sweep: the pods of dead instances
-	// it adopted, and its error.
-	SweepMetrics interface {
-		ObserveSweep(adopted int, err error)
-	}
-	// BacklogMetrics reports whether launching is paused because
+	ObserveSaveError(reason kubexec.Reason)
+	// SetSavesBacklogged reports whether launching is paused because
 	// Config.MaxUnsavedResults results wait to be saved.
-	BacklogMetrics interface {
-		SetSavesBacklogged(backlogged bool)
-	}
-)
+	SetSavesBacklogged(backlogged bool)
+	// ObserveWatchRestart counts the pod watch's restarts: relist is true
+	// for a new list (410 Gone, a refused watch), false for a resume from
+	// the last resourceVersion.
+	ObserveWatchRestart(namespace string, relist bool)
+	// ObserveLeaseRenewal reports each renewal of the executor's Lease
+	// (err nil on success); SetLeaseLost, whether the Lease is lost
+	// (launching paused).
+	ObserveLeaseRenewal(err error)
+	SetLeaseLost(lost bool)
+	// ObserveSweep reports each adoption sweep: the pods of dead instances
+	// it adopted, and its error.
+	ObserveSweep(adopted int, err error)
+	// ObserveForeignPod counts a pod that carries an attempt's labels but
+	// that the executor cannot tell it made (reason is one of the
+	// ForeignPod constants): such a pod never decides a result.
+	ObserveForeignPod(reason string)
+}
 
 // LaunchOutcome classifies one create request.
 type LaunchOutcome string
@@ -69,10 +60,32 @@ const (
 	LaunchRejected      LaunchOutcome = "rejected"       // 400/422/403/404 or a build error: result LaunchRejected
 )
 
-// NopMetrics records nothing.
+// NopMetrics records nothing. Embed it in a Metrics of your own to
+// implement only the methods you need.
 type NopMetrics struct{}
 
 var _ Metrics = NopMetrics{}
+
+// ObserveSaveError does nothing.
+func (NopMetrics) ObserveSaveError(kubexec.Reason) {}
+
+// SetSavesBacklogged does nothing.
+func (NopMetrics) SetSavesBacklogged(bool) {}
+
+// ObserveWatchRestart does nothing.
+func (NopMetrics) ObserveWatchRestart(string, bool) {}
+
+// ObserveLeaseRenewal does nothing.
+func (NopMetrics) ObserveLeaseRenewal(error) {}
+
+// SetLeaseLost does nothing.
+func (NopMetrics) SetLeaseLost(bool) {}
+
+// ObserveSweep does nothing.
+func (NopMetrics) ObserveSweep(int, error) {}
+
+// ObserveForeignPod does nothing.
+func (NopMetrics) ObserveForeignPod(string) {}
 
 // SetSlots does nothing.
 func (NopMetrics) SetSlots(open, queued, running int) {}

@@ -58,6 +58,16 @@ func (p nodePin) apply(t *testing.T, spec podtemplate.TaskSpec, extra string) po
 	return spec
 }
 
+// applyAnnotated is apply with the pod annotations of annotations (a YAML
+// flow map) too.
+func (p nodePin) applyAnnotated(t *testing.T, spec podtemplate.TaskSpec, annotations string) podtemplate.TaskSpec {
+	t.Helper()
+	o, err := podtemplate.ParseOverride("node pin", []byte("{metadata: {annotations: "+annotations+"}, spec: {"+strings.Join(p.fields, ", ")+"}}"))
+	require.NoError(t, err)
+	spec.Override = o
+	return spec
+}
+
 // TestOnTheKubelet runs the executor's end-to-end cases on the real kubelet
 // (with containerd and runc) that other tests run on kubexec-node: every
 // kind of ending, XCom over both channels (the sidecar read by exec through

@@ -124,7 +124,7 @@ func MissingPermissions(ctx context.Context, client kubernetes.Interface, perms 
 
 // checkPermissions returns one *PermissionError that lists everything the
 // executor's identity lacks.
-func (e *Kubernetes) checkPermissions(ctx context.Context) error {
+func (e *Executor) checkPermissions(ctx context.Context) error {
 	perms := RequiredPermissions(e.cfg.Namespaces, e.cfg.LeaseNamespace, Features{
 		LogArchive:       e.cfg.LogArchiver != nil,
 		XCom:             e.cfg.XCom != nil,

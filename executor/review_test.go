@@ -80,7 +80,7 @@ func TestRevokeAfterUnknownCreate(t *testing.T) {
 	e := startExecutor(t, rc, store, cfg)
 	k := key("unknown", 1)
 	require.NoError(t, e.Queue(shell(k, "sleep 300")))
-	require.NoError(t, e.Heartbeat(ctx))
+	require.NoError(t, e.Heartbeat())
 	name, err := kubexec.PodName(k)
 	require.NoError(t, err)
 	pods := cluster.Client().CoreV1().Pods(ns)
@@ -91,7 +91,7 @@ func TestRevokeAfterUnknownCreate(t *testing.T) {
 		return rt.hits > 0 && err == nil, nil
 	}), "the pod exists although its create failed")
 
-	require.NoError(t, e.Revoke(ctx, k))
+	require.NoError(t, e.Revoke(k))
 	drive(t, e, 3*time.Minute, "revoked", func() bool { return len(store.Results()) == 1 })
 	require.Equal(t, kubexec.ReasonRevoked, store.Results()[0].Reason)
 	require.NoError(t, wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {

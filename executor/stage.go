@@ -155,7 +155,7 @@ const (
 )
 
 // attempt is the executor's record of one attempt. Its fields are guarded
-// by Kubernetes.mu; stage changes only through moveTo.
+// by Executor.mu; stage changes only through moveTo.
 type attempt struct {
 	key      kubexec.TaskKey
 	stage    stage

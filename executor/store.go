@@ -17,27 +17,18 @@ import (
 // until it succeeds or the executor stops; the pod keeps its tracking
 // finalizer meanwhile, so a result is never lost, even across a crash.
 //
-// Optional capabilities are separate interfaces, detected by type assertion:
-//
-//   - [ResultLoader]: lets the executor and hosts read saved results back.
-//     Fallback: none needed by the executor; the conformance suite uses it.
-//   - [adoption.Liveness] (method Alive): kept for hosts written before
-//     Config.Liveness, the explicit place for the host's own view of which
-//     executor instances are alive; used only when Config.Liveness is nil.
-//     Fallback: the instances' Leases (adoption.LeaseLiveness).
+// LoadResult is called by Adopt (an attempt with no pod whose result is
+// saved is not handed back for a reset) and by a create that found the
+// attempt's pod made by another instance (its saved result ends the
+// attempt instead of a second run). It may be called from any goroutine,
+// concurrently with SaveResult. The conformance suite in executortest
+// checks both methods.
 type StateStore interface {
 	// SaveResult durably records the terminal result of r.Key. It must be
 	// idempotent per key: saving a key that is already saved returns nil
 	// and keeps the first result. It returns only once the result is
 	// durable (a crash after it returns must not lose it).
 	SaveResult(ctx context.Context, r kubexec.Result) error
-}
-
-// ResultLoader is an optional StateStore capability: it reads a saved
-// result back. Hosts use it for status pages; the conformance suite in
-// executortest checks it when present. It may be called from any goroutine,
-// concurrently with SaveResult.
-type ResultLoader interface {
 	// LoadResult returns the saved result of key and true, or false when
 	// none was saved.
 	LoadResult(ctx context.Context, key kubexec.TaskKey) (kubexec.Result, bool, error)
@@ -53,10 +44,7 @@ type MemoryStore struct {
 	calls   map[kubexec.TaskKey]int
 }
 
-var (
-	_ StateStore   = (*MemoryStore)(nil)
-	_ ResultLoader = (*MemoryStore)(nil)
-)
+var _ StateStore = (*MemoryStore)(nil)
 
 // NewMemoryStore returns an empty MemoryStore.
 func NewMemoryStore() *MemoryStore {

@@ -2,7 +2,6 @@ package executor_test
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"sync/atomic"
 	"testing"
@@ -21,6 +20,8 @@ import (
 	"github.com/kubexec/kubexec/adoption"
 	"github.com/kubexec/kubexec/executor"
 	"github.com/kubexec/kubexec/internal/devcluster"
+	"github.com/kubexec/kubexec/internal/fleet"
+	"github.com/kubexec/kubexec/internal/provenance"
 )
 
 // makeEndedPods creates n pods of the instance owner (of testGroup, its
@@ -64,7 +65,7 @@ func makeEndedPods(tb testing.TB, client kubernetes.Interface, ns, owner, workfl
 // groupProvenance returns the provenance of testGroup's instances in ns:
 // the key in the group's Secret, which it creates as the group's first
 // instance would when there is none.
-func groupProvenance(tb testing.TB, client kubernetes.Interface, ns string) *kubexec.Provenance {
+func groupProvenance(tb testing.TB, client kubernetes.Interface, ns string) *provenance.Marker {
 	tb.Helper()
 	name := executor.DefaultProvenanceSecret + "-" + testGroup
 	key := []byte("the test group's provenance key.")
@@ -79,7 +80,7 @@ func groupProvenance(tb testing.TB, client kubernetes.Interface, ns string) *kub
 	} else {
 		require.NoError(tb, err)
 	}
-	p, err := kubexec.NewProvenance(key)
+	p, err := provenance.New(key)
 	require.NoError(tb, err)
 	return p
 }
@@ -131,7 +132,7 @@ func TestSweepSettlesEndedPods(t *testing.T) {
 		require.Equal(t, "gone-instance", got.Labels[kubexec.LabelExecutor], "settled without a relabel")
 	}
 	require.Zero(t, patches.n.Load(), "no pod was relabelled")
-	claim, err := client.CoordinationV1().Leases(ns).Get(ctx, adoption.ClaimName("gone-instance", ns), metav1.GetOptions{})
+	claim, err := client.CoordinationV1().Leases(ns).Get(ctx, fleet.ClaimName("gone-instance", ns), metav1.GetOptions{})
 	require.NoError(t, err)
 	require.Equal(t, cfg.ExecutorID, *claim.Spec.HolderIdentity)
 	drive(t, e, time.Minute, "no attempt left", func() bool { return e.Stats().Finishing == 0 })
@@ -235,8 +236,8 @@ func BenchmarkAdoptEnded5000(b *testing.B) {
 		b.ReportMetric(last.Sub(start).Seconds(), "released-5000-s")
 		b.ReportMetric(float64(calls), "adopter-requests")
 		b.StartTimer()
-		b.Log(fmt.Sprintf("5,000 ended pods of a dead instance: results saved %.2f s after Start, all released %.2f s after it, %d API requests",
-			saved.Seconds(), last.Sub(start).Seconds(), calls))
+		b.Logf("5,000 ended pods of a dead instance: results saved %.2f s after Start, all released %.2f s after it, %d API requests",
+			saved.Seconds(), last.Sub(start).Seconds(), calls)
 	}
 }
 

@@ -15,7 +15,7 @@ import (
 // moves, with removals and replacements, and checks after each step that
 // the tally Stats reads equals a count over the tracked attempts.
 func TestSlotTallyFollowsAttempts(t *testing.T) {
-	e := &Kubernetes{attempts: map[kubexec.TaskKey]*attempt{}, log: slog.New(slog.DiscardHandler)}
+	e := &Executor{attempts: map[kubexec.TaskKey]*attempt{}, log: slog.New(slog.DiscardHandler)}
 	rng := rand.New(rand.NewPCG(1, 2))
 	key := func(i int) kubexec.TaskKey {
 		return kubexec.TaskKey{WorkflowID: "w", TaskID: "t" + strconv.Itoa(i), RunID: "r", Attempt: 1}

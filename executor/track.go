@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -23,7 +24,7 @@ import (
 const releasedMemory = 10 * time.Minute
 
 // observe handles a pod added or changed, on the watch's goroutine.
-func (e *Kubernetes) observe(pod *corev1.Pod) {
+func (e *Executor) observe(pod *corev1.Pod) {
 	key, err := kubexec.KeyFromObject(pod)
 	if err != nil {
 		e.log.Warn("ignoring a pod with malformed kubexec metadata", "pod", pod.Namespace+"/"+pod.Name, "err", err)
@@ -36,8 +37,10 @@ func (e *Kubernetes) observe(pod *corev1.Pod) {
 			e.reportForeign(pod, reason, foreign)
 		}
 	}()
+	// Host code (the XCom collector) runs before the lock is taken.
+	xcomWaiting := e.cfg.XCom != nil && e.cfg.XCom.Waiting(pod)
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.unlock()
 	if _, ok := e.released[pod.UID]; ok {
 		return // a stale event from before its release
 	}
@@ -57,7 +60,7 @@ func (e *Kubernetes) observe(pod *corev1.Pod) {
 		// by an earlier run with the same id, or adopted.
 		a = &attempt{key: key, stage: stageLaunched, queuedAt: time.Now()}
 		e.trackLocked(a)
-		e.log.Info("tracking an existing pod", "task", key, "pod", pod.Namespace+"/"+pod.Name)
+		e.logLocked(slog.LevelInfo, "tracking an existing pod", "task", key, "pod", pod.Namespace+"/"+pod.Name)
 	}
 	switch a.stage {
 	case stageStopping:
@@ -84,7 +87,8 @@ func (e *Kubernetes) observe(pod *corev1.Pod) {
 	a.setPod(pod)
 	a.lastPod = pod
 	e.classifyLocked(a, pod, time.Now())
-	if w, ok := e.cfg.XCom.(XComWaiter); ok && a.stage == stageLaunched && !a.xcomDone && w.Waiting(pod) {
+	e.changedLocked(a) // its pod changed: pending, running, its node
+	if xcomWaiting && a.stage == stageLaunched && !a.xcomDone {
 		a.xcomWaiting = true
 		a.lastPod = pod // the pod the value is collected from
 		e.results.Add(key)
@@ -98,7 +102,7 @@ func (e *Kubernetes) observe(pod *corev1.Pod) {
 // of the listed pod, which has ended and needs no later state, and its
 // result is saved and the pod released as for a pod of this executor's
 // own. A stopping executor takes nothing over (a later sweep does).
-func (e *Kubernetes) settleAdopted(pod *corev1.Pod) (bool, error) {
+func (e *Executor) settleAdopted(pod *corev1.Pod) (bool, error) {
 	key, err := kubexec.KeyFromObject(pod)
 	if err != nil {
 		return false, fmt.Errorf("malformed kubexec metadata: %w", err)
@@ -108,7 +112,7 @@ func (e *Kubernetes) settleAdopted(pod *corev1.Pod) (bool, error) {
 		return false, err
 	}
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.unlock()
 	if e.stopped {
 		return false, nil
 	}
@@ -128,13 +132,13 @@ func (e *Kubernetes) settleAdopted(pod *corev1.Pod) (bool, error) {
 	e.trackLocked(a)
 	a.setPod(pod)
 	e.classifyLocked(a, pod, time.Now()) // terminal: the pod has ended
-	e.log.Debug("settling an ended pod of a dead instance", "task", key, "pod", pod.Namespace+"/"+pod.Name, "owner", pod.Labels[kubexec.LabelExecutor])
+	e.logLocked(slog.LevelDebug, "settling an ended pod of a dead instance", "task", key, "pod", pod.Namespace+"/"+pod.Name, "owner", pod.Labels[kubexec.LabelExecutor])
 	return true, nil
 }
 
 // classifyLocked decides whether a's pod has ended and, if so, records the
 // result.
-func (e *Kubernetes) classifyLocked(a *attempt, pod *corev1.Pod, now time.Time) {
+func (e *Executor) classifyLocked(a *attempt, pod *corev1.Pod, now time.Time) {
 	// The pod the result is read from is the one XCom and the log archive
 	// read too (the watch's cache may be ahead of the events delivered).
 	a.lastPod = pod
@@ -143,10 +147,10 @@ func (e *Kubernetes) classifyLocked(a *attempt, pod *corev1.Pod, now time.Time) 
 	c := watch.ClassifyObserved(pod, now, e.cfg.Classify, &a.obs)
 	a.timed = !c.RecheckAt.IsZero()
 	if pod.DeletionTimestamp != nil && !(c.Phase == watch.PhaseTerminal && c.Reason == kubexec.ReasonSucceeded) {
-		if ended, ok := kubexec.EndedFromObject(pod); ok {
+		if rec, ok := endedFromObject(pod); ok {
 			// kubexec ended it (revoked, timed out) before a restart or
 			// an adoption: its outcome is the one recorded.
-			c = watch.Classification{Phase: watch.PhaseTerminal, Reason: ended.Reason, Message: ended.Message}
+			c = watch.Classification{Phase: watch.PhaseTerminal, Reason: rec.Reason, Message: rec.Message}
 		} else {
 			// Someone else deleted it: the tracking finalizer holds it
 			// until the result is saved.
@@ -159,40 +163,50 @@ func (e *Kubernetes) classifyLocked(a *attempt, pod *corev1.Pod, now time.Time) 
 		}
 		return
 	}
+	r := classifiedResult(a.key, c, pod, now)
+	// A pod that ended by classification while it could still run
+	// (unschedulable, image pull failure) is deleted whatever the GC
+	// policy.
+	a.podMayRun = !watch.Ended(pod)
+	e.endLocked(a, r, a.settledStage())
+}
+
+// classifiedResult is the Result of an attempt whose pod's classification
+// is terminal: the one place that turns a classification into a Result
+// (newResultLocked makes those of attempts ended without one). FinishedAt
+// is when the pod's containers say they finished, else now.
+func classifiedResult(key kubexec.TaskKey, c watch.Classification, pod *corev1.Pod, now time.Time) kubexec.Result {
 	r := kubexec.Result{
-		Key:        a.key,
-		State:      c.Reason.State(),
-		Reason:     c.Reason,
-		ExitCode:   c.ExitCode,
-		Container:  c.Container,
-		Message:    c.Message,
-		PodName:    pod.Name,
-		Namespace:  pod.Namespace,
-		Node:       pod.Spec.NodeName,
-		StartedAt:  c.StartedAt,
-		FinishedAt: c.FinishedAt,
+		Key:             key,
+		State:           c.Reason.State(),
+		Reason:          c.Reason,
+		ExitCode:        c.ExitCode,
+		Container:       c.Container,
+		ContainerExited: c.ContainerExited,
+		Message:         c.Message,
+		PodName:         pod.Name,
+		Namespace:       pod.Namespace,
+		Node:            pod.Spec.NodeName,
+		StartedAt:       c.StartedAt,
+		FinishedAt:      c.FinishedAt,
 	}
 	if r.FinishedAt.IsZero() {
 		r.FinishedAt = now
 	}
-	// A pod that ended by classification while it could still run
-	// (unschedulable, image pull failure) is deleted whatever the GC
-	// policy.
-	a.podMayRun = pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed
-	e.endLocked(a, r, a.settledStage())
+	return r
 }
 
 // observeDeleted handles a pod that left the watch, on the watch's
 // goroutine. It left because it was deleted, or because its labels no
 // longer match (done, or adopted by another executor); the result worker
 // finds out which.
-func (e *Kubernetes) observeDeleted(pod *corev1.Pod, gone bool) {
+func (e *Executor) observeDeleted(pod *corev1.Pod, gone bool) {
 	key, err := kubexec.KeyFromObject(pod)
 	if err != nil {
 		return
 	}
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.unlock()
 	if _, ok := e.released[pod.UID]; ok {
 		delete(e.released, pod.UID) // it left the watch: no more events
 		return
@@ -223,65 +237,33 @@ func (e *Kubernetes) observeDeleted(pod *corev1.Pod, gone bool) {
 	}
 }
 
-// podStopped reports whether pod no longer runs and can no longer start a
-// container: it ended (phase Succeeded or Failed), or it is being deleted
-// and either was never bound to a node (the API server refuses to bind a
-// pod that is being deleted) or none of its containers runs (a node starts
-// no container in a pod being deleted; one that never started may keep
-// phase Pending to the end). A pod not known (nil) may exist and run; a pod
-// with no node that is not being deleted may be bound a moment later (an
-// autoscaler's node arriving).
-func podStopped(pod *corev1.Pod) bool {
-	switch {
-	case pod == nil:
-		return false
-	case podEnded(pod):
-		return true
-	case pod.DeletionTimestamp == nil:
-		return false
-	}
-	for _, list := range [][]corev1.ContainerStatus{pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses, pod.Status.EphemeralContainerStatuses} {
-		for _, cs := range list {
-			if cs.State.Running != nil {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-// podEnded reports whether pod's phase is terminal.
-func podEnded(pod *corev1.Pod) bool {
-	return pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
-}
-
 // stopStep is the step of stageStopping, on a result worker. kubexec
 // decided that the attempt's pod must end, or found it ending while it may
 // still run. The step records the attempt's outcome on the pod
 // (kubexec.AnnotationEnded, so that a restart or an adoption meanwhile
 // saves that outcome), deletes the pod guarded by its UID, and moves the
 // attempt to finishing only once the pod is gone or can no longer start a
-// container (podStopped): a retry the host starts on the result never runs
+// container (watch.Stopped): a retry the host starts on the result never runs
 // beside it. After Config.PodStopWait (at once when it is negative) the
 // result is saved anyway, with Result.PodMayStillRun set unless the pod
 // had stopped.
-func (e *Kubernetes) stopStep(ctx context.Context, a *attempt) error {
+func (e *Executor) stopStep(ctx context.Context, a *attempt) error {
 	e.mu.Lock()
 	if a.stage != stageStopping {
-		e.mu.Unlock()
+		e.unlock()
 		return nil
 	}
 	sent, gone := a.stopSent, a.stopGone
-	ended := kubexec.Ended{Reason: a.result.Reason, Message: a.result.Message}
-	e.mu.Unlock()
+	outcome := ended{Reason: a.result.Reason, Message: a.result.Message}
+	e.unlock()
 	if !sent {
 		var err error
-		if gone, err = e.endPod(ctx, a, ended); err != nil {
+		if gone, err = e.endPod(ctx, a, outcome); err != nil {
 			return err
 		}
 		e.mu.Lock()
 		a.stopSent, a.stopGone = true, gone
-		e.mu.Unlock()
+		e.unlock()
 	}
 	if !gone {
 		// The watch's view, or the pod's own when the watch does not hold
@@ -292,10 +274,10 @@ func (e *Kubernetes) stopStep(ctx context.Context, a *attempt) error {
 		}
 	}
 	e.mu.Lock()
-	stopped := gone || podStopped(a.lastPod)
+	stopped := gone || watch.Stopped(a.lastPod)
 	waited := time.Since(a.resultAt)
 	ns, name := a.namespace, a.podName
-	e.mu.Unlock()
+	e.unlock()
 	wait := e.cfg.PodStopWait
 	if !stopped && wait > 0 && waited < wait {
 		return nil // a pod event or the resync looks again
@@ -305,24 +287,24 @@ func (e *Kubernetes) stopStep(ctx context.Context, a *attempt) error {
 		if !stopped {
 			a.result.PodMayStillRun = true
 			if wait > 0 {
-				e.log.Warn("the pod did not stop within PodStopWait; saving the result anyway", "task", a.key, "pod", ns+"/"+name, "waited", waited.Round(time.Second))
+				e.logLocked(slog.LevelWarn, "the pod did not stop within PodStopWait; saving the result anyway", "task", a.key, "pod", ns+"/"+name, "waited", waited.Round(time.Second))
 			}
 		}
 		e.moveLocked(a, stageFinishing)
 	}
-	e.mu.Unlock()
+	e.unlock()
 	return e.saveStep(ctx, a)
 }
 
-// endPod records ended on the attempt's pod and deletes it, both guarded
+// endPod records outcome on the attempt's pod and deletes it, both guarded
 // by the pod's UID. It reports whether the pod is gone: not found, or
 // replaced by another of its name. A pod whose create's outcome was
 // unknown is read first, and left alone unless it is this executor's pod
 // of this attempt.
-func (e *Kubernetes) endPod(ctx context.Context, a *attempt, ended kubexec.Ended) (bool, error) {
+func (e *Executor) endPod(ctx context.Context, a *attempt, outcome ended) (bool, error) {
 	e.mu.Lock()
 	ns, name, uid, grace, last := a.namespace, a.podName, a.podUID, a.grace, a.lastPod
-	e.mu.Unlock()
+	e.unlock()
 	if uid == "" {
 		pod, err := e.readOwnPod(ctx, a.key, ns, name)
 		if err != nil || pod == nil {
@@ -331,10 +313,10 @@ func (e *Kubernetes) endPod(ctx context.Context, a *attempt, ended kubexec.Ended
 		uid, last = pod.UID, pod
 		e.mu.Lock()
 		a.podUID, a.lastPod = uid, watch.Trim(pod)
-		e.mu.Unlock()
+		e.unlock()
 	}
-	if last == nil || !podEnded(last) {
-		gone, err := e.annotateEnded(ctx, ns, name, uid, ended)
+	if last == nil || !watch.Ended(last) {
+		gone, err := e.annotateEnded(ctx, ns, name, uid, outcome)
 		if gone || err != nil {
 			return gone, err
 		}
@@ -344,7 +326,7 @@ func (e *Kubernetes) endPod(ctx context.Context, a *attempt, ended kubexec.Ended
 
 // readOwnPod reads the pod ns/name and returns it when it is this
 // executor's pod of key, else nil.
-func (e *Kubernetes) readOwnPod(ctx context.Context, key kubexec.TaskKey, ns, name string) (*corev1.Pod, error) {
+func (e *Executor) readOwnPod(ctx context.Context, key kubexec.TaskKey, ns, name string) (*corev1.Pod, error) {
 	pod, err := e.client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
@@ -361,10 +343,10 @@ func (e *Kubernetes) readOwnPod(ctx context.Context, key kubexec.TaskKey, ns, na
 // annotateEnded writes kubexec.AnnotationEnded on the pod with the given
 // UID. It reports whether the pod is gone (not found, or another pod of
 // that name).
-func (e *Kubernetes) annotateEnded(ctx context.Context, ns, name string, uid types.UID, ended kubexec.Ended) (bool, error) {
+func (e *Executor) annotateEnded(ctx context.Context, ns, name string, uid types.UID, outcome ended) (bool, error) {
 	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
 		"uid":         uid,
-		"annotations": map[string]string{kubexec.AnnotationEnded: kubexec.EndedAnnotation(ended)},
+		"annotations": map[string]string{kubexec.AnnotationEnded: outcome.annotation()},
 	}})
 	if err != nil {
 		return false, err
@@ -384,17 +366,17 @@ func (e *Kubernetes) annotateEnded(ctx context.Context, ns, name string, uid typ
 // refreshStopping updates the stopping attempt's view of its pod from the
 // watch, or, when the watch does not hold that pod, from the API server.
 // It reports whether the pod is gone.
-func (e *Kubernetes) refreshStopping(ctx context.Context, a *attempt) (bool, error) {
+func (e *Executor) refreshStopping(ctx context.Context, a *attempt) (bool, error) {
 	e.mu.Lock()
 	ns, name, uid := a.namespace, a.podName, a.podUID
 	if e.watcher != nil {
 		if pod, ok := e.watcher.Get(ns, name); ok && pod.UID == uid {
 			a.lastPod = pod
-			e.mu.Unlock()
+			e.unlock()
 			return false, nil
 		}
 	}
-	e.mu.Unlock()
+	e.unlock()
 	pod, err := e.client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
@@ -406,13 +388,13 @@ func (e *Kubernetes) refreshStopping(ctx context.Context, a *attempt) (bool, err
 	}
 	e.mu.Lock()
 	a.lastPod = watch.Trim(pod)
-	e.mu.Unlock()
+	e.unlock()
 	return false, nil
 }
 
 // resyncLoop classifies tracked pods again every ResyncInterval, for
 // outcomes that depend on time alone.
-func (e *Kubernetes) resyncLoop() {
+func (e *Executor) resyncLoop() {
 	t := time.NewTicker(e.cfg.ResyncInterval)
 	defer t.Stop()
 	for {
@@ -431,10 +413,10 @@ func (e *Kubernetes) resyncLoop() {
 // hands the attempts whose result is known to their workers at once,
 // except those whose last step failed: they wait for their backoff. The others change only by an event of
 // their pod, so resync costs nothing per running pod.
-func (e *Kubernetes) resync(retryNow bool) {
+func (e *Executor) resync(retryNow bool) {
 	now := time.Now()
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.unlock()
 	for uid, at := range e.released {
 		if now.Sub(at) > releasedMemory {
 			delete(e.released, uid)
@@ -470,7 +452,7 @@ func queuedTimeoutMessage(a *attempt, timeout time.Duration) string {
 
 // worker runs step for the keys of queue until the queue shuts down,
 // retrying a failed step with the queue's backoff.
-func (e *Kubernetes) worker(queue workqueue.TypedRateLimitingInterface[kubexec.TaskKey], what string, step func(context.Context, kubexec.TaskKey) error) {
+func (e *Executor) worker(queue workqueue.TypedRateLimitingInterface[kubexec.TaskKey], what string, step func(context.Context, kubexec.TaskKey) error) {
 	for {
 		key, shutdown := queue.Get()
 		if shutdown {
@@ -489,7 +471,7 @@ func (e *Kubernetes) worker(queue workqueue.TypedRateLimitingInterface[kubexec.T
 
 // enqueueLocked hands a to the workers of its stage: the result workers
 // until its result is saved, the release workers after.
-func (e *Kubernetes) enqueueLocked(a *attempt) {
+func (e *Executor) enqueueLocked(a *attempt) {
 	switch a.stage {
 	case stageStopping, stageFinishing:
 		e.results.Add(a.key)
@@ -501,15 +483,15 @@ func (e *Kubernetes) enqueueLocked(a *attempt) {
 // resultStep runs the step of key's stage that belongs to the result
 // workers: verifying a pod that left the watch, collecting an XCom value
 // that a sidecar waits for, waiting for a pod to stop, saving the result.
-func (e *Kubernetes) resultStep(ctx context.Context, key kubexec.TaskKey) error {
+func (e *Executor) resultStep(ctx context.Context, key kubexec.TaskKey) error {
 	e.mu.Lock()
 	a, ok := e.attempts[key]
 	if !ok {
-		e.mu.Unlock()
+		e.unlock()
 		return nil
 	}
 	st, collect, pod := a.stage, a.xcomWaiting, e.podLocked(a)
-	e.mu.Unlock()
+	e.unlock()
 	switch st {
 	case stageVerifying:
 		return e.verifyStep(ctx, a)
@@ -531,14 +513,14 @@ func (e *Kubernetes) resultStep(ctx context.Context, key kubexec.TaskKey) error 
 // the XCom value and saves the result, then hands the attempt to the
 // release workers (releasing takes API calls, and maybe a log archive:
 // other results are not kept waiting behind it).
-func (e *Kubernetes) saveStep(ctx context.Context, a *attempt) error {
+func (e *Executor) saveStep(ctx context.Context, a *attempt) error {
 	e.mu.Lock()
 	if a.stage != stageFinishing {
-		e.mu.Unlock()
+		e.unlock()
 		return nil
 	}
 	hasPod, pod := a.hasPod(), a.lastPod
-	e.mu.Unlock()
+	e.unlock()
 	if e.cfg.XCom != nil && hasPod && pod != nil {
 		if err := e.collectXCom(ctx, a, pod); err != nil {
 			return err
@@ -546,17 +528,17 @@ func (e *Kubernetes) saveStep(ctx context.Context, a *attempt) error {
 	}
 	e.mu.Lock()
 	r, resultAt := a.result.ValidUTF8(), a.resultAt
-	e.mu.Unlock()
+	e.unlock()
 	if err := e.store.SaveResult(ctx, r); err != nil {
-		if m, ok := e.cfg.Metrics.(SaveErrorMetrics); ok && ctx.Err() == nil {
-			m.ObserveSaveError(r.Reason)
+		if ctx.Err() == nil {
+			e.cfg.Metrics.ObserveSaveError(r.Reason)
 		}
 		return fmt.Errorf("StateStore.SaveResult: %w", err)
 	}
 	e.cfg.Metrics.ObserveResult(r.Reason, time.Since(resultAt))
 	e.mu.Lock()
 	moved := e.moveLocked(a, stageReleasing)
-	e.mu.Unlock()
+	e.unlock()
 	e.log.Debug("result saved", "task", a.key, "reason", r.Reason)
 	if moved {
 		e.releases.Add(a.key)
@@ -566,15 +548,15 @@ func (e *Kubernetes) saveStep(ctx context.Context, a *attempt) error {
 
 // releaseStep is the step of stageReleasing, on a release worker: it
 // archives the logs and releases the pod.
-func (e *Kubernetes) releaseStep(ctx context.Context, key kubexec.TaskKey) error {
+func (e *Executor) releaseStep(ctx context.Context, key kubexec.TaskKey) error {
 	e.mu.Lock()
 	a, ok := e.attempts[key]
 	if !ok || a.stage != stageReleasing {
-		e.mu.Unlock()
+		e.unlock()
 		return nil
 	}
 	hasPod, pod, archived := a.hasPod(), a.lastPod, a.archived
-	e.mu.Unlock()
+	e.unlock()
 	if e.cfg.LogArchiver != nil && hasPod && pod != nil && !archived {
 		// Before the pod may go: the tracking finalizer holds it until
 		// the archive is complete, so a crash only archives again.
@@ -583,7 +565,7 @@ func (e *Kubernetes) releaseStep(ctx context.Context, key kubexec.TaskKey) error
 		}
 		e.mu.Lock()
 		a.archived = true
-		e.mu.Unlock()
+		e.unlock()
 	}
 	return e.release(ctx, a)
 }
@@ -593,15 +575,14 @@ func (e *Kubernetes) releaseStep(ctx context.Context, key kubexec.TaskKey) error
 // result with the value's error). Errors other than a wrong value are
 // retried by the caller; so is a Collect that did not return within
 // Config.XComTimeout.
-func (e *Kubernetes) collectXCom(ctx context.Context, a *attempt, pod *corev1.Pod) error {
+func (e *Executor) collectXCom(ctx context.Context, a *attempt, pod *corev1.Pod) error {
 	e.mu.Lock()
-	done, ref := a.xcomDone, a.xcomRef
-	e.mu.Unlock()
+	done := a.xcomDone
+	e.unlock()
 	if !done {
 		timeout := e.cfg.XComTimeout
 		cctx, cancel := context.WithTimeout(ctx, timeout)
-		var err error
-		ref, err = e.cfg.XCom.Collect(cctx, pod, a.key)
+		ref, err := e.cfg.XCom.Collect(cctx, pod, a.key)
 		cut := ctx.Err() == nil && errors.Is(cctx.Err(), context.DeadlineExceeded)
 		cancel()
 		if err != nil && cut && !errors.Is(err, kubexec.ErrXComValue) {
@@ -611,24 +592,24 @@ func (e *Kubernetes) collectXCom(ctx context.Context, a *attempt, pod *corev1.Po
 		case errors.Is(err, kubexec.ErrXComValue):
 			e.mu.Lock()
 			a.xcomDone, a.xcomErr = true, err
-			e.mu.Unlock()
+			e.unlock()
 		case err != nil:
 			return fmt.Errorf("collect xcom: %w", err)
 		default:
 			e.mu.Lock()
 			a.xcomDone, a.xcomRef = true, ref
-			e.mu.Unlock()
+			e.unlock()
 		}
 	}
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.unlock()
 	a.xcomWaiting = false
 	if a.stage.hasResult() && a.stage != stageReleasing {
 		a.result.XComRef = a.xcomRef
 		if a.xcomErr != nil && a.result.Reason == kubexec.ReasonSucceeded {
 			// The task ran but its value is unusable: a failure of the
 			// task, never a silent drop.
-			a.result.Reason, a.result.State = kubexec.ReasonFailed, kubexec.StateFailed
+			a.result.Reason, a.result.State = kubexec.ReasonXComFailed, kubexec.StateFailed
 			a.result.Message = "the task succeeded but its XCom value is unusable: " + a.xcomErr.Error()
 		}
 	}
@@ -637,13 +618,13 @@ func (e *Kubernetes) collectXCom(ctx context.Context, a *attempt, pod *corev1.Po
 
 // release removes the tracking finalizer of a saved attempt's pod, then
 // labels it done (kept) or deletes it, as the GC policy says.
-func (e *Kubernetes) release(ctx context.Context, a *attempt) error {
+func (e *Executor) release(ctx context.Context, a *attempt) error {
 	e.mu.Lock()
 	ns, name, uid := a.namespace, a.podName, a.podUID
 	hasPod, released, force, grace, deleteAt := a.hasPod(), a.released, a.podMayRun, a.grace, a.deleteAt
 	deleted := a.stopSent // stopStep deleted it before the save
 	succeeded := a.result.Reason == kubexec.ReasonSucceeded
-	e.mu.Unlock()
+	e.unlock()
 
 	if hasPod && uid == "" {
 		// A pod whose create's outcome was unknown: it is released (and
@@ -657,9 +638,9 @@ func (e *Kubernetes) release(ctx context.Context, a *attempt) error {
 		}
 	}
 	if hasPod {
-		del := force || (succeeded && !e.cfg.GC.KeepOnSuccess) || (!succeeded && e.cfg.GC.DeleteOnFailure)
-		delayed := del && !force && e.cfg.GC.Delay > 0
-		if del && !delayed && !released && !deleted {
+		plan := planGC(e.cfg.GC, succeeded, force, deleted)
+		delayed := plan.deleteAfter > 0
+		if plan.deleteNow && !released {
 			// Delete before the finalizer goes: a crash in between leaves
 			// a terminating pod that still holds the finalizer (a restart
 			// releases it again), never a pod that nobody tracks.
@@ -678,10 +659,10 @@ func (e *Kubernetes) release(ctx context.Context, a *attempt) error {
 			e.mu.Lock()
 			a.released, a.podUID = true, uid
 			if delayed {
-				a.deleteAt = time.Now().Add(e.cfg.GC.Delay)
+				a.deleteAt = time.Now().Add(plan.deleteAfter)
 				deleteAt = a.deleteAt
 			}
-			e.mu.Unlock()
+			e.unlock()
 		}
 		if delayed {
 			if wait := time.Until(deleteAt); wait > 0 {
@@ -701,15 +682,38 @@ func (e *Kubernetes) release(ctx context.Context, a *attempt) error {
 		e.released[uid] = time.Now()
 	}
 	e.reportSlotsLocked()
-	e.mu.Unlock()
+	e.unlock()
 	return nil
+}
+
+// gcPlan is what happens to a saved attempt's pod besides its release (the
+// done label and the finalizer's removal, always): deleted before the
+// release, deleted deleteAfter after it, or kept (neither).
+type gcPlan struct {
+	deleteNow   bool
+	deleteAfter time.Duration
+}
+
+// planGC is the GC decision for a pod whose attempt ended succeeded (or
+// not), under policy: a pod that may still run (force) is deleted at once
+// whatever the policy; one already deleted (by the stop step) is not
+// deleted again.
+func planGC(policy GCPolicy, succeeded, force, alreadyDeleted bool) gcPlan {
+	del := force || (succeeded && !policy.KeepOnSuccess) || (!succeeded && policy.DeleteOnFailure)
+	switch {
+	case !del:
+		return gcPlan{}
+	case !force && policy.Delay > 0:
+		return gcPlan{deleteAfter: policy.Delay}
+	}
+	return gcPlan{deleteNow: !alreadyDeleted}
 }
 
 // releasePatch labels the pod with the given UID done and removes its
 // tracking finalizer, in one patch: it leaves the watch and is no longer
 // held. The UID in the patch guards it: another pod of the same name (the
 // attempt queued again after this one was deleted) is left alone.
-func (e *Kubernetes) releasePatch(ctx context.Context, ns, name string, uid types.UID) error {
+func (e *Executor) releasePatch(ctx context.Context, ns, name string, uid types.UID) error {
 	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
 		"uid":                                 uid,
 		"labels":                              map[string]string{kubexec.LabelDone: kubexec.DoneValue},
@@ -732,7 +736,7 @@ func (e *Kubernetes) releasePatch(ctx context.Context, ns, name string, uid type
 // deletePod deletes the pod, guarded by its UID, and reports whether it is
 // gone already: not found, or replaced by another of the same name. A pod
 // whose UID is not known is not deleted (it may not be this attempt's).
-func (e *Kubernetes) deletePod(ctx context.Context, ns, name string, uid types.UID, grace *int64) (bool, error) {
+func (e *Executor) deletePod(ctx context.Context, ns, name string, uid types.UID, grace *int64) (bool, error) {
 	if uid == "" {
 		return false, nil
 	}
@@ -749,20 +753,20 @@ func (e *Kubernetes) deletePod(ctx context.Context, ns, name string, uid types.U
 
 // verifyStep is the step of stageVerifying, on a result worker: it finds
 // out why the watch reported a pod deleted before its result was known.
-func (e *Kubernetes) verifyStep(ctx context.Context, a *attempt) error {
+func (e *Executor) verifyStep(ctx context.Context, a *attempt) error {
 	e.mu.Lock()
 	if a.stage != stageVerifying {
-		e.mu.Unlock()
+		e.unlock()
 		return nil
 	}
 	key, ns, name, uid, last := a.key, a.namespace, a.podName, a.podUID, a.lastPod
-	e.mu.Unlock()
+	e.unlock()
 	pod, err := e.client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("get pod %s/%s: %w", ns, name, err)
 	}
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.unlock()
 	if a.stage != stageVerifying {
 		return nil // the watch saw it again, or it was revoked
 	}
@@ -772,22 +776,19 @@ func (e *Kubernetes) verifyStep(ctx context.Context, a *attempt) error {
 		// Vanished: deleted without our finalizer holding it.
 		c := watch.ClassifyDeleted(last, now)
 		a.pod = podGone
-		r := kubexec.Result{
-			Key: key, State: c.Reason.State(), Reason: c.Reason, ExitCode: c.ExitCode,
-			Container: c.Container, Message: c.Message, PodName: name, Namespace: ns,
-			Node: last.Spec.NodeName, StartedAt: c.StartedAt, FinishedAt: now,
-		}
+		r := classifiedResult(key, c, last, now)
+		r.PodName, r.Namespace = name, ns
 		e.endLocked(a, r, a.settledStage())
 	case pod.Labels[kubexec.LabelExecutor] != e.cfg.ExecutorID:
 		// Adopted by another executor: it saves the result now.
-		e.log.Info("pod adopted by another executor", "task", key, "pod", ns+"/"+name, "owner", pod.Labels[kubexec.LabelExecutor])
+		e.logLocked(slog.LevelInfo, "pod adopted by another executor", "task", key, "pod", ns+"/"+name, "owner", pod.Labels[kubexec.LabelExecutor])
 		e.forgetLocked(a)
 	default:
 		// Still ours (for example labelled done by hand): decide from its
 		// current state.
 		e.classifyLocked(a, pod, now)
 		if a.stage == stageVerifying {
-			e.log.Warn("pod left the watch but is still this executor's and not finished; no longer tracked", "task", key, "pod", ns+"/"+name)
+			e.logLocked(slog.LevelWarn, "pod left the watch but is still this executor's and not finished; no longer tracked", "task", key, "pod", ns+"/"+name)
 			e.forgetLocked(a)
 		}
 	}
@@ -796,7 +797,7 @@ func (e *Kubernetes) verifyStep(ctx context.Context, a *attempt) error {
 
 // forgetLocked drops an attempt that has no result (its pod is no longer
 // this executor's to watch).
-func (e *Kubernetes) forgetLocked(a *attempt) {
+func (e *Executor) forgetLocked(a *attempt) {
 	if e.moveLocked(a, stageDone) {
 		e.untrackLocked(a)
 		e.reportSlotsLocked()

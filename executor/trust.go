@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubexec/kubexec"
+	"github.com/kubexec/kubexec/internal/provenance"
 	"github.com/kubexec/kubexec/podtemplate"
 )
 
@@ -47,7 +48,7 @@ const (
 
 // setupTrust loads the provenance key and learns the executor's own
 // ServiceAccount, before any pod is built or observed.
-func (e *Kubernetes) setupTrust(ctx context.Context) error {
+func (e *Executor) setupTrust(ctx context.Context) error {
 	if !e.cfg.DisableProvenance {
 		key := e.cfg.ProvenanceKey
 		if key == nil {
@@ -56,7 +57,7 @@ func (e *Kubernetes) setupTrust(ctx context.Context) error {
 				return err
 			}
 		}
-		p, err := kubexec.NewProvenance(key)
+		p, err := provenance.New(key)
 		if err != nil {
 			return fmt.Errorf("executor: the provenance key: %w", err)
 		}
@@ -102,7 +103,7 @@ func (c Config) provenanceSecretName() string {
 // provenanceKey reads the provenance key from its Secret, creating the
 // Secret with a new random key when there is none: the first instance of a
 // deployment makes it, the others and later restarts read it.
-func (e *Kubernetes) provenanceKey(ctx context.Context) ([]byte, error) {
+func (e *Executor) provenanceKey(ctx context.Context) ([]byte, error) {
 	name := e.cfg.provenanceSecretName()
 	secrets := e.client.CoreV1().Secrets(e.cfg.LeaseNamespace)
 	where := e.cfg.LeaseNamespace + "/" + name
@@ -110,9 +111,9 @@ func (e *Kubernetes) provenanceKey(ctx context.Context) ([]byte, error) {
 		s, err := secrets.Get(ctx, name, metav1.GetOptions{})
 		if err == nil {
 			key := s.Data[ProvenanceSecretKey]
-			if len(key) < kubexec.MinProvenanceKeyBytes {
+			if len(key) < provenance.MinKeyBytes {
 				return nil, fmt.Errorf("executor: Secret %s holds %d bytes under %q, not a provenance key of at least %d random bytes: delete the Secret (the executor makes a new one) or fill it in",
-					where, len(key), ProvenanceSecretKey, kubexec.MinProvenanceKeyBytes)
+					where, len(key), ProvenanceSecretKey, provenance.MinKeyBytes)
 			}
 			return key, nil
 		}
@@ -149,7 +150,7 @@ func (e *Kubernetes) provenanceKey(ctx context.Context) ([]byte, error) {
 // checkPolicy applies the policy step to pod, built for spec, whose
 // kubexec metadata is applied; preset lists the internal annotations the
 // Builder or the XCom mutator had set before kubexec's own were applied.
-func (e *Kubernetes) checkPolicy(pod *corev1.Pod, spec podtemplate.TaskSpec, preset []string) error {
+func (e *Executor) checkPolicy(pod *corev1.Pod, spec podtemplate.TaskSpec, preset []string) error {
 	if e.policy.Disabled {
 		return nil
 	}
@@ -195,7 +196,7 @@ var ErrForeignPod = errors.New("executor: not a pod this executor's deployment c
 // either is the pod this process created for the attempt (uid, "" when
 // not known) or carries a valid provenance mark. The error says why not,
 // and its reason is one of the ForeignPod* constants.
-func (e *Kubernetes) genuine(pod *corev1.Pod, key kubexec.TaskKey, uid string) (string, error) {
+func (e *Executor) genuine(pod *corev1.Pod, key kubexec.TaskKey, uid string) (string, error) {
 	name, err := kubexec.PodName(key)
 	if err != nil {
 		return ForeignPodName, err
@@ -213,7 +214,7 @@ func (e *Kubernetes) genuine(pod *corev1.Pod, key kubexec.TaskKey, uid string) (
 		return "", nil
 	}
 	if err := e.provenance.Verify(pod); err != nil {
-		if errors.Is(err, kubexec.ErrNoProvenance) {
+		if errors.Is(err, provenance.ErrNoMark) {
 			return ForeignPodNoMark, fmt.Errorf("%w: %w", ErrForeignPod, err)
 		}
 		return ForeignPodBadMark, fmt.Errorf("%w: %w", ErrForeignPod, err)
@@ -223,7 +224,7 @@ func (e *Kubernetes) genuine(pod *corev1.Pod, key kubexec.TaskKey, uid string) (
 
 // reportForeign logs and counts a pod that failed genuine, once per pod
 // UID and reason. It is called without e.mu held.
-func (e *Kubernetes) reportForeign(pod *corev1.Pod, reason string, err error) {
+func (e *Executor) reportForeign(pod *corev1.Pod, reason string, err error) {
 	k := string(pod.UID) + "/" + reason
 	e.foreignMu.Lock()
 	seen := e.foreign[k]
@@ -238,9 +239,7 @@ func (e *Kubernetes) reportForeign(pod *corev1.Pod, reason string, err error) {
 		return
 	}
 	e.log.Warn("ignoring a pod that carries an attempt's labels but that this executor cannot tell its deployment made: it decides no result", "pod", pod.Namespace+"/"+pod.Name, "reason", reason, "err", err)
-	if m, ok := e.cfg.Metrics.(ForeignPodMetrics); ok {
-		m.ObserveForeignPod(reason)
-	}
+	e.cfg.Metrics.ObserveForeignPod(reason)
 }
 
 // maxForeignRemembered bounds the memory of reported foreign pods.

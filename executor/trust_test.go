@@ -21,6 +21,7 @@ import (
 	"github.com/kubexec/kubexec"
 	"github.com/kubexec/kubexec/adoption"
 	"github.com/kubexec/kubexec/executor"
+	"github.com/kubexec/kubexec/internal/provenance"
 	"github.com/kubexec/kubexec/podtemplate"
 )
 
@@ -250,7 +251,7 @@ func TestAdoptRefusesAnotherKeysPod(t *testing.T) {
 	b := startExecutor(t, cluster.RESTConfig(), executor.NewMemoryStore(), cfgB)
 	_, err := b.Adopt(t.Context(), []kubexec.TaskKey{k})
 	require.ErrorIs(t, err, executor.ErrForeignPod)
-	require.ErrorIs(t, err, kubexec.ErrBadProvenance)
+	require.ErrorIs(t, err, provenance.ErrBadMark)
 }
 
 // TestAdmissionPolicy: the shipped ValidatingAdmissionPolicy, bound to one
@@ -332,7 +333,7 @@ func TestAdmissionPolicy(t *testing.T) {
 	_, err = forger.CoreV1().Pods(ns).Patch(ctx, name, types.MergePatchType,
 		[]byte(`{"metadata":{"labels":{"note":"fine"}}}`), metav1.PatchOptions{})
 	require.NoError(t, err, "other labels may change")
-	require.NoError(t, e.Revoke(ctx, running))
+	require.NoError(t, e.Revoke(running))
 	drive(t, e, 3*time.Minute, "revoked", func() bool { _, ok, _ := store.LoadResult(ctx, running); return ok })
 	r, _, err := store.LoadResult(ctx, running)
 	require.NoError(t, err)

@@ -62,7 +62,9 @@ func testXComAndLogArchive(t *testing.T, builderMiddleware bool, channel xcom.Ch
 	e := startExecutor(t, cluster.RESTConfig(), store, cfg)
 	good, bad := key("xcom", 1), key("xcom", 2)
 	require.NoError(t, e.Queue(pin.apply(t, shell(good, `echo "computing"; echo '{"rows": 42}' > "$`+xcom.EnvPath+`"`), "")))
-	require.NoError(t, e.Queue(pin.apply(t, shell(bad, `echo 'not json' > "$`+xcom.EnvPath+`"`), "")))
+	// A pod that asks for JSON fails on text (by default, text is a
+	// value of its own).
+	require.NoError(t, e.Queue(pin.applyAnnotated(t, shell(bad, `echo 'not json' > "$`+xcom.EnvPath+`"`), `{"`+xcom.AnnotationFormat+`": json}`)))
 	drive(t, e, 2*time.Minute, "results", func() bool { return len(store.Results()) == 2 })
 
 	got := resultsByKey(store)
@@ -86,7 +88,9 @@ func testXComAndLogArchive(t *testing.T, builderMiddleware bool, channel xcom.Ch
 	}
 	require.Equal(t, map[bool]int{true: 1, false: 0}[channel == xcom.ChannelSidecar], sidecars)
 
-	require.Equal(t, kubexec.ReasonFailed, got[bad].Reason, "%+v", got[bad])
+	require.Equal(t, kubexec.ReasonXComFailed, got[bad].Reason, "%+v", got[bad])
+	require.True(t, got[bad].ContainerExited, "the task's container exited (0); its value failed")
+	require.Zero(t, got[bad].ExitCode)
 	require.Contains(t, got[bad].Message, "XCom value")
 	require.Empty(t, got[bad].XComRef)
 

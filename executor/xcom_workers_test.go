@@ -75,7 +75,7 @@ func testXComFIFO(t *testing.T, pin nodePin) {
 	drive(t, e, 3*time.Minute, "the FIFO tasks' results", func() bool { return len(store.Results()) == len(fifos)+1 })
 	for _, k := range fifos {
 		r := resultsByKey(store)[k]
-		require.Equal(t, kubexec.ReasonFailed, r.Reason, "%+v", r)
+		require.Equal(t, kubexec.ReasonXComFailed, r.Reason, "%+v", r)
 		require.Contains(t, r.Message, "XCom value")
 		require.Contains(t, r.Message, "not a regular file")
 		require.Empty(t, r.XComRef)
@@ -114,6 +114,9 @@ type hangingXCom struct {
 	calls   atomic.Int64 // of the hanging keys
 	bounded atomic.Int64 // of those, calls whose context had a deadline
 }
+
+func (h *hangingXCom) MutatePod(context.Context, *corev1.Pod) error { return nil }
+func (h *hangingXCom) Waiting(*corev1.Pod) bool                     { return false }
 
 func (h *hangingXCom) Collect(ctx context.Context, _ *corev1.Pod, k kubexec.TaskKey) (string, error) {
 	if !h.hang[k] {

@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
 )
 
 // ErrInvalidConfig is wrapped by the errors returned for an invalid
@@ -82,7 +84,7 @@ type Config struct {
 }
 
 const (
-	defaultNamespace        = "default"
+	defaultNamespace        = corev1.NamespaceDefault
 	defaultMaxArchiveBytes  = 10 << 20
 	defaultArchiveTailBytes = 1 << 20
 	defaultMaxLineBytes     = 64 << 10

@@ -11,6 +11,7 @@ import (
 
 	"github.com/kubexec/kubexec"
 	"github.com/kubexec/kubexec/internal/apierr"
+	"github.com/kubexec/kubexec/watch"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -363,7 +364,7 @@ func (s *Service) waitStarted(ctx context.Context, t target, container string, p
 			}
 		case started(containerStatus(pod, container), previous):
 			return pod, nil
-		case pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed:
+		case watch.Ended(pod):
 			return nil, fmt.Errorf("%w: container %s of pod %s, which has ended", ErrNotStarted, container, t)
 		default:
 			retry.progress()

@@ -18,6 +18,8 @@ import (
 
 	"github.com/kubexec/kubexec"
 	"github.com/kubexec/kubexec/internal/devcluster"
+	"github.com/kubexec/kubexec/internal/podtest"
+	"github.com/kubexec/kubexec/internal/podwatch"
 )
 
 // nodePod is a pod for a process node (its containers run the host's
@@ -25,7 +27,7 @@ import (
 // (onKind).
 func nodePod(t testing.TB, executorID, name string, command string, mutate ...func(*corev1.Pod)) *corev1.Pod {
 	t.Helper()
-	p := newPod(t, executorID, name)
+	p := podtest.NewPod(t, executorID, name)
 	p.Spec.SchedulerName = ""
 	p.Spec.NodeSelector = map[string]string{devcluster.ProcessNodeLabel: "true"}
 	p.Spec.TerminationGracePeriodSeconds = new(int64(5))
@@ -65,10 +67,10 @@ func (h *history) OnDelete(p *corev1.Pod, gone bool) { h.add(p, true) }
 func watchHistory(t *testing.T, client kubernetes.Interface, id, ns string) *history {
 	t.Helper()
 	h := newHistory()
-	w, err := New(client, Config{ExecutorID: id, Namespaces: []string{ns}}, h)
+	w, err := podwatch.New(client, podwatch.Config{ExecutorID: id, Namespaces: []string{ns}}, h)
 	require.NoError(t, err)
-	runWatcher(t, w)
-	ctx, cancel := context.WithTimeout(t.Context(), waitTimeout)
+	podtest.Run(t, w)
+	ctx, cancel := context.WithTimeout(t.Context(), podtest.WaitTimeout)
 	defer cancel()
 	require.NoError(t, w.WaitForSync(ctx))
 	return h
@@ -81,7 +83,7 @@ func watchHistory(t *testing.T, client kubernetes.Interface, id, ns string) *his
 // the rules that depend on time.
 func classifyWatched(t *testing.T, h *history, name string, opts ClassifyOptions, done func(Classification) bool) (Classification, *corev1.Pod) {
 	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
+	deadline := time.Now().Add(podtest.WaitTimeout)
 	for {
 		h.mu.Lock()
 		states := slices.Clone(h.states[name])
@@ -107,7 +109,7 @@ func classifyWatched(t *testing.T, h *history, name string, opts ClassifyOptions
 			if len(states) > 0 {
 				last = states[len(states)-1].pod.Status
 			}
-			t.Fatalf("pod %s: after %s, classified %s %s: %s\nlast status: %+v", name, waitTimeout, c.Phase, c.Reason, c.Message, last)
+			t.Fatalf("pod %s: after %s, classified %s %s: %s\nlast status: %+v", name, podtest.WaitTimeout, c.Phase, c.Reason, c.Message, last)
 		}
 		select {
 		case <-time.After(100 * time.Millisecond):
@@ -148,7 +150,7 @@ func TestClassifyRealPods(t *testing.T) {
 func testClassifyRealPods(t *testing.T, nodeLabel string) {
 	client := cluster.Client()
 	ns := cluster.NewNamespace(t, "watch-classify", nil)
-	id := executorID(t)
+	id := podtest.ExecutorID(t)
 	h := watchHistory(t, client, id, ns)
 	create := func(p *corev1.Pod) {
 		t.Helper()
@@ -233,12 +235,12 @@ func testClassifyRealPods(t *testing.T, nodeLabel string) {
 	})
 	t.Run("image pull error after the grace period", func(t *testing.T) {
 		grace := ClassifyOptions{ImagePullGrace: 3 * time.Second}
-		c, pod := classifyWatched(t, h, "pull-fails", grace, func(c Classification) bool { return c.Container != "" })
+		c, _ := classifyWatched(t, h, "pull-fails", grace, func(c Classification) bool { return c.Container != "" })
 		if !c.Terminal() {
 			require.Equal(t, PhasePending, c.Phase)
 			require.Contains(t, c.Message, "the attempt fails if this lasts 3s")
 		}
-		c, pod = classifyWatched(t, h, "pull-fails", grace, terminalClass)
+		c, pod := classifyWatched(t, h, "pull-fails", grace, terminalClass)
 		require.Equal(t, kubexec.ReasonImagePullError, c.Reason, c.Message)
 		require.Equal(t, "base", c.Container)
 		require.Contains(t, c.Message, "does-not-exist")
@@ -285,7 +287,7 @@ func TestClassifyPreemption(t *testing.T) {
 	cluster.Need(t)
 	client := cluster.Client()
 	ns := cluster.NewNamespace(t, "watch-preempt", nil)
-	id := executorID(t)
+	id := podtest.ExecutorID(t)
 	h := watchHistory(t, client, id, ns)
 	pc, err := client.SchedulingV1().PriorityClasses().Create(t.Context(), &schedulingv1.PriorityClass{
 		ObjectMeta: metav1.ObjectMeta{GenerateName: "kubexec-test-high-"}, Value: 1_000_000,
@@ -330,12 +332,12 @@ func TestClassifyNodeLost(t *testing.T) {
 	cluster.Need(t)
 	client := cluster.Client()
 	ns := cluster.NewNamespace(t, "watch-nodelost", nil)
-	id := executorID(t)
+	id := podtest.ExecutorID(t)
 	h := watchHistory(t, client, id, ns)
 	node := cluster.NodeNames()[1]
 	onNode := func(p *corev1.Pod) { p.Spec.NodeSelector = map[string]string{corev1.LabelHostname: node} }
 	restart := func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), podtest.WaitTimeout)
 		defer cancel()
 		require.NoError(t, cluster.StartNode(ctx, node))
 	}
@@ -387,7 +389,7 @@ func TestClassifyNoScheduler(t *testing.T) {
 	t.Parallel()
 	client := cluster.Client()
 	ns := cluster.NewNamespace(t, "watch-noscheduler", nil)
-	id := executorID(t)
+	id := podtest.ExecutorID(t)
 	h := watchHistory(t, client, id, ns)
 	const scheduler = "no-such-scheduler"
 	opts := ClassifyOptions{PendingTimeout: 3 * time.Second}
@@ -402,7 +404,7 @@ func TestClassifyNoScheduler(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			podName, observed := tc.pod, tc.observed
-			pod := newPod(t, id, podName)
+			pod := podtest.NewPod(t, id, podName)
 			pod.Spec.SchedulerName = scheduler
 			_, err := client.CoreV1().Pods(ns).Create(t.Context(), pod, metav1.CreateOptions{})
 			require.NoError(t, err)
@@ -413,7 +415,7 @@ func TestClassifyNoScheduler(t *testing.T) {
 			}
 			// Classify the latest state the Watcher delivered, now and
 			// again at each RecheckAt, until the attempt ends.
-			deadline := time.Now().Add(waitTimeout)
+			deadline := time.Now().Add(podtest.WaitTimeout)
 			var c Classification
 			var last *corev1.Pod
 			var recheckAt time.Time
@@ -434,7 +436,7 @@ func TestClassifyNoScheduler(t *testing.T) {
 					recheckAt = c.RecheckAt
 				}
 				if time.Now().After(deadline) {
-					t.Fatalf("after %s: %s %s: %s", waitTimeout, c.Phase, c.Reason, c.Message)
+					t.Fatalf("after %s: %s %s: %s", podtest.WaitTimeout, c.Phase, c.Reason, c.Message)
 				}
 				wait := 100 * time.Millisecond // for the first state
 				if !recheckAt.IsZero() {

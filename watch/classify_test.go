@@ -11,38 +11,20 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubexec/kubexec"
+	"github.com/kubexec/kubexec/internal/podtest"
 )
 
 // t0 is when the test pods were created; now is when they are classified.
 var (
-	t0  = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	t0  = podtest.T0
 	now = t0.Add(10 * time.Minute)
 )
 
-func at(d time.Duration) metav1.Time { return metav1.NewTime(t0.Add(d)) }
-
-// testPod is a pod with a main container "base", a sidecar "proxy" (a
-// restartable init container) and an init container "setup", with no
-// status yet.
-func testPod(mutate ...func(*corev1.Pod)) *corev1.Pod {
-	always := corev1.ContainerRestartPolicyAlways
-	p := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: "u1", ResourceVersion: "7", CreationTimestamp: at(0)},
-		Spec: corev1.PodSpec{
-			RestartPolicy: corev1.RestartPolicyNever,
-			InitContainers: []corev1.Container{
-				{Name: "setup", Image: "busybox"},
-				{Name: "proxy", Image: "envoy", RestartPolicy: &always},
-			},
-			Containers: []corev1.Container{{Name: "base", Image: "python:3.12"}, {Name: "helper", Image: "busybox"}},
-		},
-		Status: corev1.PodStatus{Phase: corev1.PodPending},
-	}
-	for _, m := range mutate {
-		m(p)
-	}
-	return p
-}
+var (
+	at      = podtest.At
+	testPod = podtest.TestPod
+	ranOK   = podtest.RanOK
+)
 
 func phase(ph corev1.PodPhase) func(*corev1.Pod) {
 	return func(p *corev1.Pod) { p.Status.Phase = ph }
@@ -112,16 +94,6 @@ func waiting(name, image, reason, message string) corev1.ContainerStatus {
 	return corev1.ContainerStatus{Name: name, Image: image, State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason, Message: message}}}
 }
 
-// ranOK adds statuses of a pod whose init container, sidecar and containers
-// ran; the main container started at 1m.
-func ranOK(p *corev1.Pod) {
-	p.Status.InitContainerStatuses = []corev1.ContainerStatus{
-		exited("setup", 0, "Completed", 30*time.Second, 50*time.Second),
-		running("proxy", 55*time.Second),
-	}
-	p.Status.ContainerStatuses = []corev1.ContainerStatus{running("base", time.Minute), running("helper", time.Minute)}
-}
-
 type classifyCase struct {
 	name string
 	pod  *corev1.Pod
@@ -132,6 +104,8 @@ type classifyCase struct {
 	reason    kubexec.Reason
 	container string
 	exitCode  int32
+	// exited is ContainerExited: container terminated, with exitCode.
+	exited bool
 	// message holds substrings the message must contain.
 	message    []string
 	startedAt  time.Time
@@ -161,7 +135,7 @@ func classifyCases() []classifyCase {
 				status(true, exited("proxy", 0, "Completed", 55*time.Second, 4*minute)),
 				status(false, exited("base", 0, "Completed", minute, 3*minute)),
 				status(false, exited("helper", 0, "Completed", minute, 2*minute))),
-			phase: PhaseTerminal, reason: kubexec.ReasonSucceeded, container: "base",
+			phase: PhaseTerminal, reason: kubexec.ReasonSucceeded, container: "base", exited: true,
 			startedAt: t0.Add(minute), finishedAt: t0.Add(3 * minute),
 		},
 		{
@@ -170,7 +144,7 @@ func classifyCases() []classifyCase {
 				status(true, exited("setup", 0, "Completed", 0, 10*time.Second)),
 				status(false, exited("helper", 3, "Error", minute, 2*minute)),
 				status(false, exited("base", 1, "Error", minute, 3*minute))),
-			phase: PhaseTerminal, reason: kubexec.ReasonFailed, container: "base", exitCode: 1,
+			phase: PhaseTerminal, reason: kubexec.ReasonFailed, container: "base", exitCode: 1, exited: true,
 			message:   []string{`container "base" exited with code 1`, "read the task's log"},
 			startedAt: t0.Add(minute), finishedAt: t0.Add(3 * minute),
 		},
@@ -179,7 +153,7 @@ func classifyCases() []classifyCase {
 			pod: testPod(phase(corev1.PodFailed),
 				status(true, exited("setup", 2, "Error", 0, 10*time.Second)),
 				status(false, waiting("base", "python:3.12", "PodInitializing", ""))),
-			phase: PhaseTerminal, reason: kubexec.ReasonFailed, container: "setup", exitCode: 2,
+			phase: PhaseTerminal, reason: kubexec.ReasonFailed, container: "setup", exitCode: 2, exited: true,
 			message:    []string{`init container "setup" exited with code 2`},
 			finishedAt: t0.Add(10 * time.Second),
 		},
@@ -189,7 +163,7 @@ func classifyCases() []classifyCase {
 				status(true, exited("setup", 0, "Completed", 0, 10*time.Second)),
 				status(true, exited("proxy", 143, "Error", 20*time.Second, 3*minute)),
 				status(false, exited("base", 1, "Error", minute, 2*minute))),
-			phase: PhaseTerminal, reason: kubexec.ReasonFailed, container: "base", exitCode: 1,
+			phase: PhaseTerminal, reason: kubexec.ReasonFailed, container: "base", exitCode: 1, exited: true,
 			startedAt: t0.Add(minute), finishedAt: t0.Add(2 * minute),
 		},
 		{
@@ -197,7 +171,7 @@ func classifyCases() []classifyCase {
 			pod: testPod(phase(corev1.PodFailed), status(false, corev1.ContainerStatus{Name: "base", State: corev1.ContainerState{
 				Terminated: &corev1.ContainerStateTerminated{ExitCode: 134, Signal: 6, Reason: "Error", Message: "Traceback: KeyError 'x'\n",
 					StartedAt: at(minute), FinishedAt: at(2 * minute)}}})),
-			phase: PhaseTerminal, reason: kubexec.ReasonFailed, container: "base", exitCode: 134,
+			phase: PhaseTerminal, reason: kubexec.ReasonFailed, container: "base", exitCode: 134, exited: true,
 			message:   []string{"exited with code 134 (signal 6): Traceback: KeyError 'x'"},
 			startedAt: t0.Add(minute), finishedAt: t0.Add(2 * minute),
 		},
@@ -207,7 +181,7 @@ func classifyCases() []classifyCase {
 				Terminated: &corev1.ContainerStateTerminated{ExitCode: 128, Reason: "StartError",
 					Message:   `failed to create containerd task: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: exec: "/no/such/binary": stat /no/such/binary: no such file or directory: unknown`,
 					StartedAt: metav1.Unix(0, 0), FinishedAt: at(2 * minute)}}})),
-			phase: PhaseTerminal, reason: kubexec.ReasonFailed, container: "base", exitCode: 128,
+			phase: PhaseTerminal, reason: kubexec.ReasonFailed, container: "base", exitCode: 128, exited: true,
 			message:    []string{"exited with code 128", "/no/such/binary"},
 			finishedAt: t0.Add(2 * minute),
 		},
@@ -216,7 +190,7 @@ func classifyCases() []classifyCase {
 			pod: testPod(phase(corev1.PodFailed), status(false, corev1.ContainerStatus{Name: "base", RestartCount: 1,
 				State:                corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}},
 				LastTerminationState: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 7, Reason: "Error", StartedAt: at(2 * minute), FinishedAt: at(3 * minute)}}})),
-			phase: PhaseTerminal, reason: kubexec.ReasonFailed, container: "base", exitCode: 7,
+			phase: PhaseTerminal, reason: kubexec.ReasonFailed, container: "base", exitCode: 7, exited: true,
 			startedAt: t0.Add(2 * minute), finishedAt: t0.Add(3 * minute),
 		},
 		{
@@ -224,7 +198,7 @@ func classifyCases() []classifyCase {
 			pod: testPod(phase(corev1.PodFailed),
 				status(false, exited("base", 137, "OOMKilled", minute, 2*minute)),
 				status(false, exited("helper", 0, "Completed", minute, 2*minute))),
-			phase: PhaseTerminal, reason: kubexec.ReasonOOMKilled, container: "base", exitCode: 137,
+			phase: PhaseTerminal, reason: kubexec.ReasonOOMKilled, container: "base", exitCode: 137, exited: true,
 			message:   []string{`container "base" was killed for exceeding its memory limit (OOMKilled, exit code 137)`, "resources.limits.memory"},
 			startedAt: t0.Add(minute), finishedAt: t0.Add(2 * minute),
 		},
@@ -233,7 +207,7 @@ func classifyCases() []classifyCase {
 			pod: testPod(phase(corev1.PodFailed),
 				status(false, exited("base", 1, "Error", minute, 2*minute)),
 				status(false, exited("helper", 137, "OOMKilled", minute, 2*minute))),
-			phase: PhaseTerminal, reason: kubexec.ReasonOOMKilled, container: "helper", exitCode: 137,
+			phase: PhaseTerminal, reason: kubexec.ReasonOOMKilled, container: "helper", exitCode: 137, exited: true,
 			startedAt: t0.Add(minute), finishedAt: t0.Add(2 * minute),
 		},
 		{
@@ -261,7 +235,7 @@ func classifyCases() []classifyCase {
 			name: "DeadlineExceeded, even though the kill made the container exit non-zero",
 			pod: testPod(phase(corev1.PodFailed), podReason("DeadlineExceeded", "Pod was active on the node longer than the specified deadline"),
 				status(false, exited("base", 137, "Error", minute, 5*minute))),
-			phase: PhaseTerminal, reason: kubexec.ReasonDeadlineExceeded, container: "base", exitCode: 137,
+			phase: PhaseTerminal, reason: kubexec.ReasonDeadlineExceeded, container: "base", exitCode: 137, exited: true,
 			message:   []string{"activeDeadlineSeconds", "longer than the specified deadline"},
 			startedAt: t0.Add(minute), finishedAt: t0.Add(5 * minute),
 		},
@@ -446,14 +420,14 @@ func classifyCases() []classifyCase {
 			name: "deleted after it succeeded: still Succeeded",
 			pod: testPod(phase(corev1.PodSucceeded), deleting(5*time.Minute),
 				status(false, exited("base", 0, "Completed", minute, 2*minute))),
-			phase: PhaseTerminal, reason: kubexec.ReasonSucceeded, container: "base",
+			phase: PhaseTerminal, reason: kubexec.ReasonSucceeded, container: "base", exited: true,
 			startedAt: t0.Add(minute), finishedAt: t0.Add(2 * minute),
 		},
 		{
 			name: "deleted after it was OOM killed: still OOMKilled",
 			pod: testPod(phase(corev1.PodFailed), deleting(5*time.Minute),
 				status(false, exited("base", 137, "OOMKilled", minute, 2*minute))),
-			phase: PhaseTerminal, reason: kubexec.ReasonOOMKilled, container: "base", exitCode: 137,
+			phase: PhaseTerminal, reason: kubexec.ReasonOOMKilled, container: "base", exitCode: 137, exited: true,
 			startedAt: t0.Add(minute), finishedAt: t0.Add(2 * minute),
 		},
 		// Issue 26, item 14: classification cases from Airflow's tests and
@@ -503,7 +477,7 @@ func classifyCases() []classifyCase {
 			pod: testPod(phase(corev1.PodFailed),
 				status(false, exited("base", 137, "Error", minute, 2*minute)),
 				status(false, exited("helper", 0, "Completed", minute, 2*minute))),
-			phase: PhaseTerminal, reason: kubexec.ReasonFailed, container: "base", exitCode: 137,
+			phase: PhaseTerminal, reason: kubexec.ReasonFailed, container: "base", exitCode: 137, exited: true,
 			message: []string{`container "base" exited with code 137`, "killed with SIGKILL", "OOM killer",
 				"memory limit", "resources.limits.memory"},
 			startedAt: t0.Add(minute), finishedAt: t0.Add(2 * minute),
@@ -512,7 +486,7 @@ func classifyCases() []classifyCase {
 			name: "killed by signal 9 with no reason: the same advice",
 			pod: testPod(phase(corev1.PodFailed), status(false, corev1.ContainerStatus{Name: "base", State: corev1.ContainerState{
 				Terminated: &corev1.ContainerStateTerminated{ExitCode: 137, Signal: 9, StartedAt: at(minute), FinishedAt: at(2 * minute)}}})),
-			phase: PhaseTerminal, reason: kubexec.ReasonFailed, container: "base", exitCode: 137,
+			phase: PhaseTerminal, reason: kubexec.ReasonFailed, container: "base", exitCode: 137, exited: true,
 			message:   []string{"(signal 9)", "killed with SIGKILL", "resources.limits.memory"},
 			startedAt: t0.Add(minute), finishedAt: t0.Add(2 * minute),
 		},
@@ -661,6 +635,10 @@ func checkClassification(t *testing.T, tc classifyCase, got Classification, when
 	require.Equal(t, tc.reason, got.Reason, "reason; message: %s", got.Message)
 	require.Equal(t, tc.container, got.Container, "container")
 	require.Equal(t, tc.exitCode, got.ExitCode, "exit code")
+	require.Equal(t, tc.exited, got.ContainerExited, "container exited")
+	if got.ContainerExited {
+		require.NotEmpty(t, got.Container, "an exited container is named")
+	}
 	require.Equal(t, tc.startedAt, got.StartedAt, "startedAt")
 	for _, want := range tc.message {
 		require.Contains(t, got.Message, want)
@@ -683,8 +661,8 @@ func checkClassification(t *testing.T, tc classifyCase, got Classification, when
 	// It makes a valid Result.
 	res := kubexec.Result{
 		Key:   kubexec.TaskKey{WorkflowID: "wf", TaskID: "t", MapIndex: kubexec.NotMapped, Attempt: 1},
-		State: got.Reason.State(), Reason: got.Reason, ExitCode: got.ExitCode, Container: got.Container,
-		Message: got.Message, StartedAt: got.StartedAt, FinishedAt: got.FinishedAt,
+		State: got.Reason.State(), Reason: got.Reason, ExitCode: got.ExitCode, ContainerExited: got.ContainerExited,
+		Container: got.Container, Message: got.Message, StartedAt: got.StartedAt, FinishedAt: got.FinishedAt,
 	}
 	require.NoError(t, res.Validate())
 }
@@ -750,7 +728,7 @@ func TestClassifyDeleted(t *testing.T) {
 		{
 			name:  "it had succeeded",
 			pod:   testPod(phase(corev1.PodSucceeded), status(false, exited("base", 0, "Completed", time.Minute, 2*time.Minute))),
-			phase: PhaseTerminal, reason: kubexec.ReasonSucceeded, container: "base",
+			phase: PhaseTerminal, reason: kubexec.ReasonSucceeded, container: "base", exited: true,
 			startedAt: t0.Add(time.Minute), finishedAt: t0.Add(2 * time.Minute),
 		},
 		{
@@ -785,14 +763,14 @@ func TestClassifyDeleted(t *testing.T) {
 			pod: testPod(phase(corev1.PodFailed), deletedWithGrace(3*time.Minute, 30),
 				status(false, exited("base", 3, "Error", time.Minute, 2*time.Minute)),
 				status(true, exited("proxy", 137, "Error", 0, 3*time.Minute+time.Second))),
-			phase: PhaseTerminal, reason: kubexec.ReasonFailed, container: "base", exitCode: 3,
+			phase: PhaseTerminal, reason: kubexec.ReasonFailed, container: "base", exitCode: 3, exited: true,
 			startedAt: t0.Add(time.Minute), finishedAt: t0.Add(2 * time.Minute),
 		},
 		{
 			name: "OOM killed before the deletion",
 			pod: testPod(phase(corev1.PodFailed), deletedWithGrace(3*time.Minute, 30),
 				status(false, exited("base", 137, "OOMKilled", time.Minute, 2*time.Minute))),
-			phase: PhaseTerminal, reason: kubexec.ReasonOOMKilled, container: "base", exitCode: 137,
+			phase: PhaseTerminal, reason: kubexec.ReasonOOMKilled, container: "base", exitCode: 137, exited: true,
 			startedAt: t0.Add(time.Minute), finishedAt: t0.Add(2 * time.Minute),
 		},
 		{
@@ -806,7 +784,7 @@ func TestClassifyDeleted(t *testing.T) {
 		{
 			name:  "it had failed",
 			pod:   testPod(phase(corev1.PodFailed), status(false, exited("base", 2, "Error", time.Minute, 2*time.Minute))),
-			phase: PhaseTerminal, reason: kubexec.ReasonFailed, container: "base", exitCode: 2,
+			phase: PhaseTerminal, reason: kubexec.ReasonFailed, container: "base", exitCode: 2, exited: true,
 			startedAt: t0.Add(time.Minute), finishedAt: t0.Add(2 * time.Minute),
 		},
 	}

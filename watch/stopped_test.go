@@ -1,4 +1,4 @@
-package executor
+package watch
 
 import (
 	"testing"
@@ -8,7 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-func TestPodStopped(t *testing.T) {
+func TestStopped(t *testing.T) {
 	t.Parallel()
 	now := metav1.Now()
 	pod := func(phase corev1.PodPhase, node string, deleting bool, states ...corev1.ContainerState) *corev1.Pod {
@@ -42,6 +42,10 @@ func TestPodStopped(t *testing.T) {
 		{"pending, not deleted", pod(corev1.PodPending, "n", false, waiting), false},
 	}
 	for _, tt := range tests {
-		require.Equal(t, tt.want, podStopped(tt.pod), tt.name)
+		require.Equal(t, tt.want, Stopped(tt.pod), tt.name)
+		if tt.pod != nil {
+			ended := tt.pod.Status.Phase == corev1.PodSucceeded || tt.pod.Status.Phase == corev1.PodFailed
+			require.Equal(t, ended, Ended(tt.pod), tt.name)
+		}
 	}
 }

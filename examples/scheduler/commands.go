@@ -13,8 +13,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/selection"
 
 	"github.com/kubexec/kubexec"
 	"github.com/kubexec/kubexec/examples/scheduler/sqlitestore"
@@ -303,15 +301,10 @@ func cmdCleanup(ctx context.Context, o *options) error {
 			}
 		}
 	}
-	sel, err := kubexec.ExecutorSelector(execID)
+	sel, err := kubexec.DoneSelector(execID)
 	if err != nil {
 		return err
 	}
-	done, err := labels.NewRequirement(kubexec.LabelDone, selection.Equals, []string{kubexec.DoneValue})
-	if err != nil {
-		return err
-	}
-	sel = sel.Add(*done)
 	deleted, young, held := 0, 0, 0
 	for _, ns := range namespaces {
 		pods, err := cl.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})

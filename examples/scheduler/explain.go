@@ -125,7 +125,7 @@ func cmdExplain(ctx context.Context, o *options, ref string) error {
 	// Reason of its own: its hint applies to it.
 	if r := a.Result; r != nil && r.Reason != kubexec.ReasonSucceeded && (r.Reason != task.Reason || !task.State.Terminal()) {
 		fmt.Fprintf(w, "  Attempt %d: Reason %s: retryable=%t, platform failure=%t.\n", a.Attempt, termtext.Line(string(r.Reason)), r.Reason.Retryable(), r.Reason.SystemFailure())
-		if h := r.Reason.Hint(); h != "" && (r.Reason != kubexec.ReasonFailed || r.ExitCode != 0) {
+		if h := r.Reason.Hint(); h != "" && resultHintApplies(*r) {
 			todo = append(todo, h)
 		}
 	}
@@ -180,7 +180,7 @@ func goneWhy(reason kubexec.Reason) string {
 		return "deleted after its result was saved (succeeded pods are deleted once their logs are archived, unless --keep-pods)"
 	case kubexec.ReasonDeletedExternally:
 		return "deleted by someone other than the scheduler before it finished; its tracking finalizer held it until its result was saved"
-	case kubexec.ReasonFailed, kubexec.ReasonOOMKilled, kubexec.ReasonDeadlineExceeded:
+	case kubexec.ReasonFailed, kubexec.ReasonOOMKilled, kubexec.ReasonDeadlineExceeded, kubexec.ReasonXComFailed:
 		return "deleted after its result was saved (failed pods are kept until `scheduler cleanup`, or someone deleted it)"
 	}
 	return "deleted by the executor once the attempt's outcome was known (" + termtext.Line(string(reason)) + "), before its result was saved, so that a retry never runs beside it"

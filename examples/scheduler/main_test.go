@@ -386,7 +386,9 @@ func TestInvalidWorkflowFiles(t *testing.T) {
 
 // A failing task fails the run, its downstream tasks are not run, and the
 // final table says why. A task whose XCom value a downstream task reads
-// fails when it writes none, or one that is not JSON.
+// ends XComFailed when it writes none, or, when its pod asks for JSON
+// (xcom.kubexec.io/format: json), one that is not JSON; without that
+// annotation, text is a value, passed on as a JSON string.
 func TestFailureStopsDownstream(t *testing.T) {
 	e := newEnv(t, "failing")
 	ctx := t.Context()
@@ -404,10 +406,17 @@ tasks:
   command: [sh, -c, "echo no value written"]
 - id: garbled
   command: [sh, -c, 'echo "rows: 42" > "$KUBEXEC_XCOM_PATH"']
+  podOverride: {metadata: {annotations: {xcom.kubexec.io/format: json}}}
 - id: reader
   dependsOn: [silent, garbled]
   xcomInputs: {A: silent, B: garbled}
   command: [sh, -c, "true"]
+- id: text
+  command: [sh, -c, 'echo "rows: 42" > "$KUBEXEC_XCOM_PATH"']
+- id: text-reader
+  dependsOn: [text]
+  xcomInputs: {T: text}
+  command: [sh, -c, 'test "$T" = "\"rows: 42\"" || { echo "got $T" >&2; exit 1; }']
 `)
 	code, out, _ := e.main(ctx, "--plain", "run", wf)
 	require.Equal(t, exitFailed, code)
@@ -421,10 +430,17 @@ tasks:
 	require.Equal(t, sqlitestore.TaskUpstreamFailed, states["after"].State)
 
 	require.Equal(t, sqlitestore.TaskFailed, states["silent"].State)
+	require.Equal(t, kubexec.ReasonXComFailed, states["silent"].Reason)
 	require.Contains(t, states["silent"].Message, "XCom value")
-	require.Contains(t, out, "silent: attempt 1 failed (the task succeeded but its XCom value is unusable")
+	require.Contains(t, states["silent"].Message, "required value missing")
+	require.Contains(t, out, "silent: attempt 1 ended XComFailed (")
 	require.Equal(t, sqlitestore.TaskFailed, states["garbled"].State)
+	require.Equal(t, kubexec.ReasonXComFailed, states["garbled"].Reason)
 	require.Contains(t, states["garbled"].Message, "XCom value")
+	require.Contains(t, states["garbled"].Message, "not JSON")
+	require.Contains(t, out, "garbled: attempt 1 ended XComFailed (")
+	require.Equal(t, sqlitestore.TaskSucceeded, states["text"].State, states["text"].Message)
+	require.Equal(t, sqlitestore.TaskSucceeded, states["text-reader"].State, states["text-reader"].Message)
 	require.Equal(t, sqlitestore.TaskUpstreamFailed, states["reader"].State)
 }
 

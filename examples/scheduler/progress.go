@@ -46,7 +46,7 @@ type progress struct {
 	last  map[string]string // task -> last printed state (plain)
 }
 
-func newProgress(o *options, store *sqlitestore.Store, exec executor.Executor, wf *workflow.Workflow, run sqlitestore.Run) *progress {
+func newProgress(o *options, store *sqlitestore.Store, exec *executor.Executor, wf *workflow.Workflow, run sqlitestore.Run) *progress {
 	p := &progress{o: o, out: o.stdout, store: store, exec: exec, wf: wf, run: run, last: map[string]string{}}
 	if f, ok := o.stdout.(*os.File); ok && !o.plain && term.IsTerminal(int(f.Fd())) {
 		p.tty = true
@@ -108,10 +108,7 @@ func (p *progress) rows(ctx context.Context) ([]row, map[string]int, error) {
 		}
 		switch t.State {
 		case sqlitestore.TaskWaiting:
-			var deps []string
-			for _, d := range p.wf.Task(t.TaskID).DependsOn {
-				deps = append(deps, d)
-			}
+			deps := p.wf.Task(t.TaskID).DependsOn
 			if len(deps) > 0 {
 				r.detail = "for " + strings.Join(deps, ", ")
 			}
@@ -343,21 +340,27 @@ func writeRunTable(ctx context.Context, w io.Writer, db string, store *sqlitesto
 }
 
 // hintApplies reports whether the Reason's hint fits the latest of
-// attempts: a failure with exit code 0 is not the code's (e.g. its XCom
-// value was unusable), and its message says what to do instead.
+// attempts (see resultHintApplies).
 func hintApplies(attempts []sqlitestore.Attempt) bool {
 	if n := len(attempts); n > 0 && attempts[n-1].Result != nil {
-		r := attempts[n-1].Result
-		return r.Reason != kubexec.ReasonFailed || r.ExitCode != 0
+		return resultHintApplies(*attempts[n-1].Result)
 	}
 	return true
+}
+
+// resultHintApplies reports whether the hint of r's Reason fits r: Failed's
+// hint is about a container's exit code, so it does not fit a pod that
+// failed before any container exited (ContainerExited false), whose
+// message says what to do instead.
+func resultHintApplies(r kubexec.Result) bool {
+	return r.Reason != kubexec.ReasonFailed || r.ContainerExited
 }
 
 // describeResult says how an attempt ended, on one line, with the
 // result's message (from its pod) through termtext.Line.
 func describeResult(r kubexec.Result) string {
 	s := fmt.Sprintf("attempt %d ended %s", r.Key.Attempt, termtext.Line(string(r.Reason)))
-	if r.Reason == kubexec.ReasonFailed && r.ExitCode != 0 {
+	if r.Reason == kubexec.ReasonFailed && r.ContainerExited {
 		s += fmt.Sprintf(" (exit code %d", r.ExitCode)
 		if c := termtext.Line(r.Container); c != "" {
 			s += " in container " + c

@@ -175,12 +175,14 @@ func namespaceFor(o *options, wf *workflow.Workflow) string {
 }
 
 // newBuilder returns the pod builder: the base template (--pod-template,
-// or kubexec's restricted default running as uid 65534), with each task's
-// timeout as the pod's deadline, and the XCom channel: each task may write
-// one JSON value to the file named by $KUBEXEC_XCOM_PATH, its termination
-// message unless its pod override chooses the sidecar channel
-// (annotation xcom.kubexec.io/channel: sidecar). It needs no executor id:
-// the executor hands its own in each TaskSpec.
+// or kubexec's restricted default running as uid 65534) and the XCom
+// channel: each task may write a value, JSON or text, to the file named by
+// $KUBEXEC_XCOM_PATH, its termination message unless its pod override
+// chooses the sidecar channel (annotation xcom.kubexec.io/channel:
+// sidecar), and JSON only if it asks for it (xcom.kubexec.io/format:
+// json). Each task's timeout is its pod's deadline through its TaskSpec
+// (driver.Spec). It needs no executor id: the executor hands its own in
+// each TaskSpec.
 func newBuilder(o *options, wf *workflow.Workflow, ns string) (podtemplate.Builder, error) {
 	var base *corev1.Pod
 	if o.podTemplate != "" {
@@ -199,7 +201,6 @@ func newBuilder(o *options, wf *workflow.Workflow, ns string) (podtemplate.Build
 	return podtemplate.New(base, podtemplate.Config{
 		Namespace: ns,
 		Middleware: []podtemplate.Middleware{
-			driver.DeadlineMiddleware(wf),
 			driver.RequireXComMiddleware(wf),
 			xcom.Middleware(xcom.PodConfig{Channel: xcom.ChannelTerminationMessage}),
 		},

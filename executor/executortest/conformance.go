@@ -141,17 +141,14 @@ func RunStateStoreConformance(t *testing.T, newStore StoreFactory) {
 
 func requireLoaded(t *testing.T, store executor.StateStore, want kubexec.Result) {
 	t.Helper()
-	loader, ok := store.(executor.ResultLoader)
-	if !ok {
-		return
-	}
-	got, found, err := loader.LoadResult(t.Context(), want.Key)
+	got, found, err := store.LoadResult(t.Context(), want.Key)
 	require.NoError(t, err)
 	require.True(t, found, "no result loaded for %s", want.Key)
 	require.Equal(t, want.Key, got.Key)
 	require.Equal(t, want.State, got.State)
 	require.Equal(t, want.Reason, got.Reason)
 	require.Equal(t, want.ExitCode, got.ExitCode)
+	require.Equal(t, want.ContainerExited, got.ContainerExited)
 	require.Equal(t, want.Container, got.Container)
 	require.Equal(t, want.Message, got.Message)
 	require.Equal(t, want.PodName, got.PodName)
@@ -173,16 +170,17 @@ func sampleResult(n int) kubexec.Result {
 			MapIndex:   kubexec.NotMapped,
 			Attempt:    1,
 		},
-		State:      kubexec.StateFailed,
-		Reason:     kubexec.ReasonFailed,
-		ExitCode:   int32(n % 256),
-		Container:  "base",
-		Message:    fmt.Sprintf("exit code %d", n%256),
-		PodName:    fmt.Sprintf("conformance-task-%d-abc123-1", n),
-		Namespace:  "default",
-		Node:       "node-1",
-		StartedAt:  start,
-		FinishedAt: start.Add(42 * time.Second),
-		XComRef:    fmt.Sprintf("xcom://conformance/%d", n),
+		State:           kubexec.StateFailed,
+		Reason:          kubexec.ReasonFailed,
+		ExitCode:        int32(n % 256),
+		ContainerExited: true,
+		Container:       "base",
+		Message:         fmt.Sprintf("exit code %d", n%256),
+		PodName:         fmt.Sprintf("conformance-task-%d-abc123-1", n),
+		Namespace:       "default",
+		Node:            "node-1",
+		StartedAt:       start,
+		FinishedAt:      start.Add(42 * time.Second),
+		XComRef:         fmt.Sprintf("xcom://conformance/%d", n),
 	}
 }

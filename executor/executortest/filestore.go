@@ -29,10 +29,7 @@ type FileStore struct {
 	repeats int
 }
 
-var (
-	_ executor.StateStore   = (*FileStore)(nil)
-	_ executor.ResultLoader = (*FileStore)(nil)
-)
+var _ executor.StateStore = (*FileStore)(nil)
 
 // OpenFileStore opens (or creates) the store at path. A torn last line,
 // from a process killed while writing it, is ignored: its save had not

@@ -1,4 +1,4 @@
-package adoption
+package fleet
 
 import (
 	"context"
@@ -41,12 +41,6 @@ func groupLabels(group string) map[string]string {
 		l[kubexec.LabelGroup] = group
 	}
 	return l
-}
-
-// isClaim reports whether l is a claim Lease.
-func isClaim(l *coordinationv1.Lease) bool {
-	_, ok := l.Annotations[AnnotationClaimedExecutor]
-	return ok
 }
 
 // claim makes this sweeper the one that settles the ended pods of the dead

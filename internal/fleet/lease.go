@@ -1,4 +1,4 @@
-package adoption
+package fleet
 
 import (
 	"context"
@@ -86,7 +86,7 @@ const (
 
 func (c LeaseConfig) withDefaults() LeaseConfig {
 	if c.Namespace == "" {
-		c.Namespace = "default"
+		c.Namespace = metav1.NamespaceDefault
 	}
 	if c.LeaseDuration == 0 {
 		c.LeaseDuration = 15 * time.Second
@@ -411,7 +411,7 @@ type observation struct {
 // NewLeaseLiveness returns a Liveness that reads Leases in namespace.
 func NewLeaseLiveness(client kubernetes.Interface, namespace string) *LeaseLiveness {
 	if namespace == "" {
-		namespace = "default"
+		namespace = metav1.NamespaceDefault
 	}
 	return &LeaseLiveness{client: client, namespace: namespace, observed: map[string]observation{}, now: time.Now}
 }

@@ -1,4 +1,4 @@
-package adoption
+package fleet
 
 import (
 	"context"
@@ -14,11 +14,11 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubexec/kubexec"
+	"github.com/kubexec/kubexec/watch"
 )
 
 // ErrConflict is wrapped by Relabel's error when the pod's owner is no
@@ -126,7 +126,7 @@ type SweepConfig struct {
 	// pods someone else created with the same labels: a pod it returns an
 	// error for is never relabelled nor settled, only counted
 	// (SweepStats.Foreign). The executor checks the pod's provenance mark
-	// (kubexec.Provenance). Default: every pod of the group is taken.
+	// (the provenance mark). Default: every pod of the group is taken.
 	Verify func(pod *corev1.Pod) error
 }
 
@@ -267,7 +267,7 @@ func (s *Sweeper) Sweep(ctx context.Context) (SweepStats, error) {
 					if !mine {
 						continue // the claim's live holder settles them
 					}
-					if ended(pod) {
+					if watch.Ended(pod) {
 						taken, err := s.cfg.Settle(pod)
 						if err != nil {
 							errs = append(errs, fmt.Errorf("adoption: settle pod %s/%s of %q: %w", pod.Namespace, pod.Name, owner, err))
@@ -394,14 +394,11 @@ func (s *Sweeper) sweepLeases(ctx context.Context, alive map[string]bool, st *Sw
 // (those with no group when it is empty): a sweep deletes no other
 // deployment's Leases.
 func leaseSelector(group string) labels.Selector {
-	sel := kubexec.ManagedSelector()
-	var r *labels.Requirement
-	if group == "" {
-		r, _ = labels.NewRequirement(kubexec.LabelGroup, selection.DoesNotExist, nil)
-	} else {
-		r, _ = labels.NewRequirement(kubexec.LabelGroup, selection.Equals, []string{group}) // validated by NewSweeper
+	sel, err := kubexec.LeaseSelector(group)
+	if err != nil {
+		panic(err) // validated by NewSweeper
 	}
-	return sel.Add(*r)
+	return sel
 }
 
 // leaseExpiredFor reports whether l was last renewed (or, never renewed,
@@ -417,12 +414,7 @@ func leaseExpiredFor(l *coordinationv1.Lease, now time.Time, age time.Duration) 
 // settled reports whether a pod needs no decision from its owner any more:
 // it has ended, or it is being deleted.
 func settled(pod *corev1.Pod) bool {
-	return pod.DeletionTimestamp != nil || ended(pod)
-}
-
-// ended reports whether a pod's phase is terminal.
-func ended(pod *corev1.Pod) bool {
-	return pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
+	return pod.DeletionTimestamp != nil || watch.Ended(pod)
 }
 
 // Run sweeps every interval until ctx ends, reporting each sweep's counts

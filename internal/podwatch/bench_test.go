@@ -1,4 +1,4 @@
-package watch
+package podwatch
 
 import (
 	"context"
@@ -21,6 +21,7 @@ import (
 
 	"github.com/kubexec/kubexec"
 	"github.com/kubexec/kubexec/internal/parallel"
+	"github.com/kubexec/kubexec/internal/podtest"
 )
 
 // benchPods is the number of pods BenchmarkWatch10k watches.
@@ -56,7 +57,7 @@ func benchPod(executorID string, i int) (*corev1.Pod, error) {
 	if err != nil {
 		return nil, err
 	}
-	labels, annotations, err := taskMetadata(executorID, key)
+	labels, annotations, err := podtest.TaskMetadata(executorID, key)
 	if err != nil {
 		return nil, err
 	}
@@ -67,7 +68,7 @@ func benchPod(executorID string, i int) (*corev1.Pod, error) {
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels, Annotations: annotations},
 		Spec: corev1.PodSpec{
-			SchedulerName: noScheduler,
+			SchedulerName: podtest.NoScheduler,
 			RestartPolicy: corev1.RestartPolicyNever,
 			Containers: []corev1.Container{{
 				Name:    "base",
@@ -99,7 +100,7 @@ func createBenchPods(n int) (benchFixture, error) {
 	}
 	f := benchFixture{namespace: ns.Name, executorID: "bench"}
 	// Pods cannot be created before the namespace's default ServiceAccount.
-	for deadline := time.Now().Add(waitTimeout); ; {
+	for deadline := time.Now().Add(podtest.WaitTimeout); ; {
 		if _, err := client.CoreV1().ServiceAccounts(ns.Name).Get(ctx, "default", metav1.GetOptions{}); err == nil {
 			break
 		} else if time.Now().After(deadline) {
@@ -242,7 +243,7 @@ func measureUpdates(b *testing.B, client kubernetes.Interface, f benchFixture, h
 	})
 	require.NoError(b, err)
 	written := time.Since(start)
-	require.True(b, h.waitTotal(base+n, waitTimeout), "the watcher delivered %d of %d changes", h.total()-base, n)
+	require.True(b, h.waitTotal(base+n, podtest.WaitTimeout), "the watcher delivered %d of %d changes", h.total()-base, n)
 	return n / time.Since(start).Seconds(), n / written.Seconds()
 }
 
@@ -275,7 +276,7 @@ func measureInformer(b *testing.B, client kubernetes.Interface, f benchFixture) 
 	var wg sync.WaitGroup
 	start := time.Now()
 	wg.Go(func() { controller.RunWithContext(ctx) })
-	require.True(b, h.waitTotal(benchPods, waitTimeout), "the informer delivered %d of %d pods", h.total(), benchPods)
+	require.True(b, h.waitTotal(benchPods, podtest.WaitTimeout), "the informer delivered %d of %d pods", h.total(), benchPods)
 	elapsed := time.Since(start)
 	b.StopTimer()
 	after := heapInUse()

@@ -1,4 +1,4 @@
-package watch
+package podwatch
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -36,7 +37,29 @@ type podListWatch struct {
 	selector  string
 	cfg       Config
 	logger    *slog.Logger
+	// failing is the namespace's latest list or watch failure, nil while
+	// the last request succeeded (Watcher.Healthy).
+	failing atomic.Pointer[failure]
 }
+
+// failure is a list or watch request that failed, and since when requests
+// have been failing.
+type failure struct {
+	since time.Time
+	err   error
+}
+
+// failed records a failed list or watch request.
+func (lw *podListWatch) failed(err error) {
+	since := time.Now()
+	if f := lw.failing.Load(); f != nil {
+		since = f.since
+	}
+	lw.failing.Store(&failure{since: since, err: err})
+}
+
+// succeeded records a list or watch request that succeeded.
+func (lw *podListWatch) succeeded() { lw.failing.Store(nil) }
 
 var (
 	_ cache.ListerWatcher            = (*podListWatch)(nil)
@@ -61,8 +84,10 @@ func (lw *podListWatch) ListWithContext(ctx context.Context, opts metav1.ListOpt
 	list, err := lw.client.CoreV1().Pods(lw.namespace).List(ctx, opts)
 	if err != nil {
 		lw.logger.Warn("list pods failed", "namespace", lw.namespace, "err", err)
+		lw.failed(err)
 		return nil, err
 	}
+	lw.succeeded()
 	lw.logger.Debug("listed pods", "namespace", lw.namespace, "version", list.ResourceVersion, "pods", len(list.Items))
 	return list, nil
 }
@@ -137,8 +162,12 @@ func (rw *resumingWatch) open(ctx context.Context, opts metav1.ListOptions) (*re
 	w, err := rw.lw.client.CoreV1().Pods(rw.lw.namespace).Watch(reqCtx, opts)
 	if err != nil {
 		cancel()
+		if ctx.Err() == nil {
+			rw.lw.failed(err)
+		}
 		return nil, err
 	}
+	rw.lw.succeeded()
 	return &request{w: w, ctx: reqCtx, cancel: cancel, start: time.Now()}, nil
 }
 

@@ -1,7 +1,8 @@
-package watch
+package podwatch
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
@@ -16,7 +17,7 @@ import (
 func fatPod() *corev1.Pod {
 	p := testPod(ranOK)
 	p.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubexec", Operation: metav1.ManagedFieldsOperationUpdate,
-		FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:metadata":{"f:labels":{}}}`)}}}
+		FieldsV1: metav1.NewFieldsV1(`{"f:metadata":{"f:labels":{}}}`)}}
 	p.Labels = map[string]string{"kubexec.io/executor": "e1"}
 	p.Annotations = map[string]string{"kubexec.io/task": "t", annotationLastApplied: `{"big":"object"}`}
 	p.Finalizers = []string{"kubexec.io/result-tracking"}
@@ -100,10 +101,16 @@ func TestStoredPod(t *testing.T) {
 	kx := fatPod()
 	kx.Labels, kx.Annotations = nil, map[string]string{"other": "x"}
 	require.NoError(t, kubexec.ApplyMetadata(kx, "e1", kubexec.TaskKey{WorkflowID: "wf", TaskID: "extract", RunID: "r1", MapIndex: 3, Attempt: 2}))
-	pods := []*corev1.Pod{fatPod(), kx, {}}
-	for _, tc := range classifyCases() {
-		pods = append(pods, tc.pod)
-	}
+	ended := testPod(ranOK, func(p *corev1.Pod) {
+		p.Status.Phase = corev1.PodFailed
+		p.Status.ContainerStatuses[0].State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 137, Reason: "OOMKilled", FinishedAt: at(2 * time.Minute)}}
+		p.Status.Conditions = []corev1.PodCondition{{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue, Reason: "EvictionByEvictionAPI"}}
+	})
+	pulling := testPod(func(p *corev1.Pod) {
+		p.Spec.NodeName = "node-1"
+		p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "base", Image: "python:3.12", State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff", Message: "back-off"}}}}
+	})
+	pods := []*corev1.Pod{fatPod(), kx, {}, testPod(), testPod(ranOK), ended, pulling}
 	for i, p := range pods {
 		want := Trim(p)
 		stored := pack(p.DeepCopy())

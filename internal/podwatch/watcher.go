@@ -1,10 +1,12 @@
-package watch
+package podwatch
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
@@ -45,6 +47,7 @@ type informer struct {
 	namespace  string
 	store      cache.Store
 	controller cache.Controller
+	lw         *podListWatch
 }
 
 type eventKind int
@@ -103,7 +106,7 @@ func New(client kubernetes.Interface, cfg Config, h Handler) (*Watcher, error) {
 			Handler:       relay{w: w},
 			Transform:     podTransform,
 		})
-		inf := &informer{namespace: ns, store: store, controller: controller}
+		inf := &informer{namespace: ns, store: store, controller: controller, lw: lw}
 		w.informers = append(w.informers, inf)
 		w.byNamespace[ns] = inf
 	}
@@ -172,6 +175,33 @@ func (w *Watcher) dispatch(ev event) {
 // HasSynced reports whether every watched namespace has been listed once
 // and the Handler has received every pod of those first lists.
 func (w *Watcher) HasSynced() bool { return w.synced.Load() }
+
+// Healthy returns nil while the watch is live: every namespace has been
+// listed once and its latest list or watch request succeeded. Otherwise
+// its error says what is wrong: not synced yet, stopped, or the namespaces
+// whose requests fail, since when and with what error (the watch keeps
+// retrying them).
+func (w *Watcher) Healthy() error {
+	select {
+	case <-w.stopped:
+		return errors.New("watch: stopped")
+	default:
+	}
+	var errs []error
+	for _, inf := range w.informers {
+		if f := inf.lw.failing.Load(); f != nil {
+			ns := inf.namespace
+			if ns == metav1.NamespaceAll {
+				ns = "(all namespaces)"
+			}
+			errs = append(errs, fmt.Errorf("the watch of namespace %s has failed since %s: %w", ns, f.since.UTC().Format(time.RFC3339), f.err))
+		}
+	}
+	if !w.synced.Load() {
+		errs = append(errs, errors.New("watch: not synced yet"))
+	}
+	return errors.Join(errs...)
+}
 
 // WaitForSync waits until HasSynced is true. It returns ctx's error if ctx
 // ends first, and ErrStopped if Run returns first.

@@ -1,4 +1,4 @@
-package watch
+package podwatch
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 
 	"github.com/kubexec/kubexec"
 	"github.com/kubexec/kubexec/internal/devcluster"
+	"github.com/kubexec/kubexec/internal/podtest"
 )
 
 // TestWatchDeliversEachChangeOnce: the first list arrives as adds, then
@@ -25,7 +26,7 @@ func TestWatchDeliversEachChangeOnce(t *testing.T) {
 	t.Parallel()
 	client, ns, id := podsOfNewExecutor(t, cluster, "watch-basic", 5)
 	// A pod of another executor in the same namespace is not watched.
-	_, err := client.CoreV1().Pods(ns).Create(t.Context(), newPod(t, "someone-else", "other"), metav1.CreateOptions{})
+	_, err := client.CoreV1().Pods(ns).Create(t.Context(), podtest.NewPod(t, "someone-else", "other"), metav1.CreateOptions{})
 	require.NoError(t, err)
 
 	w, rec := newWatcher(t, client, Config{ExecutorID: id, Namespaces: []string{ns}})
@@ -102,7 +103,7 @@ func TestMultipleNamespaces(t *testing.T) {
 	a := cluster.NewNamespace(t, "watch-a", nil)
 	b := cluster.NewNamespace(t, "watch-b", nil)
 	outside := cluster.NewNamespace(t, "watch-out", nil)
-	id := executorID(t)
+	id := podtest.ExecutorID(t)
 	for _, ns := range []string{a, b, outside} {
 		createPods(t, client, ns, id, 0, 3)
 	}
@@ -144,7 +145,7 @@ func TestAllNamespaces(t *testing.T) {
 	client := cluster.Client()
 	a := cluster.NewNamespace(t, "watch-all-a", nil)
 	b := cluster.NewNamespace(t, "watch-all-b", nil)
-	id := executorID(t)
+	id := podtest.ExecutorID(t)
 	createPods(t, client, a, id, 0, 2)
 	tapClient, tp := newTapClient(t, cluster)
 	w, rec := newWatcher(t, tapClient, Config{ExecutorID: id})
@@ -152,7 +153,7 @@ func TestAllNamespaces(t *testing.T) {
 
 	createPods(t, client, b, id, 0, 2)
 	label(t, client, a, "step", "1", 0, 2)
-	_, err := client.CoreV1().Pods(b).Create(t.Context(), newPod(t, "someone-else", "other"), metav1.CreateOptions{})
+	_, err := client.CoreV1().Pods(b).Create(t.Context(), podtest.NewPod(t, "someone-else", "other"), metav1.CreateOptions{})
 	require.NoError(t, err)
 	rec.waitForServerState(t, client, id, a, b)
 	require.Equal(t, map[string][]string{
@@ -417,7 +418,7 @@ func TestRunLifecycle(t *testing.T) {
 	select {
 	case err := <-done:
 		require.NoError(t, err)
-	case <-time.After(waitTimeout):
+	case <-time.After(podtest.WaitTimeout):
 		t.Fatal("Run did not return after its context ended")
 	}
 	require.ErrorIs(t, w.WaitForSync(t.Context()), ErrStopped)

@@ -1,4 +1,4 @@
-package kubexec_test
+package provenance_test
 
 import (
 	"strings"
@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/kubexec/kubexec"
+	"github.com/kubexec/kubexec/internal/provenance"
 )
 
 func provenancePod(t testing.TB, ns string, key kubexec.TaskKey) *corev1.Pod {
@@ -20,9 +21,9 @@ func provenancePod(t testing.TB, ns string, key kubexec.TaskKey) *corev1.Pod {
 
 func TestProvenance(t *testing.T) {
 	key := kubexec.TaskKey{WorkflowID: "etl", TaskID: "load", RunID: "r1", MapIndex: kubexec.NotMapped, Attempt: 1}
-	p, err := kubexec.NewProvenance([]byte(strings.Repeat("k", 32)))
+	p, err := provenance.New([]byte(strings.Repeat("k", 32)))
 	require.NoError(t, err)
-	other, err := kubexec.NewProvenance([]byte(strings.Repeat("o", 32)))
+	other, err := provenance.New([]byte(strings.Repeat("o", 32)))
 	require.NoError(t, err)
 
 	signed := provenancePod(t, "etl", key)
@@ -34,16 +35,16 @@ func TestProvenance(t *testing.T) {
 	tests := []struct {
 		name   string
 		change func(pod *corev1.Pod)
-		with   *kubexec.Provenance
+		with   *provenance.Marker
 		want   error
 	}{
-		{name: "no mark", change: func(pod *corev1.Pod) { delete(pod.Annotations, kubexec.AnnotationProvenance) }, want: kubexec.ErrNoProvenance},
-		{name: "another key", with: other, want: kubexec.ErrBadProvenance},
-		{name: "made up", change: func(pod *corev1.Pod) { pod.Annotations[kubexec.AnnotationProvenance] = "v1.forged" }, want: kubexec.ErrBadProvenance},
-		{name: "another namespace", change: func(pod *corev1.Pod) { pod.Namespace = "other" }, want: kubexec.ErrBadProvenance},
-		{name: "another name", change: func(pod *corev1.Pod) { pod.Name += "x" }, want: kubexec.ErrBadProvenance},
-		{name: "another attempt", change: func(pod *corev1.Pod) { pod.Annotations[kubexec.AnnotationAttempt] = "2" }, want: kubexec.ErrBadProvenance},
-		{name: "another task", change: func(pod *corev1.Pod) { pod.Annotations[kubexec.AnnotationTask] = "loaf" }, want: kubexec.ErrBadProvenance},
+		{name: "no mark", change: func(pod *corev1.Pod) { delete(pod.Annotations, kubexec.AnnotationProvenance) }, want: provenance.ErrNoMark},
+		{name: "another key", with: other, want: provenance.ErrBadMark},
+		{name: "made up", change: func(pod *corev1.Pod) { pod.Annotations[kubexec.AnnotationProvenance] = "v1.forged" }, want: provenance.ErrBadMark},
+		{name: "another namespace", change: func(pod *corev1.Pod) { pod.Namespace = "other" }, want: provenance.ErrBadMark},
+		{name: "another name", change: func(pod *corev1.Pod) { pod.Name += "x" }, want: provenance.ErrBadMark},
+		{name: "another attempt", change: func(pod *corev1.Pod) { pod.Annotations[kubexec.AnnotationAttempt] = "2" }, want: provenance.ErrBadMark},
+		{name: "another task", change: func(pod *corev1.Pod) { pod.Annotations[kubexec.AnnotationTask] = "loaf" }, want: provenance.ErrBadMark},
 		{name: "no key annotations", change: func(pod *corev1.Pod) {
 			pod.Annotations = map[string]string{kubexec.AnnotationProvenance: mark}
 		}, want: kubexec.ErrNotManaged},
@@ -80,29 +81,14 @@ func TestProvenance(t *testing.T) {
 	require.NoError(t, p.Sign(b))
 	require.NotEqual(t, a.Annotations[kubexec.AnnotationProvenance], b.Annotations[kubexec.AnnotationProvenance])
 
-	_, err = kubexec.NewProvenance(make([]byte, 31))
+	_, err = provenance.New(make([]byte, 31))
 	require.ErrorContains(t, err, "at least 32 random bytes")
-}
-
-func TestInternalAnnotation(t *testing.T) {
-	for name, want := range map[string]bool{
-		kubexec.AnnotationLeaseNamespace: true,
-		kubexec.AnnotationEnded:          true,
-		kubexec.AnnotationProvenance:     true,
-		kubexec.AnnotationNamespaces:     true,
-		"kubexec.io/claimed-executor":    true,
-		kubexec.AnnotationTask:           false, // written by ApplyMetadata, which replaces it
-		"xcom.kubexec.io/channel":        false, // a task author's choice
-		"example.com/note":               false,
-	} {
-		require.Equal(t, want, kubexec.InternalAnnotation(name), name)
-	}
 }
 
 // BenchmarkProvenanceVerify measures the check the executor makes of a pod
 // it did not create in this process (a restart, an adoption, a sweep).
 func BenchmarkProvenanceVerify(b *testing.B) {
-	p, err := kubexec.NewProvenance([]byte(strings.Repeat("k", 32)))
+	p, err := provenance.New([]byte(strings.Repeat("k", 32)))
 	require.NoError(b, err)
 	pod := &corev1.Pod{}
 	pod.Namespace = "etl"

@@ -48,11 +48,11 @@ import (
 	"github.com/kubexec/kubexec/xcom"
 )
 
-// Executor is the part of executor.Executor the scheduler uses.
+// Executor is the part of *executor.Executor the scheduler uses.
 type Executor interface {
 	Queue(spec podtemplate.TaskSpec) error
-	Heartbeat(ctx context.Context) error
-	Revoke(ctx context.Context, key kubexec.TaskKey) error
+	Heartbeat() error
+	Revoke(key kubexec.TaskKey) error
 }
 
 // Environment variables every task receives.
@@ -149,7 +149,10 @@ func Spec(run sqlitestore.Run, t *workflow.Task, n int) podtemplate.TaskSpec {
 		Env:       env,
 		Requests:  t.Requests,
 		Limits:    t.Limits,
-		Override:  t.Override,
+		// The task's timeout wins over the template's deadline; its
+		// podOverride's activeDeadlineSeconds wins over both.
+		ActiveDeadline: t.Timeout,
+		Override:       t.Override,
 	}
 }
 
@@ -196,9 +199,9 @@ func (e *InputError) Error() string {
 func (e *InputError) Unwrap() error { return e.Err }
 
 // spec returns the TaskSpec of attempt n of wt with its XCom inputs: each
-// variable of wt.XComInputs set to the JSON value of its upstream task's
-// succeeded attempt. The error is an *InputError when an input cannot be
-// had.
+// variable of wt.XComInputs set to the value of its upstream task's
+// succeeded attempt, as JSON text (a text value as a JSON string). The
+// error is an *InputError when an input cannot be had.
 func (s *Scheduler) spec(ctx context.Context, wt *workflow.Task, n int) (podtemplate.TaskSpec, error) {
 	spec := Spec(s.run, wt, n)
 	if len(wt.XComInputs) == 0 {
@@ -224,7 +227,7 @@ func (s *Scheduler) spec(ctx context.Context, wt *workflow.Task, n int) (podtemp
 		}
 		if !ok || r.XComRef == "" {
 			return spec, &InputError{Env: env, Upstream: upID, Attempt: up.Attempt,
-				Err: fmt.Errorf("it produced none: the task must write one JSON value to the file named by $%s", xcom.EnvPath)}
+				Err: fmt.Errorf("it produced none: the task must write its value, JSON or text, to the file named by $%s", xcom.EnvPath)}
 		}
 		err = xcom.Pass(ctx, s.cfg.XCom, &spec, xcom.Input{Ref: r.XComRef, Env: env})
 		if errors.Is(err, xcom.ErrNotFound) || errors.Is(err, xcom.ErrTooLarge) {
@@ -244,26 +247,6 @@ func (s *Scheduler) failInputs(ctx context.Context, t *sqlitestore.Task, ie *Inp
 	t.Message = "not run: " + ie.Error()
 	s.cfg.Notef("%s: %s", t.TaskID, t.Message)
 	return s.store.UpdateTask(ctx, *t)
-}
-
-// DeadlineMiddleware sets each pod's activeDeadlineSeconds from its task's
-// timeout in wf, unless the pod already has one (from a template or
-// override).
-func DeadlineMiddleware(wf *workflow.Workflow) podtemplate.Middleware {
-	return func(ctx context.Context, pod *corev1.Pod) error {
-		key, err := kubexec.KeyFromObject(pod)
-		if err != nil {
-			return err
-		}
-		if key.WorkflowID != wf.ID || pod.Spec.ActiveDeadlineSeconds != nil {
-			return nil
-		}
-		if t := wf.Task(key.TaskID); t != nil && t.Timeout > 0 {
-			secs := int64((t.Timeout + time.Second - 1) / time.Second)
-			pod.Spec.ActiveDeadlineSeconds = &secs
-		}
-		return nil
-	}
 }
 
 // Run drives the run until it ends or ctx is done, and returns the run as
@@ -291,7 +274,7 @@ func (s *Scheduler) Run(ctx context.Context) (sqlitestore.Run, error) {
 		if done {
 			return s.store.GetRun(ctx, s.run.ID)
 		}
-		if err := s.exec.Heartbeat(ctx); err != nil && ctx.Err() == nil {
+		if err := s.exec.Heartbeat(); err != nil && ctx.Err() == nil {
 			s.cfg.Logger.Warn("executor heartbeat failed", "err", err)
 		}
 		select {
@@ -540,7 +523,7 @@ func (s *Scheduler) launch(ctx context.Context, wt *workflow.Task, t *sqlitestor
 // result, Revoked, ends the task), any other is cancelled at once.
 func (s *Scheduler) cancel(ctx context.Context, t *sqlitestore.Task, now time.Time) error {
 	if t.State == sqlitestore.TaskLaunched {
-		err := s.exec.Revoke(ctx, Key(s.run, t.TaskID, t.Attempt))
+		err := s.exec.Revoke(Key(s.run, t.TaskID, t.Attempt))
 		if err != nil && !errors.Is(err, executor.ErrUnknownAttempt) {
 			return fmt.Errorf("revoke %s attempt %d: %w", t.TaskID, t.Attempt, err)
 		}

@@ -43,6 +43,15 @@ type Decision struct {
 //   - A failure that repeats with the same spec (LaunchRejected,
 //     OOMKilled, ImagePullError, ConfigError, DeadlineExceeded) is not
 //     retried: the Reason's hint says what to change.
+//   - XComFailed (the task's code succeeded, but its XCom value is
+//     unusable: too large, not the JSON its pod asks for, missing although
+//     a downstream task reads it) is not retried either: the task's output
+//     is wrong, and another attempt writes the same. The result's message
+//     says what is wrong with the value, the hint what to fix.
+//
+// Whether a failure is retried at all is Reason.Retryable (and whether
+// it counts as the platform's, Reason.SystemFailure), so a Reason that
+// kubexec adds is handled as kubexec classifies it.
 func Decide(spec *workflow.Task, t sqlitestore.Task, r kubexec.Result) Decision {
 	what := Describe(r)
 	switch {
@@ -84,7 +93,9 @@ func backoff(base time.Duration, n int, limit time.Duration) time.Duration {
 }
 
 // Describe says in a few words how an attempt ended, e.g. "attempt 1
-// failed: exit code 3 in container base".
+// failed: exit code 3 in container base". A failure shows its exit code
+// only when its container exited (Result.ContainerExited): a pod can fail
+// before any container exits, and then the message says why.
 func Describe(r kubexec.Result) string {
 	s := fmt.Sprintf("attempt %d ", r.Key.Attempt)
 	switch r.Reason {
@@ -92,7 +103,7 @@ func Describe(r kubexec.Result) string {
 		return s + "succeeded"
 	case kubexec.ReasonFailed:
 		s += "failed"
-		if r.ExitCode != 0 { // 0: the code succeeded, e.g. its XCom value did not
+		if r.ContainerExited {
 			s += fmt.Sprintf(": exit code %d", r.ExitCode)
 			if r.Container != "" {
 				s += " in container " + r.Container

@@ -46,8 +46,8 @@ func (f *fakeExecutor) Queue(spec podtemplate.TaskSpec) error {
 	return f.store.SaveResult(ctx, r)
 }
 
-func (f *fakeExecutor) Heartbeat(context.Context) error               { return nil }
-func (f *fakeExecutor) Revoke(context.Context, kubexec.TaskKey) error { return nil }
+func (f *fakeExecutor) Heartbeat() error             { return nil }
+func (f *fakeExecutor) Revoke(kubexec.TaskKey) error { return nil }
 
 func env(spec podtemplate.TaskSpec, name string) (string, bool) {
 	for _, e := range spec.Env {
@@ -128,7 +128,7 @@ tasks:
 	task, err := store.GetTask(t.Context(), run.ID, "report")
 	require.NoError(t, err)
 	require.Equal(t, sqlitestore.TaskFailed, task.State)
-	require.Equal(t, "not run: its input ROWS is the XCom value of count (attempt 1): it produced none: the task must write one JSON value to the file named by $KUBEXEC_XCOM_PATH", task.Message)
+	require.Equal(t, "not run: its input ROWS is the XCom value of count (attempt 1): it produced none: the task must write its value, JSON or text, to the file named by $KUBEXEC_XCOM_PATH", task.Message)
 	require.Equal(t, 0, task.Attempt)
 }
 

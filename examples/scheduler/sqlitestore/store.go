@@ -3,15 +3,20 @@
 // and attempts, the results the executor saves, and the attempts' XCom
 // values (XComBackend).
 //
-// Store implements executor.StateStore and executor.ResultLoader: the
-// executor's result goroutines call SaveResult as pods end; it returns once
-// the result is committed (synchronous=FULL), keeps the first result of an
-// attempt, and then signals Saved so the scheduler's loop reacts at once.
+// Store implements executor.StateStore: the executor's result goroutines
+// call SaveResult as pods end; it returns once the result is committed
+// (synchronous=FULL), keeps the first result of an attempt, and then
+// signals Saved so the scheduler's loop reacts at once. LoadResult reads a
+// result back whole, for the executor and the scheduler.
 //
 // Everything else (runs, tasks, attempts) is the scheduler's own state,
 // written by its loop. An attempt is recorded before it is handed to the
 // executor, so after a crash the scheduler knows every attempt that may
 // have a pod.
+//
+// The schema has a version (SQLite's user_version, SchemaVersion): Open
+// brings a database of an earlier scheduler up to it (see migrations), and
+// refuses one of a later scheduler, whose columns it would not know.
 package sqlitestore
 
 import (
@@ -42,10 +47,7 @@ type Store struct {
 	saved chan struct{}
 }
 
-var (
-	_ executor.StateStore   = (*Store)(nil)
-	_ executor.ResultLoader = (*Store)(nil)
-)
+var _ executor.StateStore = (*Store)(nil)
 
 const schema = `
 CREATE TABLE IF NOT EXISTS meta (
@@ -104,6 +106,7 @@ CREATE TABLE IF NOT EXISTS results (
 	state       TEXT NOT NULL,
 	reason      TEXT NOT NULL,
 	exit_code   INTEGER NOT NULL,
+	container_exited INTEGER NOT NULL DEFAULT 0,
 	container   TEXT NOT NULL,
 	message     TEXT NOT NULL,
 	pod_name    TEXT NOT NULL,
@@ -157,7 +160,85 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open %s: create the schema: %w", path, err)
 	}
+	if err := migrate(ctx, db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
 	return &Store{db: db, path: path, saved: make(chan struct{}, 1)}, nil
+}
+
+// SchemaVersion is the version of the database's schema that this
+// scheduler writes, kept in SQLite's user_version: 0 for a database made
+// before versions were recorded, 1 from results.container_exited on. It
+// is len(migrations).
+const SchemaVersion = 1
+
+// migrations[i] brings a database from schema version i to i+1. schema
+// (CREATE TABLE IF NOT EXISTS) makes a new database whole, at version 0
+// until Open migrates it, so each migration checks whether what it adds is
+// there already. Append new ones; never change one that has shipped.
+var migrations = []func(ctx context.Context, tx *sql.Tx) error{
+	// 1: results.container_exited (kubexec.Result.ContainerExited). A
+	// result saved before it gets the best guess from what it holds: the
+	// container exited if the attempt succeeded, was OOMKilled, or failed
+	// with a non-zero exit code. One that failed with exit code 0 (its
+	// XCom value was unusable) keeps false, and so reads as before.
+	func(ctx context.Context, tx *sql.Tx) error {
+		ok, err := hasColumn(ctx, tx, "results", "container_exited")
+		if err != nil || ok {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `ALTER TABLE results ADD COLUMN container_exited INTEGER NOT NULL DEFAULT 0`); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE results SET container_exited = 1
+			WHERE container != '' AND (reason IN ('Succeeded', 'OOMKilled') OR (reason = 'Failed' AND exit_code != 0))`)
+		return err
+	},
+}
+
+// migrate brings db up to the latest schema version, in one transaction
+// (BEGIN IMMEDIATE, so two processes that open the database at once
+// migrate it once). It refuses a database of a later scheduler.
+func migrate(ctx context.Context, db *sql.DB) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("migrate the schema: %w", err)
+	}
+	defer tx.Rollback()
+	var v int
+	if err := tx.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&v); err != nil {
+		return fmt.Errorf("read the schema version: %w", err)
+	}
+	latest := len(migrations)
+	switch {
+	case v == latest:
+		return nil
+	case v > latest:
+		return fmt.Errorf("the database has schema version %d, made by a later scheduler; this one knows versions up to %d: use the later scheduler, or another --db", v, latest)
+	case v < 0:
+		return fmt.Errorf("the database has schema version %d, which no scheduler writes: it is not a scheduler's database; use another --db", v)
+	}
+	for i := v; i < latest; i++ {
+		if err := migrations[i](ctx, tx); err != nil {
+			return fmt.Errorf("migrate the schema from version %d to %d: %w", i, i+1, err)
+		}
+	}
+	// PRAGMA takes no parameters; latest is an int.
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, latest)); err != nil {
+		return fmt.Errorf("record the schema version: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("migrate the schema: %w", err)
+	}
+	return nil
+}
+
+// hasColumn reports whether table has column.
+func hasColumn(ctx context.Context, tx *sql.Tx, table, column string) (bool, error) {
+	var n int
+	err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM pragma_table_info(?) WHERE name = ?`, table, column).Scan(&n)
+	return n > 0, err
 }
 
 // makePrivate creates the database file at path with mode 0600 if it does
@@ -203,12 +284,12 @@ func (s *Store) Saved() <-chan struct{} { return s.saved }
 func (s *Store) SaveResult(ctx context.Context, r kubexec.Result) error {
 	k := r.Key
 	res, err := s.db.ExecContext(ctx, `INSERT INTO results
-		(workflow, task, run, map_index, attempt, state, reason, exit_code, container, message,
+		(workflow, task, run, map_index, attempt, state, reason, exit_code, container_exited, container, message,
 		 pod_name, namespace, node, started_at, finished_at, xcom_ref, saved_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT DO NOTHING`,
 		k.WorkflowID, k.TaskID, k.RunID, k.MapIndex, k.Attempt, string(r.State), string(r.Reason), r.ExitCode,
-		r.Container, r.Message, r.PodName, r.Namespace, r.Node, nanos(r.StartedAt), nanos(r.FinishedAt),
+		r.ContainerExited, r.Container, r.Message, r.PodName, r.Namespace, r.Node, nanos(r.StartedAt), nanos(r.FinishedAt),
 		r.XComRef, time.Now().UnixNano())
 	if err != nil {
 		return fmt.Errorf("save result of %s: %w", k, err)
@@ -222,16 +303,17 @@ func (s *Store) SaveResult(ctx context.Context, r kubexec.Result) error {
 	return nil
 }
 
-// LoadResult implements executor.ResultLoader.
+// LoadResult implements executor.StateStore: the result saved for key,
+// as it was saved.
 func (s *Store) LoadResult(ctx context.Context, key kubexec.TaskKey) (kubexec.Result, bool, error) {
-	row := s.db.QueryRowContext(ctx, `SELECT state, reason, exit_code, container, message, pod_name,
+	row := s.db.QueryRowContext(ctx, `SELECT state, reason, exit_code, container_exited, container, message, pod_name,
 		namespace, node, started_at, finished_at, xcom_ref
 		FROM results WHERE workflow = ? AND task = ? AND run = ? AND map_index = ? AND attempt = ?`,
 		key.WorkflowID, key.TaskID, key.RunID, key.MapIndex, key.Attempt)
 	r := kubexec.Result{Key: key}
 	var state, reason string
 	var started, finished sql.NullInt64
-	err := row.Scan(&state, &reason, &r.ExitCode, &r.Container, &r.Message, &r.PodName, &r.Namespace,
+	err := row.Scan(&state, &reason, &r.ExitCode, &r.ContainerExited, &r.Container, &r.Message, &r.PodName, &r.Namespace,
 		&r.Node, &started, &finished, &r.XComRef)
 	if errors.Is(err, sql.ErrNoRows) {
 		return kubexec.Result{}, false, nil

@@ -2,7 +2,9 @@ package sqlitestore_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -183,4 +185,126 @@ func TestOpenMakesTheFilesPrivate(t *testing.T) {
 		write(t, s)
 		requireModes(t, path)
 	})
+}
+
+// resultsV0 is the results table as schema version 0 made it, before
+// container_exited.
+const resultsV0 = `CREATE TABLE results (
+	workflow    TEXT NOT NULL,
+	task        TEXT NOT NULL,
+	run         TEXT NOT NULL,
+	map_index   INTEGER NOT NULL,
+	attempt     INTEGER NOT NULL,
+	state       TEXT NOT NULL,
+	reason      TEXT NOT NULL,
+	exit_code   INTEGER NOT NULL,
+	container   TEXT NOT NULL,
+	message     TEXT NOT NULL,
+	pod_name    TEXT NOT NULL,
+	namespace   TEXT NOT NULL,
+	node        TEXT NOT NULL,
+	started_at  INTEGER,
+	finished_at INTEGER,
+	xcom_ref    TEXT NOT NULL,
+	saved_at    INTEGER NOT NULL,
+	PRIMARY KEY (workflow, task, run, map_index, attempt)
+)`
+
+func rawDB(t *testing.T, path string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+path)
+	require.NoError(t, err)
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func schemaVersion(t *testing.T, path string) int {
+	t.Helper()
+	var v int
+	require.NoError(t, rawDB(t, path).QueryRow(`PRAGMA user_version`).Scan(&v))
+	return v
+}
+
+// A new database is at the latest schema version; opening it again
+// changes nothing.
+func TestSchemaVersionOfANewDatabase(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "db")
+	require.NoError(t, open(t, path).Close())
+	require.Equal(t, sqlitestore.SchemaVersion, schemaVersion(t, path))
+	require.NoError(t, open(t, path).Close())
+	require.Equal(t, sqlitestore.SchemaVersion, schemaVersion(t, path))
+}
+
+// A database of an earlier scheduler (version 0: no container_exited) is
+// migrated when it is opened: its results keep what they held, get
+// ContainerExited from it (a failure with exit code 0, an unusable XCom
+// value then, keeps false), and new results round-trip it.
+func TestMigrateFromVersion0(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "db")
+	old := rawDB(t, path)
+	_, err := old.Exec(resultsV0)
+	require.NoError(t, err)
+	key := func(task string) kubexec.TaskKey {
+		return kubexec.TaskKey{WorkflowID: "w", TaskID: task, RunID: "w-1", MapIndex: kubexec.NotMapped, Attempt: 1}
+	}
+	for _, r := range []struct {
+		task, state, reason, container string
+		exitCode                       int32
+	}{
+		{"ok", "succeeded", "Succeeded", "base", 0},
+		{"code", "failed", "Failed", "base", 3},
+		{"xcom", "failed", "Failed", "base", 0},
+		{"oom", "failed", "OOMKilled", "base", 137},
+		{"lost", "failed", "Disrupted", "base", 137},
+		{"rejected", "failed", "LaunchRejected", "", 0},
+	} {
+		_, err := old.Exec(`INSERT INTO results (workflow, task, run, map_index, attempt, state, reason, exit_code,
+			container, message, pod_name, namespace, node, xcom_ref, saved_at)
+			VALUES ('w', ?, 'w-1', -1, 1, ?, ?, ?, ?, 'm', 'p', 'default', 'n', '', 1)`,
+			r.task, r.state, r.reason, r.exitCode, r.container)
+		require.NoError(t, err)
+	}
+	require.NoError(t, old.Close())
+
+	s := open(t, path)
+	require.Equal(t, sqlitestore.SchemaVersion, schemaVersion(t, path))
+	for task, exited := range map[string]bool{"ok": true, "code": true, "xcom": false, "oom": true, "lost": false, "rejected": false} {
+		r, found, err := s.LoadResult(ctx, key(task))
+		require.NoError(t, err)
+		require.True(t, found, task)
+		require.Equal(t, exited, r.ContainerExited, task)
+		require.Equal(t, "m", r.Message, task)
+	}
+	r, _, err := s.LoadResult(ctx, key("code"))
+	require.NoError(t, err)
+	require.Equal(t, int32(3), r.ExitCode)
+
+	want := kubexec.Result{Key: key("new"), State: kubexec.StateFailed, Reason: kubexec.ReasonXComFailed,
+		ContainerExited: true, Container: "base", Message: "not JSON", FinishedAt: time.Unix(0, 5)}
+	require.NoError(t, s.SaveResult(ctx, want))
+	got, found, err := s.LoadResult(ctx, want.Key)
+	require.NoError(t, err)
+	require.True(t, found)
+	require.Equal(t, want, got)
+
+	// Opened again: nothing to migrate.
+	require.NoError(t, s.Close())
+	_, found, err = open(t, path).LoadResult(ctx, want.Key)
+	require.NoError(t, err)
+	require.True(t, found)
+}
+
+// A database of a later scheduler is refused, untouched.
+func TestOpenRefusesALaterSchema(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "db")
+	require.NoError(t, open(t, path).Close())
+	_, err := rawDB(t, path).Exec(fmt.Sprintf(`PRAGMA user_version = %d`, sqlitestore.SchemaVersion+1))
+	require.NoError(t, err)
+	_, err = sqlitestore.Open(t.Context(), path)
+	require.ErrorContains(t, err, fmt.Sprintf("the database has schema version %d, made by a later scheduler", sqlitestore.SchemaVersion+1))
+	require.Equal(t, sqlitestore.SchemaVersion+1, schemaVersion(t, path))
 }

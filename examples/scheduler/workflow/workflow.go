@@ -33,11 +33,14 @@
 //	  xcomInputs: {LOADED: load}   # load's XCom value, as JSON text, in $LOADED
 //	  command: [sh, -c, 'echo "$LOADED"']
 //
-// XCom: a task's small result is one JSON value that it writes to the file
-// named by $KUBEXEC_XCOM_PATH (its termination message, at most 4096
-// bytes; a pod override with the annotation xcom.kubexec.io/channel:
-// sidecar allows larger values). xcomInputs maps an environment variable to
-// a task in dependsOn; that task must then produce a value, or it fails.
+// XCom: a task's small result is a value, JSON or text, that it writes to
+// the file named by $KUBEXEC_XCOM_PATH (its termination message, at most
+// 4095 bytes; a pod override with the annotation xcom.kubexec.io/channel:
+// sidecar allows larger values). Text that is not JSON is kept as a JSON
+// string; a pod override with the annotation xcom.kubexec.io/format: json
+// accepts JSON only. xcomInputs maps an environment variable to a task in
+// dependsOn, whose value it receives as JSON text; that task must then
+// produce a value, or it fails (XComFailed).
 //
 // Parse checks everything that can be checked without a cluster, and
 // reports every problem it finds at once, each with the file, line, task
@@ -49,6 +52,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"regexp"
 	"slices"
@@ -75,6 +79,10 @@ const ReservedEnvPrefix = "KUBEXEC_"
 
 // MaxRetryDelay caps the doubling retry delay.
 const MaxRetryDelay = time.Hour
+
+// maxTimeout is the longest timeout: a pod's activeDeadlineSeconds is at
+// most 2^31-1 seconds.
+const maxTimeout = math.MaxInt32 * time.Second
 
 // Default values of the workflow's defaults.
 const (
@@ -122,7 +130,9 @@ type Task struct {
 	// (Reason.SystemFailure: unschedulable, evicted, deleted, ...), which
 	// do not consume Retries.
 	MaxSystemRetries int
-	// Timeout is the pod's activeDeadlineSeconds; 0 means none.
+	// Timeout is the pod's activeDeadlineSeconds (TaskSpec.ActiveDeadline:
+	// it wins over the template's, and the podOverride's wins over it);
+	// 0 keeps the template's, none by default.
 	Timeout time.Duration
 	// XComInputs maps an environment variable of the task to the upstream
 	// task (one of DependsOn) whose XCom value, as JSON text, it receives.
@@ -468,7 +478,7 @@ func (p *parser) build(doc *rawDoc) *Workflow {
 				p.add(p.line("secrets", fmt.Sprintf("#%d", i), "stringData", k), "", field+".stringData", "key %q: %s", k, msg)
 			}
 		}
-		w.Secrets = append(w.Secrets, Secret{Name: s.Name, StringData: s.StringData})
+		w.Secrets = append(w.Secrets, Secret(s))
 	}
 
 	// Tasks.
@@ -528,8 +538,11 @@ func (p *parser) build(doc *rawDoc) *Workflow {
 		if rt.Timeout != "" {
 			t.Timeout = p.duration(rt.Timeout, at("timeout"), name, "timeout")
 		}
-		if t.Timeout > 0 && t.Timeout < time.Second {
+		switch {
+		case t.Timeout > 0 && t.Timeout < time.Second:
 			p.add(at("timeout"), name, "timeout", "%s is shorter than a second: the pod's deadline counts whole seconds", t.Timeout)
+		case t.Timeout > maxTimeout:
+			p.add(at("timeout"), name, "timeout", "%s is longer than a pod's deadline may be, %s (about 68 years)", t.Timeout, maxTimeout)
 		}
 
 		if rt.PodOverride.Kind != 0 {

@@ -162,6 +162,12 @@ func TestParseErrors(t *testing.T) {
 			`wf.yaml:7: task "a": timeout: 10ms is shorter than a second: the pod's deadline counts whole seconds`,
 		},
 	}, {
+		name: "timeout longer than a pod's deadline may be",
+		yaml: "workflow: etl\ndefaults: {image: busybox}\ntasks:\n- id: a\n  timeout: 600000h\n",
+		want: []string{
+			`wf.yaml:5: task "a": timeout: 600000h0m0s is longer than a pod's deadline may be, 596523h14m7s (about 68 years)`,
+		},
+	}, {
 		name: "override with an unknown field",
 		yaml: "workflow: etl\ndefaults: {image: busybox}\ntasks:\n- id: a\n  podOverride:\n    spec:\n      containerz: []\n",
 		want: []string{`wf.yaml:6: task "a": podOverride: strict decoding error: unknown field "spec.containerz"`},

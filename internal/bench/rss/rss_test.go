@@ -29,6 +29,7 @@ import (
 	"github.com/kubexec/kubexec/executor"
 	"github.com/kubexec/kubexec/internal/devcluster"
 	"github.com/kubexec/kubexec/internal/parallel"
+	"github.com/kubexec/kubexec/internal/provenance"
 	"github.com/kubexec/kubexec/podtemplate"
 )
 
@@ -144,7 +145,7 @@ func createRunningPods(b *testing.B, client kubernetes.Interface, ns, id string,
 	template.Spec.SchedulerName = noScheduler
 	builder, err := podtemplate.New(template, podtemplate.Config{ExecutorID: id, Namespace: ns})
 	require.NoError(b, err)
-	marks, err := kubexec.NewProvenance(provenanceKey)
+	marks, err := provenance.New(provenanceKey)
 	require.NoError(b, err)
 	ctx := context.Background()
 	startedAt := metav1.Now()
@@ -429,7 +430,7 @@ func TestIdleExecutorChild(t *testing.T) {
 		closed.Store(true)
 	}()
 	for !closed.Load() {
-		require.NoError(t, e.Heartbeat(ctx))
+		require.NoError(t, e.Heartbeat())
 		time.Sleep(time.Second)
 	}
 	stopCtx, cancel := context.WithTimeout(ctx, time.Minute)
