@@ -58,3 +58,22 @@ func TestClassifiedResult(t *testing.T) {
 	require.Equal(t, now, r.FinishedAt, "no end time in the pod: when it was seen")
 	require.False(t, r.ContainerExited)
 }
+
+// TestBackoff: the nth failure waits base·2^(n-1), capped, plus at most a
+// fifth of jitter.
+func TestBackoff(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		failures int
+		want     time.Duration
+	}{
+		{0, time.Second}, {1, time.Second}, {2, 2 * time.Second}, {3, 4 * time.Second},
+		{6, 32 * time.Second}, {7, time.Minute}, {1000, time.Minute},
+	} {
+		for range 50 {
+			got := backoff(time.Second, time.Minute, tt.failures)
+			require.GreaterOrEqual(t, got, tt.want, "failure %d", tt.failures)
+			require.LessOrEqual(t, got, tt.want+tt.want/5, "failure %d", tt.failures)
+		}
+	}
+}

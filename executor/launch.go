@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"slices"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/kubexec/kubexec"
 	"github.com/kubexec/kubexec/internal/apierr"
@@ -21,10 +21,11 @@ import (
 	"github.com/kubexec/kubexec/watch"
 )
 
-// backoffState is a namespace's quota backoff.
+// backoffState is a namespace's quota backoff: the refusals in a row, and
+// when the next create may go.
 type backoffState struct {
 	until    time.Time
-	duration time.Duration
+	failures int
 }
 
 const (
@@ -193,7 +194,7 @@ func (e *Executor) launch(key kubexec.TaskKey) {
 		if err != nil {
 			e.mu.Lock()
 			a.refused("StateStore.LoadResult: " + err.Error())
-			e.requeueLocked(a, time.Now().Add(jitter(heldBackoffMin)))
+			e.requeueLocked(a, time.Now().Add(backoff(heldBackoffMin, heldBackoffMax, 1)))
 			e.unlock()
 		}
 		return
@@ -345,8 +346,8 @@ func (e *Executor) handleCreate(key kubexec.TaskKey, pod, created *corev1.Pod, e
 		e.mu.Lock()
 		b := e.nsBackoff[pod.Namespace]
 		if now.After(b.until) {
-			b.duration = min(max(b.duration*2, quotaBackoffMin), quotaBackoffMax)
-			b.until = now.Add(jitter(b.duration))
+			b.failures++
+			b.until = now.Add(backoff(quotaBackoffMin, quotaBackoffMax, b.failures))
 			e.nsBackoff[pod.Namespace] = b
 		}
 		if a, ok := e.attempts[key]; ok && a.creating() {
@@ -355,7 +356,7 @@ func (e *Executor) handleCreate(key kubexec.TaskKey, pod, created *corev1.Pod, e
 		}
 		e.unlock()
 		e.cfg.Metrics.ObserveLaunch(LaunchQuotaExceeded, now.Sub(queuedAt))
-		e.log.Debug("quota exceeded; the namespace backs off", "namespace", pod.Namespace, "backoff", b.duration, "task", key)
+		e.log.Debug("quota exceeded; the namespace backs off", "namespace", pod.Namespace, "backoff", b.until.Sub(now).Round(time.Millisecond), "task", key)
 	case apierrors.IsTooManyRequests(err):
 		delay, ok := apierrors.SuggestsClientDelay(err)
 		wait := defaultRetryWait
@@ -383,8 +384,7 @@ func (e *Executor) handleCreate(key kubexec.TaskKey, pod, created *corev1.Pod, e
 			// attempt ends before a later create finds it, it is deleted.
 			a.pod = podMaybe
 			a.namespace, a.podName = pod.Namespace, pod.Name
-			d := min(createBackoffMin<<min(failures-1, 10), createBackoffMax)
-			e.requeueLocked(a, now.Add(jitter(d)))
+			e.requeueLocked(a, now.Add(backoff(createBackoffMin, createBackoffMax, failures)))
 		}
 		e.unlock()
 		e.cfg.Metrics.ObserveLaunch(LaunchServerError, now.Sub(queuedAt))
@@ -446,8 +446,7 @@ func (e *Executor) alreadyExists(key kubexec.TaskKey, pod *corev1.Pod, queuedAt 
 				failures = a.launch.failures
 			}
 			a.refused(fmt.Sprintf("the attempt's pod %s/%s exists and belongs to executor %q: the attempt waits for it to end (call Adopt for this attempt once that executor is gone)", pod.Namespace, pod.Name, owner))
-			d := min(heldBackoffMin<<min(max(failures-1, 0), 10), heldBackoffMax)
-			e.requeueLocked(a, time.Now().Add(jitter(d)))
+			e.requeueLocked(a, time.Now().Add(backoff(heldBackoffMin, heldBackoffMax, failures)))
 		}
 		e.unlock()
 		e.log.Warn("the attempt's pod belongs to another executor; waiting for it to end", "task", key, "pod", pod.Namespace+"/"+pod.Name, "owner", owner)
@@ -551,6 +550,12 @@ func launchRejectedMessage(pod *corev1.Pod, err error) string {
 	}
 }
 
-func jitter(d time.Duration) time.Duration {
-	return d + time.Duration(rand.Int64N(int64(d)/5+1))
+// backoff is the one backoff of the executor's own retries (creates that
+// failed, quota refusals, pods held by another instance): the nth failure
+// in a row waits base·2^(n-1), capped at ceiling, plus up to a fifth more
+// (wait.Jitter), so that retries that failed together do not come back
+// together.
+func backoff(base, ceiling time.Duration, failures int) time.Duration {
+	d := min(base<<min(max(failures-1, 0), 20), ceiling)
+	return wait.Jitter(d, 0.2)
 }
