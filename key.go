@@ -12,6 +12,13 @@ import (
 // ErrInvalidKey is wrapped by every error that reports an invalid [TaskKey].
 var ErrInvalidKey = errors.New("kubexec: invalid task key")
 
+// ErrInvalidConfig is wrapped by the error of every constructor of
+// kubexec's packages given an invalid Config (executor.New,
+// podtemplate.New, xcom.NewCollector, logs.New, and those of the executor's
+// internal parts); the error names each field that is wrong and what to
+// use instead.
+var ErrInvalidConfig = errors.New("kubexec: invalid config")
+
 // TaskKey identifies one attempt of one task in any scheduler.
 //
 // The string fields may hold any valid UTF-8 text of any length; kubexec

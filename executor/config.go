@@ -404,14 +404,10 @@ func (c Config) validate() error {
 	}
 	errs = append(errs, c.boundErrors()...)
 	if len(errs) > 0 {
-		return fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
+		return fmt.Errorf("%w: %w", kubexec.ErrInvalidConfig, errors.Join(errs...))
 	}
 	return nil
 }
-
-// ErrInvalidConfig is wrapped by New's error for an invalid Config; the
-// error names every field that is wrong and what to use instead.
-var ErrInvalidConfig = errors.New("executor: invalid config")
 
 // Upper bounds of Config's numeric fields: far above what one executor
 // instance can use, low enough that no value allocates, starts goroutines

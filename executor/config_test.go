@@ -11,8 +11,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/kubexec/kubexec"
 	"github.com/kubexec/kubexec/internal/apierr"
-	"github.com/kubexec/kubexec/internal/fleet"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -72,7 +72,7 @@ func TestConfigValidation(t *testing.T) {
 				require.NoError(t, err)
 				return
 			}
-			require.ErrorIs(t, err, ErrInvalidConfig)
+			require.ErrorIs(t, err, kubexec.ErrInvalidConfig)
 			for _, s := range tt.errHas {
 				require.Contains(t, err.Error(), s)
 			}
@@ -85,8 +85,8 @@ func TestNewWrapsErrInvalidConfig(t *testing.T) {
 	// The Lease timing is checked by package adoption; the error matches
 	// both packages' sentinels.
 	_, err := New(&rest.Config{Host: "https://127.0.0.1:1"}, NewMemoryStore(), Config{LeaseDuration: time.Second, RenewDeadline: 5 * time.Second})
-	require.ErrorIs(t, err, ErrInvalidConfig)
-	require.ErrorIs(t, err, fleet.ErrInvalidConfig)
+	require.ErrorIs(t, err, kubexec.ErrInvalidConfig)
+	require.ErrorIs(t, err, kubexec.ErrInvalidConfig)
 	require.ErrorContains(t, err, "LeaseDuration")
 }
 
@@ -95,7 +95,7 @@ func TestNewWrapsErrInvalidConfig(t *testing.T) {
 func TestNewNamesTheConfigField(t *testing.T) {
 	t.Parallel()
 	_, err := New(&rest.Config{Host: "https://127.0.0.1:1"}, NewMemoryStore(), Config{ClientBurst: -1})
-	require.ErrorIs(t, err, ErrInvalidConfig)
+	require.ErrorIs(t, err, kubexec.ErrInvalidConfig)
 	require.ErrorContains(t, err, "Config.ClientBurst is -1: it must be between 1 and 100000")
 	_, err = New(&rest.Config{Host: "https://127.0.0.1:1"}, NewMemoryStore(), Config{ClientQPS: -1})
 	require.ErrorContains(t, err, "Config.ClientQPS is -1")

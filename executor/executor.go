@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -262,7 +263,7 @@ func NewForClient(client kubernetes.Interface, store StateStore, cfg Config) (*E
 		Logger:        cfg.Logger,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%w: Config lease timing: %w", ErrInvalidConfig, err)
+		return nil, fmt.Errorf("%w: Config lease timing: %s", kubexec.ErrInvalidConfig, innerConfigError(err))
 	}
 	liveness := cfg.Liveness
 	if liveness == nil {
@@ -288,7 +289,7 @@ func NewForClient(client kubernetes.Interface, store StateStore, cfg Config) (*E
 		},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+		return nil, fmt.Errorf("%w: %s", kubexec.ErrInvalidConfig, innerConfigError(err))
 	}
 	*e = Executor{
 		lease:         lease,
@@ -315,6 +316,13 @@ func NewForClient(client kubernetes.Interface, store StateStore, cfg Config) (*E
 	e.wake = make(chan struct{}, 1)
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	return e, nil
+}
+
+// innerConfigError is the message of err, an invalid config error of one
+// of the executor's parts, without the ErrInvalidConfig prefix the
+// executor's own error gives.
+func innerConfigError(err error) string {
+	return strings.TrimPrefix(err.Error(), kubexec.ErrInvalidConfig.Error()+": ")
 }
 
 // ID returns the executor's id.

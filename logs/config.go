@@ -8,11 +8,9 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-)
 
-// ErrInvalidConfig is wrapped by the errors returned for an invalid
-// configuration; the error names the field and what to use instead.
-var ErrInvalidConfig = errors.New("logs: invalid config")
+	"github.com/kubexec/kubexec"
+)
 
 var (
 	// ErrNotFound is returned when an attempt has neither a pod nor an
@@ -125,17 +123,17 @@ func (c Config) withDefaults() Config {
 func (c Config) validate() error {
 	switch {
 	case c.MaxArchiveBytes < 2:
-		return fmt.Errorf("%w: Config.MaxArchiveBytes is %d; use at least 2 (default 10 MiB)", ErrInvalidConfig, c.MaxArchiveBytes)
+		return fmt.Errorf("%w: Config.MaxArchiveBytes is %d; use at least 2 (default 10 MiB)", kubexec.ErrInvalidConfig, c.MaxArchiveBytes)
 	case c.ArchiveTailBytes <= 0 || c.ArchiveTailBytes >= c.MaxArchiveBytes:
-		return fmt.Errorf("%w: Config.ArchiveTailBytes is %d; use more than 0 and less than MaxArchiveBytes (%d)", ErrInvalidConfig, c.ArchiveTailBytes, c.MaxArchiveBytes)
+		return fmt.Errorf("%w: Config.ArchiveTailBytes is %d; use more than 0 and less than MaxArchiveBytes (%d)", kubexec.ErrInvalidConfig, c.ArchiveTailBytes, c.MaxArchiveBytes)
 	case c.MaxLineBytes < minMaxLineBytes:
-		return fmt.Errorf("%w: Config.MaxLineBytes is %d; use at least %d", ErrInvalidConfig, c.MaxLineBytes, minMaxLineBytes)
+		return fmt.Errorf("%w: Config.MaxLineBytes is %d; use at least %d", kubexec.ErrInvalidConfig, c.MaxLineBytes, minMaxLineBytes)
 	case c.RetryTimeout < 0:
-		return fmt.Errorf("%w: Config.RetryTimeout is %s; use a positive duration", ErrInvalidConfig, c.RetryTimeout)
+		return fmt.Errorf("%w: Config.RetryTimeout is %s; use a positive duration", kubexec.ErrInvalidConfig, c.RetryTimeout)
 	case c.GiveUpAfter < 0:
-		return fmt.Errorf("%w: Config.GiveUpAfter is %s; use a positive duration", ErrInvalidConfig, c.GiveUpAfter)
+		return fmt.Errorf("%w: Config.GiveUpAfter is %s; use a positive duration", kubexec.ErrInvalidConfig, c.GiveUpAfter)
 	case c.PollInterval < 0:
-		return fmt.Errorf("%w: Config.PollInterval is %s; use a positive duration", ErrInvalidConfig, c.PollInterval)
+		return fmt.Errorf("%w: Config.PollInterval is %s; use a positive duration", kubexec.ErrInvalidConfig, c.PollInterval)
 	}
 	return nil
 }

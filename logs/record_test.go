@@ -141,7 +141,7 @@ func TestConfigAndOptionsValidation(t *testing.T) {
 	small := Config{MaxArchiveBytes: 1000}.withDefaults()
 	require.Equal(t, int64(500), small.ArchiveTailBytes)
 	require.ErrorContains(t, Config{MaxArchiveBytes: 100, ArchiveTailBytes: 100}.withDefaults().validate(), "ArchiveTailBytes")
-	require.ErrorIs(t, Config{MaxArchiveBytes: 100, ArchiveTailBytes: 100}.withDefaults().validate(), ErrInvalidConfig)
+	require.ErrorIs(t, Config{MaxArchiveBytes: 100, ArchiveTailBytes: 100}.withDefaults().validate(), kubexec.ErrInvalidConfig)
 	require.ErrorContains(t, Config{MaxLineBytes: 10}.withDefaults().validate(), "MaxLineBytes")
 	require.ErrorIs(t, Options{TailLines: -1}.validate(), ErrInvalidOptions)
 	require.ErrorIs(t, Options{AllContainers: true, Container: "x"}.validate(), ErrInvalidOptions)

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -19,10 +18,6 @@ import (
 
 	"github.com/kubexec/kubexec"
 )
-
-// ErrInvalidConfig is wrapped by the errors returned for an invalid
-// configuration; the error names the field and what to use instead.
-var ErrInvalidConfig = errors.New("podtemplate: invalid config")
 
 // DefaultMainContainer is the name of the main container when
 // Config.MainContainer is empty, as in Apache Airflow.
@@ -183,14 +178,14 @@ func (c Config) withDefaults() Config {
 func (c Config) validate() error {
 	if c.ExecutorID != "" {
 		if err := kubexec.ValidateExecutorID(c.ExecutorID); err != nil {
-			return fmt.Errorf("%w: Config.ExecutorID: %w", ErrInvalidConfig, err)
+			return fmt.Errorf("%w: Config.ExecutorID: %w", kubexec.ErrInvalidConfig, err)
 		}
 	}
 	if err := validateOverrideFields(c.OverrideFields); err != nil {
 		return err
 	}
 	if i := slices.IndexFunc(c.Middleware, func(m Middleware) bool { return m == nil }); i >= 0 {
-		return fmt.Errorf("%w: Config.Middleware[%d] is nil: remove it", ErrInvalidConfig, i)
+		return fmt.Errorf("%w: Config.Middleware[%d] is nil: remove it", kubexec.ErrInvalidConfig, i)
 	}
 	return nil
 }
@@ -255,7 +250,7 @@ func (t *Template) Build(ctx context.Context, spec TaskSpec) (*corev1.Pod, error
 		id = t.cfg.ExecutorID
 	}
 	if id == "" {
-		return nil, fmt.Errorf("%w: no executor id for %s: an executor sets TaskSpec.ExecutorID; a Template used on its own needs Config.ExecutorID", ErrInvalidConfig, spec.Key)
+		return nil, fmt.Errorf("%w: no executor id for %s: an executor sets TaskSpec.ExecutorID; a Template used on its own needs Config.ExecutorID", kubexec.ErrInvalidConfig, spec.Key)
 	}
 	pod := t.base.DeepCopy()
 	if errs := applySpec(pod, t.cfg.MainContainer, spec); len(errs) > 0 {

@@ -68,7 +68,7 @@ func TestNew(t *testing.T) {
 	require.NoError(t, err)
 	key := kubexec.TaskKey{WorkflowID: "etl", TaskID: "load", RunID: "r1", MapIndex: kubexec.NotMapped, Attempt: 1}
 	_, err = anonymous.Build(t.Context(), podtemplate.TaskSpec{Key: key, Image: "busybox"})
-	require.ErrorIs(t, err, podtemplate.ErrInvalidConfig)
+	require.ErrorIs(t, err, kubexec.ErrInvalidConfig)
 	require.ErrorContains(t, err, "TaskSpec.ExecutorID")
 	pod, err := anonymous.Build(t.Context(), podtemplate.TaskSpec{Key: key, Image: "busybox", ExecutorID: "scheduler-0"})
 	require.NoError(t, err)
@@ -85,7 +85,7 @@ func TestNew(t *testing.T) {
 
 	_, err = podtemplate.New(podtemplate.DefaultTemplate(), podtemplate.Config{ExecutorID: "x", Middleware: []podtemplate.Middleware{nil}})
 	require.ErrorContains(t, err, "Config.Middleware[0] is nil")
-	require.ErrorIs(t, err, podtemplate.ErrInvalidConfig)
+	require.ErrorIs(t, err, kubexec.ErrInvalidConfig)
 
 	base := podtemplate.DefaultTemplate()
 	tpl := newTemplate(t, base, podtemplate.Config{})

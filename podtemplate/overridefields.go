@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"k8s.io/apimachinery/pkg/util/strategicpatch"
+
+	"github.com/kubexec/kubexec"
 )
 
 // validateOverrideFields checks Config.OverrideFields: each entry is a
@@ -14,7 +16,7 @@ func validateOverrideFields(fields []string) error {
 	for i, f := range fields {
 		if f == "" || strings.HasPrefix(f, ".") || strings.HasSuffix(f, ".") || strings.Contains(f, "..") ||
 			strings.ContainsAny(f, "[]* ") {
-			return fmt.Errorf("%w: Config.OverrideFields[%d] %q: write a dotted path of field names, such as \"spec.containers.resources\" or \"metadata.labels\"", ErrInvalidConfig, i, f)
+			return fmt.Errorf("%w: Config.OverrideFields[%d] %q: write a dotted path of field names, such as \"spec.containers.resources\" or \"metadata.labels\"", kubexec.ErrInvalidConfig, i, f)
 		}
 	}
 	return nil

@@ -94,18 +94,18 @@ func (p Policy) Validate() error {
 	switch p.Level {
 	case "", LevelRestricted, LevelBaseline, LevelPrivileged:
 	default:
-		return fmt.Errorf("%w: Policy.Level %q: use %q, %q or %q", ErrInvalidConfig, p.Level, LevelRestricted, LevelBaseline, LevelPrivileged)
+		return fmt.Errorf("%w: Policy.Level %q: use %q, %q or %q", kubexec.ErrInvalidConfig, p.Level, LevelRestricted, LevelBaseline, LevelPrivileged)
 	}
 	if i := slices.Index(p.ServiceAccounts, ""); i >= 0 {
-		return fmt.Errorf("%w: Policy.ServiceAccounts[%d] is empty: name a ServiceAccount, %q, or %q for any", ErrInvalidConfig, i, DefaultServiceAccount, AnyServiceAccount)
+		return fmt.Errorf("%w: Policy.ServiceAccounts[%d] is empty: name a ServiceAccount, %q, or %q for any", kubexec.ErrInvalidConfig, i, DefaultServiceAccount, AnyServiceAccount)
 	}
 	if p.ExecutorServiceAccount != "" {
 		if ns, name, ok := strings.Cut(p.ExecutorServiceAccount, "/"); !ok || ns == "" || name == "" || strings.Contains(name, "/") {
-			return fmt.Errorf("%w: Policy.ExecutorServiceAccount %q: write it as namespace/name", ErrInvalidConfig, p.ExecutorServiceAccount)
+			return fmt.Errorf("%w: Policy.ExecutorServiceAccount %q: write it as namespace/name", kubexec.ErrInvalidConfig, p.ExecutorServiceAccount)
 		}
 	}
 	if i := slices.Index(p.Finalizers, kubexec.FinalizerResultTracking); i >= 0 {
-		return fmt.Errorf("%w: Policy.Finalizers[%d]: %s is kubexec's own and always allowed: remove it", ErrInvalidConfig, i, kubexec.FinalizerResultTracking)
+		return fmt.Errorf("%w: Policy.Finalizers[%d]: %s is kubexec's own and always allowed: remove it", kubexec.ErrInvalidConfig, i, kubexec.FinalizerResultTracking)
 	}
 	return nil
 }

@@ -283,7 +283,7 @@ func TestPolicyValidate(t *testing.T) {
 		{Finalizers: []string{kubexec.FinalizerResultTracking}},
 	} {
 		err := p.Validate()
-		require.ErrorIs(t, err, podtemplate.ErrInvalidConfig, "%+v", p)
+		require.ErrorIs(t, err, kubexec.ErrInvalidConfig, "%+v", p)
 	}
 }
 
@@ -345,7 +345,7 @@ func TestOverrideFields(t *testing.T) {
 		})
 	}
 	_, err := podtemplate.New(podtemplate.DefaultTemplate(), podtemplate.Config{OverrideFields: []string{"spec.containers[0]"}})
-	require.ErrorIs(t, err, podtemplate.ErrInvalidConfig)
+	require.ErrorIs(t, err, kubexec.ErrInvalidConfig)
 }
 
 func TestOverrideCannotMoveNamespace(t *testing.T) {

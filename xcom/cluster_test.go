@@ -511,7 +511,7 @@ func TestPassToDownstream(t *testing.T) {
 func TestNewCollectorRejectsBadConfig(t *testing.T) {
 	cluster.Need(t)
 	_, err := xcom.NewCollector(cluster.Client(), cluster.RESTConfig(), &xcom.MemoryBackend{}, xcom.Config{Pod: xcom.PodConfig{Channel: "carrier-pigeon"}})
-	require.ErrorIs(t, err, xcom.ErrInvalidConfig)
+	require.ErrorIs(t, err, kubexec.ErrInvalidConfig)
 	require.ErrorContains(t, err, "Config.Pod.Channel")
 }
 

@@ -31,10 +31,6 @@ import (
 	utilexec "k8s.io/client-go/util/exec"
 )
 
-// ErrInvalidConfig is wrapped by the errors returned for an invalid
-// configuration; the error names the field and what to use instead.
-var ErrInvalidConfig = errors.New("xcom: invalid config")
-
 // Config configures a Collector. The zero Config is valid: used as the
 // executor's Config.XCom, it prepares each pod for the termination
 // message channel (DefaultChannel) and reads the value from there, and a
@@ -178,13 +174,13 @@ func NewCollector(client kubernetes.Interface, config *rest.Config, backend Back
 	}
 	switch {
 	case !validChannel(cfg.Pod.Channel):
-		return nil, fmt.Errorf("%w: Config.Pod.Channel is %q; use %q, %q or %q (default %q)", ErrInvalidConfig, cfg.Pod.Channel, ChannelTerminationMessage, ChannelSidecar, ChannelNone, DefaultChannel)
+		return nil, fmt.Errorf("%w: Config.Pod.Channel is %q; use %q, %q or %q (default %q)", kubexec.ErrInvalidConfig, cfg.Pod.Channel, ChannelTerminationMessage, ChannelSidecar, ChannelNone, DefaultChannel)
 	case cfg.MaxBytes < 0:
-		return nil, fmt.Errorf("%w: Config.MaxBytes is %d; use a positive number of bytes (default 4 MiB)", ErrInvalidConfig, cfg.MaxBytes)
+		return nil, fmt.Errorf("%w: Config.MaxBytes is %d; use a positive number of bytes (default 4 MiB)", kubexec.ErrInvalidConfig, cfg.MaxBytes)
 	case cfg.GiveUpAfter < 0:
-		return nil, fmt.Errorf("%w: Config.GiveUpAfter is %s; use a positive duration (default %s)", ErrInvalidConfig, cfg.GiveUpAfter, defaultGiveUpAfter)
+		return nil, fmt.Errorf("%w: Config.GiveUpAfter is %s; use a positive duration (default %s)", kubexec.ErrInvalidConfig, cfg.GiveUpAfter, defaultGiveUpAfter)
 	case cfg.ReadTimeout < 0:
-		return nil, fmt.Errorf("%w: Config.ReadTimeout is %s; use a positive duration (default %s)", ErrInvalidConfig, cfg.ReadTimeout, defaultReadTimeout)
+		return nil, fmt.Errorf("%w: Config.ReadTimeout is %s; use a positive duration (default %s)", kubexec.ErrInvalidConfig, cfg.ReadTimeout, defaultReadTimeout)
 	}
 	c := &Collector{client: client, config: config, backend: backend, cfg: cfg, middleware: Middleware(cfg.Pod),
 		now: time.Now, minExecTimeout: minExecTimeout, retryDelay: readRetryDelay}

@@ -10,6 +10,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/kubexec/kubexec"
 )
 
 // offlineCollector is a Collector with cfg whose API server is away: the
@@ -224,6 +226,6 @@ func TestChannelConfig(t *testing.T) {
 	require.Equal(t, DefaultChannel, c.cfg.Pod.Channel)
 	require.Equal(t, ChannelTerminationMessage, DefaultChannel)
 	_, err := NewCollector(c.client, c.config, &MemoryBackend{}, Config{Pod: PodConfig{Channel: "carrier-pigeon"}})
-	require.ErrorIs(t, err, ErrInvalidConfig)
+	require.ErrorIs(t, err, kubexec.ErrInvalidConfig)
 	require.ErrorContains(t, err, "Config.Pod.Channel")
 }

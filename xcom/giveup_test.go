@@ -318,7 +318,7 @@ func TestGiveUpAfterConfig(t *testing.T) {
 	c, _, _ := unitCollector(t, 0)
 	require.Equal(t, 10*time.Minute, c.cfg.GiveUpAfter)
 	_, err := NewCollector(c.client, c.config, &MemoryBackend{}, Config{GiveUpAfter: -time.Second})
-	require.ErrorIs(t, err, ErrInvalidConfig)
+	require.ErrorIs(t, err, kubexec.ErrInvalidConfig)
 	require.ErrorContains(t, err, "Config.GiveUpAfter")
 }
 
@@ -434,6 +434,6 @@ func TestReadTimeoutConfig(t *testing.T) {
 	t.Parallel()
 	c, _, _ := unitCollector(t, 0)
 	_, err := NewCollector(c.client, c.config, &MemoryBackend{}, Config{ReadTimeout: -time.Second})
-	require.ErrorIs(t, err, ErrInvalidConfig)
+	require.ErrorIs(t, err, kubexec.ErrInvalidConfig)
 	require.ErrorContains(t, err, "Config.ReadTimeout")
 }

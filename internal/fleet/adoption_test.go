@@ -63,7 +63,7 @@ func TestLeaseConfigValidation(t *testing.T) {
 				require.NoError(t, err)
 			} else {
 				require.ErrorContains(t, err, tt.want)
-				require.ErrorIs(t, err, ErrInvalidConfig)
+				require.ErrorIs(t, err, kubexec.ErrInvalidConfig)
 			}
 		})
 	}

@@ -84,6 +84,6 @@ func TestSweeperStaysInItsDeployment(t *testing.T) {
 func TestGroupValidated(t *testing.T) {
 	cluster.Need(t)
 	_, err := NewSweeper(cluster.Client(), NewLeaseLiveness(cluster.Client(), "default"), SweepConfig{ExecutorID: "x", Group: "not a label", Namespaces: []string{"default"}})
-	require.ErrorIs(t, err, ErrInvalidConfig)
+	require.ErrorIs(t, err, kubexec.ErrInvalidConfig)
 	require.ErrorContains(t, err, "SweepConfig.Group")
 }

@@ -25,10 +25,6 @@ import (
 	"github.com/kubexec/kubexec"
 )
 
-// ErrInvalidConfig is wrapped by the errors returned for an invalid
-// configuration; the error names the field and what to use instead.
-var ErrInvalidConfig = errors.New("adoption: invalid config")
-
 // LeaseConfig configures an executor instance's Lease. The timing fields
 // follow client-go's leader election rules: LeaseDuration > RenewDeadline >
 // 1.2 × RetryPeriod.
@@ -140,7 +136,7 @@ func (c LeaseConfig) validate() error {
 		}
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
+		return fmt.Errorf("%w: %w", kubexec.ErrInvalidConfig, errors.Join(errs...))
 	}
 	return nil
 }

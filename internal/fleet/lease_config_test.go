@@ -7,6 +7,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/kubexec/kubexec"
 )
 
 // TestLeaseConfigBounds: the Lease timings are refused, naming the field,
@@ -100,7 +102,7 @@ func TestLeaseConfigBounds(t *testing.T) {
 				require.NotNil(t, h)
 				return
 			}
-			require.ErrorIs(t, err, ErrInvalidConfig)
+			require.ErrorIs(t, err, kubexec.ErrInvalidConfig)
 			for _, w := range tt.want {
 				require.ErrorContains(t, err, w)
 			}

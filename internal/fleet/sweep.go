@@ -173,10 +173,10 @@ func NewSweeper(client kubernetes.Interface, liveness Liveness, cfg SweepConfig)
 		return nil, errors.New("adoption: NewSweeper needs a client and a Liveness")
 	}
 	if err := kubexec.ValidateExecutorID(cfg.ExecutorID); err != nil {
-		return nil, fmt.Errorf("%w: SweepConfig.ExecutorID: %w", ErrInvalidConfig, err)
+		return nil, fmt.Errorf("%w: SweepConfig.ExecutorID: %w", kubexec.ErrInvalidConfig, err)
 	}
 	if len(cfg.Namespaces) == 0 {
-		return nil, fmt.Errorf(`%w: SweepConfig.Namespaces is empty: list the namespaces, or [""] for all`, ErrInvalidConfig)
+		return nil, fmt.Errorf(`%w: SweepConfig.Namespaces is empty: list the namespaces, or [""] for all`, kubexec.ErrInvalidConfig)
 	}
 	if cfg.PageSize == 0 {
 		cfg.PageSize = 500
@@ -185,13 +185,13 @@ func NewSweeper(client kubernetes.Interface, liveness Liveness, cfg SweepConfig)
 		cfg.Concurrency = 16
 	}
 	if cfg.Concurrency < 0 || cfg.Concurrency > 1000 {
-		return nil, fmt.Errorf("%w: SweepConfig.Concurrency is %d: it must be between 1 and 1000 (0 for the default)", ErrInvalidConfig, cfg.Concurrency)
+		return nil, fmt.Errorf("%w: SweepConfig.Concurrency is %d: it must be between 1 and 1000 (0 for the default)", kubexec.ErrInvalidConfig, cfg.Concurrency)
 	}
 	if cfg.ExpiredLeaseAge < 0 {
-		return nil, fmt.Errorf("%w: SweepConfig.ExpiredLeaseAge is negative (%s): use 0 to keep Leases", ErrInvalidConfig, cfg.ExpiredLeaseAge)
+		return nil, fmt.Errorf("%w: SweepConfig.ExpiredLeaseAge is negative (%s): use 0 to keep Leases", kubexec.ErrInvalidConfig, cfg.ExpiredLeaseAge)
 	}
 	if err := kubexec.ValidateGroup(cfg.Group); err != nil {
-		return nil, fmt.Errorf("%w: SweepConfig.Group: %w", ErrInvalidConfig, err)
+		return nil, fmt.Errorf("%w: SweepConfig.Group: %w", kubexec.ErrInvalidConfig, err)
 	}
 	if cfg.LeaseNamespace == "" {
 		cfg.LeaseNamespace = "default"

@@ -1,7 +1,6 @@
 package podwatch
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -61,10 +60,6 @@ const (
 	DefaultListTimeout   = 5 * time.Minute
 )
 
-// ErrInvalidConfig is wrapped by the errors that New returns for an invalid
-// Config.
-var ErrInvalidConfig = errors.New("watch: invalid config")
-
 func (c Config) withDefaults() (Config, error) {
 	if c.WatchTimeout == 0 {
 		c.WatchTimeout = DefaultWatchTimeout
@@ -86,7 +81,7 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Selector == nil {
 		sel, err := kubexec.ActiveSelector(c.ExecutorID)
 		if err != nil {
-			return c, fmt.Errorf("%w: Config.ExecutorID: %w", ErrInvalidConfig, err)
+			return c, fmt.Errorf("%w: Config.ExecutorID: %w", kubexec.ErrInvalidConfig, err)
 		}
 		c.Selector = sel
 	}
@@ -95,23 +90,23 @@ func (c Config) withDefaults() (Config, error) {
 
 func (c Config) validate() error {
 	if err := kubexec.ValidateExecutorID(c.ExecutorID); err != nil {
-		return fmt.Errorf("%w: Config.ExecutorID: %w", ErrInvalidConfig, err)
+		return fmt.Errorf("%w: Config.ExecutorID: %w", kubexec.ErrInvalidConfig, err)
 	}
 	for _, ns := range c.Namespaces {
 		if ns == "" {
-			return fmt.Errorf("%w: Config.Namespaces holds an empty name; leave Namespaces nil to watch all namespaces", ErrInvalidConfig)
+			return fmt.Errorf("%w: Config.Namespaces holds an empty name; leave Namespaces nil to watch all namespaces", kubexec.ErrInvalidConfig)
 		}
 		if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
-			return fmt.Errorf("%w: Config.Namespaces: %q is not a namespace name: %s", ErrInvalidConfig, ns, errs[0])
+			return fmt.Errorf("%w: Config.Namespaces: %q is not a namespace name: %s", kubexec.ErrInvalidConfig, ns, errs[0])
 		}
 	}
 	for name, d := range map[string]time.Duration{"WatchTimeout": c.WatchTimeout, "ClientTimeout": c.ClientTimeout, "ListTimeout": c.ListTimeout} {
 		if d < 0 {
-			return fmt.Errorf("%w: Config.%s is %s; use a positive duration, or 0 for the default", ErrInvalidConfig, name, d)
+			return fmt.Errorf("%w: Config.%s is %s; use a positive duration, or 0 for the default", kubexec.ErrInvalidConfig, name, d)
 		}
 	}
 	if c.WatchTimeout > 0 && c.WatchTimeout < time.Second {
-		return fmt.Errorf("%w: Config.WatchTimeout is %s; the server counts it in whole seconds, so use 1s or more", ErrInvalidConfig, c.WatchTimeout)
+		return fmt.Errorf("%w: Config.WatchTimeout is %s; the server counts it in whole seconds, so use 1s or more", kubexec.ErrInvalidConfig, c.WatchTimeout)
 	}
 	return nil
 }

@@ -443,7 +443,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	}
 	for name, tc := range cases {
 		_, err := New(client, tc.cfg, HandlerFuncs{})
-		require.ErrorIs(t, err, ErrInvalidConfig, name)
+		require.ErrorIs(t, err, kubexec.ErrInvalidConfig, name)
 		require.ErrorContains(t, err, tc.want, name)
 	}
 	_, err := New(nil, Config{ExecutorID: "e"}, HandlerFuncs{})
