@@ -103,6 +103,12 @@ const (
 	// carries the value's error; its ExitCode is 0, with ContainerExited
 	// set.
 	ReasonXComFailed Reason = "XComFailed"
+	// ReasonExecutorError: the executor found its own record of the
+	// attempt in a state its rules do not allow (a bug in kubexec, never
+	// the task's fault) and ended the attempt rather than leave it
+	// stranded, holding its slot. Its pod, if it may still run, is
+	// deleted first, as for any other ending.
+	ReasonExecutorError Reason = "ExecutorError"
 )
 
 type reasonInfo struct {
@@ -178,6 +184,13 @@ var reasons = map[Reason]reasonInfo{
 			"required, or unreadable. Fix what the task writes or its pod's xcom annotations; a retry writes " +
 			"the same value, unless the message says the value was lost with its node.",
 	},
+	ReasonExecutorError: {
+		retryable: true,
+		system:    true,
+		hint: "kubexec ended the attempt because its own record of it broke its rules; the task is not at " +
+			"fault and a retry will likely succeed. Please report it with the executor's log line " +
+			"\"illegal attempt transition\".",
+	},
 }
 
 // Reasons returns every Reason defined by this package, in declaration order.
@@ -185,7 +198,7 @@ func Reasons() []Reason {
 	return []Reason{
 		ReasonSucceeded, ReasonFailed, ReasonOOMKilled, ReasonImagePullError, ReasonConfigError,
 		ReasonUnschedulable, ReasonDeadlineExceeded, ReasonDisrupted, ReasonDeletedExternally,
-		ReasonLaunchRejected, ReasonRevoked, ReasonQueuedTimeout, ReasonXComFailed,
+		ReasonLaunchRejected, ReasonRevoked, ReasonQueuedTimeout, ReasonXComFailed, ReasonExecutorError,
 	}
 }
 

@@ -29,6 +29,7 @@ func TestReasonTaxonomy(t *testing.T) {
 		{kubexec.ReasonRevoked, false, false, kubexec.StateFailed},
 		{kubexec.ReasonQueuedTimeout, true, true, kubexec.StateFailed},
 		{kubexec.ReasonXComFailed, false, false, kubexec.StateFailed},
+		{kubexec.ReasonExecutorError, true, true, kubexec.StateFailed},
 	}
 	require.Len(t, kubexec.Reasons(), len(tests), "every reason is in this table")
 	for i, tt := range tests {

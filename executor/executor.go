@@ -874,16 +874,45 @@ func (e *Executor) createEndedLocked(a *attempt) {
 // package's tests make it panic.
 var illegalTransition = func(error) {}
 
-// moveLocked moves a to stage to and reports whether it did: a move the
-// transitions table does not allow is refused and logged, and leaves a as
-// it was.
+// moveLocked moves a to stage to and reports whether it did. A move that
+// breaks the attempt's rules (attempt.moveTo) is refused and logged, and
+// the attempt, unless its outcome is known already, ends with
+// ReasonExecutorError (its pod deleted first if it may still run), so that
+// it frees its slot instead of staying stranded.
 func (e *Executor) moveLocked(a *attempt, to stage) bool {
 	from := a.stage
 	if err := a.moveTo(to); err != nil {
 		e.logLocked(slog.LevelError, "refused an attempt's stage change", "task", a.key, "err", err)
 		illegalTransition(err)
+		e.failBrokenLocked(a, err)
 		return false
 	}
+	e.movedLocked(a, from, to)
+	return true
+}
+
+// failBrokenLocked ends a, whose record broke its rules, with
+// ReasonExecutorError, when its outcome is not known yet and no create is
+// in flight (that one ends it once the create returns).
+func (e *Executor) failBrokenLocked(a *attempt, why error) {
+	if a.stage.hasResult() || a.stage == stageDone || a.creating() {
+		return
+	}
+	a.podMayRun = a.hasPod()
+	a.stop = stopProgress{}
+	r := e.newResultLocked(a, kubexec.ReasonExecutorError, "kubexec ended the attempt: "+why.Error())
+	to := a.settledStage()
+	from := a.stage
+	a.stage = to // the move that the broken record makes unsafe to check
+	e.movedLocked(a, from, to)
+	a.result = &r
+	a.resultAt = time.Now()
+	e.results.Add(a.key)
+	e.reportSlotsLocked()
+}
+
+// movedLocked accounts for a's move from one stage to another.
+func (e *Executor) movedLocked(a *attempt, from, to stage) {
 	if e.attempts[a.key] == a {
 		e.tally.add(from, -1)
 		e.tally.add(to, 1)
@@ -895,7 +924,6 @@ func (e *Executor) moveLocked(a *attempt, to stage) bool {
 	if to == stageReleasing || to == stageDone {
 		e.progressLocked()
 	}
-	return true
 }
 
 // progressLocked tells a Stop that waits for results that one was saved or

@@ -187,23 +187,38 @@ type attempt struct {
 	// (watch.Classification.RecheckAt), so resync classifies it again.
 	timed bool
 	grace *int64
-	// Progress within stageStopping: stopSent, the outcome was recorded
-	// on the pod and the pod deleted; stopGone, the pod was found gone.
-	stopSent bool
-	stopGone bool
-	// Progress within stageReleasing: archived, the logs are in the
-	// LogArchiver; released, the finalizer is removed (and the done label
-	// set); deleteAt, when a delayed GC deletion is due.
-	archived bool
-	released bool
-	deleteAt time.Time
-	// XCom: xcomWaiting asks the result worker to collect the value while
-	// the sidecar keeps the pod running (stageLaunched); xcomDone holds
-	// the answer.
-	xcomWaiting bool
-	xcomDone    bool
-	xcomRef     string
-	xcomErr     error // matches kubexec.ErrXComValue
+	// stop, release and xcom record the progress of the steps of
+	// stageStopping, stageReleasing and the XCom collection; moveTo checks
+	// that each is fresh when its stage begins.
+	stop    stopProgress
+	release releaseProgress
+	xcom    xcomProgress
+}
+
+// stopProgress is the progress of stageStopping: sent, the outcome was
+// recorded on the pod and the pod deleted; gone, the pod was found gone.
+// It stays set after the stage: the release reads sent (the pod is
+// deleted already).
+type stopProgress struct {
+	sent, gone bool
+}
+
+// releaseProgress is the progress of stageReleasing: archived, the logs
+// are in the LogArchiver; released, the finalizer is removed (and the done
+// label set); deleteAt, when a delayed GC deletion is due.
+type releaseProgress struct {
+	archived, released bool
+	deleteAt           time.Time
+}
+
+// xcomProgress is the collection of the attempt's XCom value: waiting asks
+// the result worker to collect it while the sidecar keeps the pod running
+// (stageLaunched); done says it was collected, with ref or err (which
+// matches kubexec.ErrXComValue).
+type xcomProgress struct {
+	waiting, done bool
+	ref           string
+	err           error
 }
 
 // launchState is what an attempt needs until its pod exists.
@@ -252,10 +267,24 @@ func (a *attempt) failed(why string) int {
 
 // moveTo moves a to stage to, or returns an error wrapping
 // errIllegalTransition (and leaves a as it was) when transitions does not
-// allow the move.
+// allow the move or a's records break the rules of the stage it enters:
+// an outcome known from stageCancelling on, and the progress of a stage's
+// step fresh when it begins.
 func (a *attempt) moveTo(to stage) error {
 	if !canMove(a.stage, to) {
 		return fmt.Errorf("%w: %s from %s to %s", errIllegalTransition, a.key, a.stage, to)
+	}
+	var broken string
+	switch {
+	case to == stageStopping && a.stop != (stopProgress{}):
+		broken = "its stop was already under way"
+	case to == stageReleasing && a.release != (releaseProgress{}):
+		broken = "its release was already under way"
+	case to < stageReleasing && a.release != (releaseProgress{}):
+		broken = "it was released"
+	}
+	if broken != "" {
+		return fmt.Errorf("%w: %s from %s to %s: %s", errIllegalTransition, a.key, a.stage, to, broken)
 	}
 	a.stage = to
 	return nil
@@ -295,7 +324,7 @@ func (a *attempt) unsaved() bool {
 	case stageCancelling, stageStopping, stageFinishing:
 		return true
 	case stageReleasing:
-		return !a.released && a.hasPod()
+		return !a.release.released && a.hasPod()
 	}
 	return false
 }

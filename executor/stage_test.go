@@ -2,9 +2,13 @@ package executor
 
 import (
 	"fmt"
+	"log/slog"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"k8s.io/client-go/util/workqueue"
+
+	"github.com/kubexec/kubexec"
 )
 
 // Every test of the package (the cluster tests included) fails on a stage
@@ -121,4 +125,56 @@ func TestStageQueries(t *testing.T) {
 			require.Equal(t, tt.creating, tt.a.creating())
 		})
 	}
+}
+
+// TestBrokenRecordEndsTheAttempt: a move that breaks an attempt's rules is
+// refused, and the attempt ends with ReasonExecutorError instead of staying
+// stranded in its slot; its pod, which may still run, is stopped first.
+// (Not parallel: it turns off the panic of the package's tests.)
+func TestBrokenRecordEndsTheAttempt(t *testing.T) {
+	var refused []error
+	saved := illegalTransition
+	illegalTransition = func(err error) { refused = append(refused, err) }
+	defer func() { illegalTransition = saved }()
+
+	e := &Executor{
+		attempts: map[kubexec.TaskKey]*attempt{},
+		log:      slog.New(slog.DiscardHandler),
+		cfg:      Config{Parallelism: 4},
+		results:  workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[kubexec.TaskKey]()),
+	}
+	defer e.results.ShutDown()
+	k := kubexec.TaskKey{WorkflowID: "w", TaskID: "t", RunID: "r", Attempt: 1}
+	a := &attempt{key: k, stage: stageLaunched, namespace: "ns", podName: "p", pod: podExists}
+	e.mu.Lock()
+	e.trackLocked(a)
+	require.Equal(t, 1, e.statsLocked().Running)
+	a.release.released = true // a record that breaks the rules
+	require.False(t, e.moveLocked(a, stageFinishing))
+	st := e.statsLocked()
+	e.mu.Unlock()
+
+	require.Len(t, refused, 1)
+	require.ErrorIs(t, refused[0], errIllegalTransition)
+	require.ErrorContains(t, refused[0], "it was released")
+	require.Equal(t, stageStopping, a.stage, "its pod may still run: stopped before the result is saved")
+	require.True(t, a.podMayRun)
+	require.NotNil(t, a.result)
+	require.Equal(t, kubexec.ReasonExecutorError, a.result.Reason)
+	require.True(t, a.result.Reason.SystemFailure())
+	require.Contains(t, a.result.Message, "it was released")
+	require.Zero(t, st.Running, "the slot is free")
+	require.Equal(t, 1, st.Finishing)
+	require.Equal(t, 1, e.results.Len(), "handed to the result workers")
+
+	// An attempt whose outcome is known is left to its steps.
+	b := &attempt{key: kubexec.TaskKey{WorkflowID: "w", TaskID: "u", RunID: "r", Attempt: 1}, stage: stageFinishing}
+	r := kubexec.Result{Reason: kubexec.ReasonSucceeded}
+	b.result = &r
+	e.mu.Lock()
+	e.trackLocked(b)
+	require.False(t, e.moveLocked(b, stageLaunched))
+	e.mu.Unlock()
+	require.Equal(t, stageFinishing, b.stage)
+	require.Equal(t, kubexec.ReasonSucceeded, b.result.Reason)
 }

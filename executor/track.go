@@ -88,8 +88,8 @@ func (e *Executor) observe(pod *corev1.Pod) {
 	a.lastPod = pod
 	e.classifyLocked(a, pod, time.Now())
 	e.changedLocked(a) // its pod changed: pending, running, its node
-	if xcomWaiting && a.stage == stageLaunched && !a.xcomDone {
-		a.xcomWaiting = true
+	if xcomWaiting && a.stage == stageLaunched && !a.xcom.done {
+		a.xcom.waiting = true
 		a.lastPod = pod // the pod the value is collected from
 		e.results.Add(key)
 	}
@@ -253,7 +253,7 @@ func (e *Executor) stopStep(ctx context.Context, a *attempt) error {
 		e.unlock()
 		return nil
 	}
-	sent, gone := a.stopSent, a.stopGone
+	sent, gone := a.stop.sent, a.stop.gone
 	outcome := ended{Reason: a.result.Reason, Message: a.result.Message}
 	e.unlock()
 	if !sent {
@@ -262,7 +262,7 @@ func (e *Executor) stopStep(ctx context.Context, a *attempt) error {
 			return err
 		}
 		e.mu.Lock()
-		a.stopSent, a.stopGone = true, gone
+		a.stop.sent, a.stop.gone = true, gone
 		e.unlock()
 	}
 	if !gone {
@@ -427,7 +427,7 @@ func (e *Executor) resync(retryNow bool) {
 		case a.stage.hasResult():
 			// A step that failed waits for its backoff: Sync does not
 			// hammer a failing store or API server once per tick.
-			if (retryNow || (a.stage == stageStopping && a.stopSent)) && e.results.NumRequeues(a.key) == 0 && e.releases.NumRequeues(a.key) == 0 {
+			if (retryNow || (a.stage == stageStopping && a.stop.sent)) && e.results.NumRequeues(a.key) == 0 && e.releases.NumRequeues(a.key) == 0 {
 				e.enqueueLocked(a)
 			}
 		case a.stage == stageQueued && a.launch != nil && a.launch.heldBy == "" && !a.launch.firstTry.IsZero() && now.Sub(a.launch.firstTry) > e.cfg.QueuedTimeout:
@@ -490,7 +490,7 @@ func (e *Executor) resultStep(ctx context.Context, key kubexec.TaskKey) error {
 		e.unlock()
 		return nil
 	}
-	st, collect, pod := a.stage, a.xcomWaiting, e.podLocked(a)
+	st, collect, pod := a.stage, a.xcom.waiting, e.podLocked(a)
 	e.unlock()
 	switch st {
 	case stageVerifying:
@@ -555,7 +555,7 @@ func (e *Executor) releaseStep(ctx context.Context, key kubexec.TaskKey) error {
 		e.unlock()
 		return nil
 	}
-	hasPod, pod, archived := a.hasPod(), a.lastPod, a.archived
+	hasPod, pod, archived := a.hasPod(), a.lastPod, a.release.archived
 	e.unlock()
 	if e.cfg.LogArchiver != nil && hasPod && pod != nil && !archived {
 		// Before the pod may go: the tracking finalizer holds it until
@@ -564,7 +564,7 @@ func (e *Executor) releaseStep(ctx context.Context, key kubexec.TaskKey) error {
 			return fmt.Errorf("archive logs: %w", err)
 		}
 		e.mu.Lock()
-		a.archived = true
+		a.release.archived = true
 		e.unlock()
 	}
 	return e.release(ctx, a)
@@ -577,7 +577,7 @@ func (e *Executor) releaseStep(ctx context.Context, key kubexec.TaskKey) error {
 // Config.XComTimeout.
 func (e *Executor) collectXCom(ctx context.Context, a *attempt, pod *corev1.Pod) error {
 	e.mu.Lock()
-	done := a.xcomDone
+	done := a.xcom.done
 	e.unlock()
 	if !done {
 		timeout := e.cfg.XComTimeout
@@ -591,26 +591,26 @@ func (e *Executor) collectXCom(ctx context.Context, a *attempt, pod *corev1.Pod)
 		switch {
 		case errors.Is(err, kubexec.ErrXComValue):
 			e.mu.Lock()
-			a.xcomDone, a.xcomErr = true, err
+			a.xcom.done, a.xcom.err = true, err
 			e.unlock()
 		case err != nil:
 			return fmt.Errorf("collect xcom: %w", err)
 		default:
 			e.mu.Lock()
-			a.xcomDone, a.xcomRef = true, ref
+			a.xcom.done, a.xcom.ref = true, ref
 			e.unlock()
 		}
 	}
 	e.mu.Lock()
 	defer e.unlock()
-	a.xcomWaiting = false
+	a.xcom.waiting = false
 	if a.stage.hasResult() && a.stage != stageReleasing {
-		a.result.XComRef = a.xcomRef
-		if a.xcomErr != nil && a.result.Reason == kubexec.ReasonSucceeded {
+		a.result.XComRef = a.xcom.ref
+		if a.xcom.err != nil && a.result.Reason == kubexec.ReasonSucceeded {
 			// The task ran but its value is unusable: a failure of the
 			// task, never a silent drop.
 			a.result.Reason, a.result.State = kubexec.ReasonXComFailed, kubexec.StateFailed
-			a.result.Message = "the task succeeded but its XCom value is unusable: " + a.xcomErr.Error()
+			a.result.Message = "the task succeeded but its XCom value is unusable: " + a.xcom.err.Error()
 		}
 	}
 	return nil
@@ -621,8 +621,8 @@ func (e *Executor) collectXCom(ctx context.Context, a *attempt, pod *corev1.Pod)
 func (e *Executor) release(ctx context.Context, a *attempt) error {
 	e.mu.Lock()
 	ns, name, uid := a.namespace, a.podName, a.podUID
-	hasPod, released, force, grace, deleteAt := a.hasPod(), a.released, a.podMayRun, a.grace, a.deleteAt
-	deleted := a.stopSent // stopStep deleted it before the save
+	hasPod, released, force, grace, deleteAt := a.hasPod(), a.release.released, a.podMayRun, a.grace, a.release.deleteAt
+	deleted := a.stop.sent // stopStep deleted it before the save
 	succeeded := a.result.Reason == kubexec.ReasonSucceeded
 	e.unlock()
 
@@ -657,10 +657,10 @@ func (e *Executor) release(ctx context.Context, a *attempt) error {
 				}
 			}
 			e.mu.Lock()
-			a.released, a.podUID = true, uid
+			a.release.released, a.podUID = true, uid
 			if delayed {
-				a.deleteAt = time.Now().Add(plan.deleteAfter)
-				deleteAt = a.deleteAt
+				a.release.deleteAt = time.Now().Add(plan.deleteAfter)
+				deleteAt = a.release.deleteAt
 			}
 			e.unlock()
 		}
