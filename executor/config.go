@@ -96,7 +96,7 @@ type Config struct {
 	// attempt's labels for the attempt's only when it is the pod it
 	// created in this process (same UID) or carries a mark that verifies
 	// with this key: anyone else's pod, with whatever labels, is reported
-	// (log, ForeignPodMetrics) and never tracked, adopted, settled or
+	// (log, Metrics.ObserveForeignPod) and never tracked, adopted, settled or
 	// given a result. All instances of one AdoptionGroup need the same
 	// key. At least 32 random bytes. Default: read from the Secret
 	// ProvenanceSecret in LeaseNamespace, which the first instance

@@ -13,8 +13,9 @@ import (
 	"github.com/kubexec/kubexec/podtemplate"
 )
 
-// A minimal host: it queues one attempt, drives the executor with a
-// heartbeat, and reads the attempt's result from its StateStore.
+// A minimal host: it queues one attempt and waits for its result, with no
+// ticker: Queue launches at once while a slot is open, and the result is
+// in the StateStore when Wait returns it.
 func Example() {
 	restConfig, err := clientcmd.BuildConfigFromFlags("", "/path/to/kubeconfig")
 	if err != nil {
@@ -37,27 +38,20 @@ func Example() {
 	// python:3.13 runs as root, and the default template requires a
 	// non-root user (runAsNonRoot, the "restricted" standard): the attempt
 	// names one, or its pod would end with ConfigError.
-	asUser, err := podtemplate.ParseOverride("example", []byte("spec: {securityContext: {runAsUser: 1000}}"))
-	if err != nil {
-		log.Fatal(err)
-	}
 	key := kubexec.TaskKey{WorkflowID: "etl", TaskID: "load_users", RunID: "2026-11-27", MapIndex: kubexec.NotMapped, Attempt: 1}
 	if err := exec.Queue(podtemplate.TaskSpec{
-		Key:      key,
-		Image:    "python:3.13",
-		Command:  []string{"python", "-c", "print('loaded')"},
-		Override: asUser,
+		Key:       key,
+		Image:     "python:3.13",
+		Command:   []string{"python", "-c", "print('loaded')"},
+		RunAsUser: new(int64(1000)),
 	}); err != nil {
 		log.Fatal(err)
 	}
-	for {
-		if err := exec.Heartbeat(); err != nil {
-			log.Fatal(err)
-		}
-		if r, ok, _ := store.LoadResult(ctx, key); ok {
-			fmt.Println(r.Reason, r.Reason.Retryable(), r.Message)
-			return
-		}
-		time.Sleep(time.Second)
+	waitCtx, cancel := context.WithTimeout(ctx, time.Hour)
+	defer cancel()
+	r, err := exec.Wait(waitCtx, key)
+	if err != nil {
+		log.Fatal(err) // ErrStopped, or the host's deadline
 	}
+	fmt.Println(r.Reason, r.Reason.Retryable(), r.Message)
 }

@@ -30,15 +30,7 @@ const ProvenanceSecretKey = "key"
 // provenanceKeyBytes is the size of the key the executor generates.
 const provenanceKeyBytes = 32
 
-// ForeignPodMetrics is an optional capability of Config.Metrics: it counts
-// the pods that carry an attempt's labels but that the executor cannot
-// tell it made (no provenance mark, a mark that does not verify, or
-// another pod than the one it created). Such a pod never decides a result.
-type ForeignPodMetrics interface {
-	ObserveForeignPod(reason string)
-}
-
-// Reasons passed to ForeignPodMetrics.ObserveForeignPod.
+// Reasons passed to Metrics.ObserveForeignPod.
 const (
 	ForeignPodNoMark   = "no-mark"   // no kubexec.AnnotationProvenance
 	ForeignPodBadMark  = "bad-mark"  // a mark made without the key, or for another pod

@@ -92,7 +92,7 @@ func TestPolicyRefusesUnsafePods(t *testing.T) {
 	require.Equal(t, kubexec.ReasonSucceeded, offStore.Results()[0].Reason, "%+v", offStore.Results()[0])
 }
 
-// foreignCounter records ForeignPodMetrics calls.
+// foreignCounter records Metrics.ObserveForeignPod calls.
 type foreignCounter struct {
 	executor.NopMetrics
 	mu      sync.Mutex
