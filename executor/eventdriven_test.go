@@ -146,12 +146,18 @@ func TestNoTicker(t *testing.T) {
 	// The second attempt got the slot the first freed, with no tick.
 	var states []kubexec.State
 	var last executor.AttemptStatus
-	for st := range updates {
-		if len(states) == 0 || states[len(states)-1] != st.State {
-			states = append(states, st.State)
-		}
-		last = st
-		if ctx.Err() != nil {
+	for done := false; !done; {
+		select {
+		case st, ok := <-updates:
+			if !ok {
+				done = true
+				break
+			}
+			if len(states) == 0 || states[len(states)-1] != st.State {
+				states = append(states, st.State)
+			}
+			last = st
+		case <-ctx.Done():
 			t.Fatalf("no final status for %s; saw %v", second, states)
 		}
 	}
@@ -190,9 +196,14 @@ func TestWaitEndsAtStop(t *testing.T) {
 	ch, unsubscribe, err := e.Subscribe(k)
 	require.NoError(t, err)
 	defer unsubscribe()
-	for st := range ch {
-		if st.State == kubexec.StateRunning {
-			break
+	deadline := time.After(3 * time.Minute)
+	for running := false; !running; {
+		select {
+		case st, ok := <-ch:
+			require.True(t, ok, "the subscription ended before the attempt ran")
+			running = st.State == kubexec.StateRunning
+		case <-deadline:
+			t.Fatal("the attempt was not running after 3m")
 		}
 	}
 	stopCtx, stop := context.WithTimeout(t.Context(), time.Minute)
